@@ -1,0 +1,204 @@
+"""The export format's names and rules, in one place.
+
+Everything the viewer checks by name or number (see the format page of the docs) is
+defined here; writers, the validator and the reader import these instead of spelling
+them again.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+# --- files and folders -------------------------------------------------------------------
+IDENTITY_FILE = "dataset_identity.json"
+OBS_MANIFEST = "obs_manifest.json"
+VAR_MANIFEST = "var_manifest.json"
+CONNECTIVITY_MANIFEST = "connectivity_manifest.json"
+CATALOG_FILE = "datasets.json"
+OBS_DIR = "obs"
+VAR_DIR = "var"
+CONNECTIVITY_DIR = "connectivity"
+VECTORS_DIR = "vectors"
+
+MANIFEST_FORMAT = "compact_v1"
+IDENTITY_VERSION = 2
+CATALOG_VERSION = 1
+EDGE_FORMAT = "edge_pairs"
+
+LayoutName = Literal["current", "legacy"]
+LAYOUTS: tuple[LayoutName, ...] = ("current", "legacy")
+DIMENSIONS = (1, 2, 3)
+
+# --- dtypes --------------------------------------------------------------------------------
+#: file extension of each payload dtype
+EXT = {"float32": "f32", "uint8": "u8", "uint16": "u16"}
+#: quantization bits -> dtype name
+QUANT_DTYPE = {8: "uint8", 16: "uint16"}
+#: largest code of a quantized value; the next code (``MAX_QUANT + 1``) means missing
+MAX_QUANT = {8: 254, 16: 65534}
+#: category codes dtype -> the code of a missing value
+CODES_MISSING = {"uint8": 255, "uint16": 65535}
+#: category codes dtype -> most categories it holds
+MAX_CATEGORIES = {"uint8": 254, "uint16": 65534}
+#: points, vectors and unquantized values
+FLOAT_DTYPE = np.dtype("<f4")
+WEIGHT_DTYPE = np.dtype("<f8")
+#: largest ``n_cells`` whose edge indices fit in uint16
+UINT16_INDEX_MAX_CELLS = 65536
+
+MAX_PAYLOAD_BYTES = 512 * 2**20
+MAX_JSON_BYTES = 64 * 2**20
+
+# --- identity ------------------------------------------------------------------------------
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+ID_MAX_LENGTH = 180
+CREATED_AT_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+IDENTITY_REQUIRED_KEYS = frozenset(
+    {"version", "id", "name", "description", "cellucid_data_version", "stats", "embeddings", "obs_fields"}
+)
+IDENTITY_OPTIONAL_KEYS = frozenset({"created_at", "export_settings", "source", "vector_fields"})
+STATS_KEYS = frozenset(
+    {
+        "n_cells",
+        "n_genes",
+        "n_obs_fields",
+        "n_categorical_fields",
+        "n_continuous_fields",
+        "has_connectivity",
+        "n_edges",
+    }
+)
+EMBEDDINGS_KEYS = frozenset({"available_dimensions", "default_dimension", "files"})
+EXPORT_SETTINGS_KEYS = frozenset(
+    {"compression", "var_quantization", "obs_continuous_quantization", "obs_categorical_dtype"}
+)
+SOURCE_REQUIRED_KEYS = frozenset({"name"})
+SOURCE_OPTIONAL_KEYS = frozenset({"url", "citation"})
+VECTOR_FIELDS_KEYS = frozenset({"default_field", "fields"})
+VECTOR_FIELD_KEYS = frozenset({"label", "basis", "available_dimensions", "default_dimension", "files"})
+#: the basis the viewer's folder picker insists on for vector fields
+VECTOR_BASIS = "umap"
+
+OBS_MANIFEST_KEYS = frozenset(
+    {
+        "_format",
+        "n_points",
+        "centroid_outlier_quantile",
+        "latent_key",
+        "compression",
+        "_obsSchemas",
+        "_continuousFields",
+        "_categoricalFields",
+    }
+)
+CONTINUOUS_SCHEMA_KEYS = frozenset({"pathPattern", "ext", "dtype", "quantized"})
+CATEGORICAL_SCHEMA_KEYS = frozenset(
+    {"codesPathPattern", "outlierPathPattern", "outlierExt", "outlierDtype", "outlierQuantized"}
+)
+VAR_MANIFEST_KEYS = frozenset(
+    {"_format", "n_points", "var_gene_id_column", "compression", "quantization", "_varSchema", "fields"}
+)
+CONNECTIVITY_MANIFEST_KEYS = {
+    "current": frozenset(
+        {
+            "format",
+            "n_cells",
+            "n_edges",
+            "max_neighbors",
+            "index_bytes",
+            "index_dtype",
+            "sourcesPath",
+            "destinationsPath",
+            "weightsPath",
+            "weight_dtype",
+            "weight_bytes",
+            "compression",
+        }
+    ),
+    "legacy": frozenset(
+        {
+            "format",
+            "n_cells",
+            "n_edges",
+            "max_neighbors",
+            "index_bytes",
+            "index_dtype",
+            "sourcesPath",
+            "destinationsPath",
+            "compression",
+        }
+    ),
+}
+CATALOG_KEYS = frozenset({"version", "default", "datasets"})
+CATALOG_ENTRY_REQUIRED_KEYS = frozenset({"id", "path"})
+CATALOG_ENTRY_OPTIONAL_KEYS = frozenset({"name", "description", "n_cells", "n_genes"})
+
+DEFAULT_CENTROID_OUTLIER_QUANTILE = 0.95
+DEFAULT_CENTROID_MIN_POINTS = 10
+
+
+def gz(path: str, compression: int | None) -> str:
+    """Return ``path`` with ``.gz`` appended when ``compression`` is a gzip level."""
+    return f"{path}.gz" if compression else path
+
+
+def safe_filename_component(name: object) -> str:
+    """Return the file-name-safe form of a key, as the legacy layout names its files."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._")
+    return safe or "field"
+
+
+def index_dtype(n_cells: int) -> np.dtype:
+    """Return the smallest dtype the viewer accepts for edge indices of ``n_cells`` cells."""
+    return np.dtype("<u2") if n_cells <= UINT16_INDEX_MAX_CELLS else np.dtype("<u4")
+
+
+def points_path(dim: int, compression: int | None) -> str:
+    """Return the relative path of the ``dim``-dimensional points file."""
+    return gz(f"points_{dim}d.bin", compression)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one layout names payload files and opens manifest field entries.
+
+    The current layout names a field's files by its integer index, the legacy layout by
+    its sanitized key.
+    """
+
+    name: LayoutName
+
+    @property
+    def placeholder(self) -> str:
+        """The placeholder of manifest path patterns."""
+        return "{index}" if self.name == "current" else "{key}"
+
+    def stem(self, index: int, key: object) -> str:
+        """Return the file stem of a field: its index or its sanitized key."""
+        return str(index) if self.name == "current" else safe_filename_component(key)
+
+    def entry_head(self, index: int, key: str) -> list:
+        """Return the leading items of a manifest field entry."""
+        return [index, key] if self.name == "current" else [key]
+
+    def vector_stem(self, index: int, field_id: str) -> str:
+        """Return the file stem of a vector field."""
+        return str(index) if self.name == "current" else field_id
+
+    @property
+    def weighted_edges(self) -> bool:
+        """Whether edges carry a weights file."""
+        return self.name == "current"
+
+
+def layout(name: str) -> Layout:
+    """Return the :class:`Layout` called ``name``, or raise a clear error."""
+    if name not in LAYOUTS:
+        msg = f"layout must be one of {LAYOUTS}, got {name!r}."
+        raise ValueError(msg)
+    return Layout(name)  # type: ignore[arg-type]

@@ -1,0 +1,326 @@
+"""Collect what an export needs from an AnnData, checking it before anything is written."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from .._format import DIMENSIONS, Layout, safe_filename_component
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+#: latent spaces tried, in order, when ``latent_key`` is not given
+LATENT_KEYS = ("X_scVI", "X_pca")
+
+FieldKind = Literal["continuous", "category"]
+
+
+@dataclass(frozen=True)
+class ObsField:
+    """One ``obs`` column to export: its index, key, kind and values."""
+
+    index: int
+    key: str
+    kind: FieldKind
+    values: pd.Series
+
+
+@dataclass(frozen=True)
+class GeneSource:
+    """Where gene values come from: a cells × genes matrix, the columns to export and their names."""
+
+    matrix: object
+    columns: np.ndarray
+    names: list[str]
+    id_column: str | None
+
+
+@dataclass
+class Collected:
+    """Everything an export writes, as found in the AnnData."""
+
+    n_cells: int
+    embeddings: dict[int, np.ndarray]
+    embedding_keys: dict[int, str]
+    latent: np.ndarray | None = None
+    latent_key: str | None = None
+    vector_fields: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+    graph: sparse.csr_matrix | None = None
+    graph_key: str | None = None
+    obs_fields: list[ObsField] = field(default_factory=list)
+    genes: GeneSource | None = None
+
+
+def _dense(value: object) -> np.ndarray:
+    value = value.toarray() if sparse.issparse(value) else np.asarray(value)
+    return value.reshape(value.shape[0], -1) if value.ndim != 2 else value
+
+
+def _require_finite(array: np.ndarray, what: str) -> None:
+    bad_rows = ~np.isfinite(array).all(axis=1)
+    if bad_rows.any():
+        msg = (
+            f"{what} has NaN or Inf in {int(bad_rows.sum()):,} of {array.shape[0]:,} rows "
+            f"(first at row {int(np.argmax(bad_rows))}); the viewer needs finite coordinates. "
+            "Remove those cells or fill them before exporting."
+        )
+        raise ValueError(msg)
+
+
+def collect_embeddings(adata: AnnData, basis: str) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    """Find ``X_<basis>_1d/_2d/_3d`` and ``X_<basis>`` (by its width) in ``adata.obsm``."""
+    found: dict[int, str] = {}
+    for dim in DIMENSIONS:
+        key = f"X_{basis}_{dim}d"
+        if key in adata.obsm:
+            width = _dense(adata.obsm[key]).shape[1]
+            if width != dim:
+                msg = f"adata.obsm[{key!r}] has {width} columns; a {dim}-D embedding needs {dim}."
+                raise ValueError(msg)
+            found[dim] = key
+    implicit = f"X_{basis}"
+    if implicit in adata.obsm:
+        width = _dense(adata.obsm[implicit]).shape[1]
+        if width not in DIMENSIONS:
+            msg = (
+                f"adata.obsm[{implicit!r}] has {width} columns; the viewer shows 1, 2 or 3 "
+                f"dimensions. Store the dimensions you want as {implicit}_2d or {implicit}_3d."
+            )
+            raise ValueError(msg)
+        found.setdefault(width, implicit)  # an explicit key of that width wins
+    if not found:
+        msg = (
+            f"No embedding for basis {basis!r} in adata.obsm (looked for X_{basis}, "
+            f"X_{basis}_1d, X_{basis}_2d, X_{basis}_3d); keys are {list(adata.obsm.keys())}. "
+            "Compute one (e.g. sc.tl.umap) or pass basis=."
+        )
+        raise KeyError(msg)
+    embeddings = {}
+    for dim, key in sorted(found.items()):
+        coords = _dense(adata.obsm[key]).astype(np.float64, copy=False)
+        _require_finite(coords, f"adata.obsm[{key!r}]")
+        embeddings[dim] = coords
+    return embeddings, dict(sorted(found.items()))
+
+
+def collect_latent(adata: AnnData, latent_key: str | Literal[False] | None) -> tuple[np.ndarray | None, str | None]:
+    """Return the latent space for outlier quantiles, or ``(None, None)`` without one."""
+    if latent_key is False:
+        return None, None
+    if latent_key is None:
+        latent_key = next((k for k in LATENT_KEYS if k in adata.obsm), None)
+        if latent_key is None:
+            return None, None
+    elif latent_key not in adata.obsm:
+        msg = f"latent_key {latent_key!r} is not in adata.obsm; keys are {list(adata.obsm.keys())}."
+        raise KeyError(msg)
+    latent = _dense(adata.obsm[latent_key]).astype(np.float32, copy=False)
+    _require_finite(latent, f"adata.obsm[{latent_key!r}]")
+    return latent, latent_key
+
+
+def collect_vector_fields(
+    adata: AnnData,
+    basis: str,
+    embeddings: dict[int, np.ndarray],
+    vector_fields: bool | Sequence[str],
+) -> dict[str, dict[int, np.ndarray]]:
+    """Find ``<field>_<basis>`` and ``<field>_<basis>_<d>d`` vectors in ``adata.obsm``.
+
+    The field id is ``<field>_<basis>`` (e.g. ``velocity_umap``); an explicit
+    ``_<d>d`` key wins over the implicit key of the same width. Returns fields sorted by id.
+    """
+    if vector_fields is False:
+        return {}
+    pattern = re.compile(rf"^(?P<field>.+_{re.escape(basis)})(?:_(?P<dim>[123])d)?$")
+    keys = list(adata.obsm.keys()) if vector_fields is True else list(vector_fields)
+    if vector_fields is not True:
+        unknown = [k for k in keys if k not in adata.obsm]
+        if unknown:
+            msg = f"vector_fields {unknown} are not in adata.obsm; keys are {list(adata.obsm.keys())}."
+            raise KeyError(msg)
+    explicit: dict[str, dict[int, str]] = {}
+    implicit: dict[str, dict[int, str]] = {}
+    for key in keys:
+        match = pattern.match(key)
+        if match is None or match["field"] == f"X_{basis}":
+            if vector_fields is not True:
+                msg = f"vector field key {key!r} is not named <field>_{basis} or <field>_{basis}_<d>d."
+                raise ValueError(msg)
+            continue
+        width = _dense(adata.obsm[key]).shape[1]
+        dim = int(match["dim"]) if match["dim"] else width
+        if width != dim or dim not in DIMENSIONS:
+            msg = f"adata.obsm[{key!r}] has {width} columns, which is no 1-, 2- or 3-D vector field {key!r}."
+            raise ValueError(msg)
+        (explicit if match["dim"] else implicit).setdefault(match["field"], {})[dim] = key
+    fields: dict[str, dict[int, np.ndarray]] = {}
+    for field_id in sorted(set(explicit) | set(implicit)):
+        by_dim = {**implicit.get(field_id, {}), **explicit.get(field_id, {})}
+        if safe_filename_component(field_id) != field_id:
+            msg = f"Vector field id {field_id!r} has characters a file name cannot hold; rename the obsm key."
+            raise ValueError(msg)
+        vectors = {}
+        for dim, key in sorted(by_dim.items()):
+            if dim not in embeddings:
+                continue  # no points of that dimension to attach the vectors to
+            values = _dense(adata.obsm[key]).astype(np.float64, copy=False)
+            _require_finite(values, f"adata.obsm[{key!r}]")
+            vectors[dim] = values
+        if vectors:
+            fields[field_id] = vectors
+    return fields
+
+
+def collect_graph(adata: AnnData, connectivities_key: str | Literal[False] | None) -> tuple[object | None, str | None]:
+    """Return the kNN graph from ``adata.obsp`` (found through ``uns["neighbors"]``), if any."""
+    if connectivities_key is False:
+        return None, None
+    explicit = connectivities_key is not None
+    if not explicit:
+        neighbors = adata.uns.get("neighbors", {})
+        connectivities_key = neighbors.get("connectivities_key", "connectivities") if isinstance(neighbors, dict) else "connectivities"
+    if connectivities_key not in adata.obsp:
+        if explicit:
+            msg = f"connectivities_key {connectivities_key!r} is not in adata.obsp; keys are {list(adata.obsp.keys())}."
+            raise KeyError(msg)
+        return None, None
+    return adata.obsp[connectivities_key], connectivities_key
+
+
+def obs_kind(series: pd.Series) -> FieldKind:
+    """Return how a column is shown: numbers are continuous, everything else categorical."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(dtype):
+        return "category"
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype):
+        return "continuous"
+    return "category"
+
+
+def collect_obs(adata: AnnData, obs_keys: Sequence[str] | None, layout: Layout) -> list[ObsField]:
+    """Return the ``obs`` columns to export, in order, with their kinds."""
+    columns = [str(c) for c in adata.obs.columns]
+    keys = columns if obs_keys is None else [str(k) for k in obs_keys]
+    unknown = [k for k in keys if k not in columns]
+    if unknown:
+        msg = f"obs_keys {unknown} are not columns of adata.obs; columns are {columns}."
+        raise KeyError(msg)
+    duplicated = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicated or "" in keys:
+        msg = f"obs keys must be unique and non-empty; got duplicates {duplicated}."
+        raise ValueError(msg)
+    if layout.name == "legacy":
+        _refuse_name_collisions(keys, "obs columns")
+    return [ObsField(i, k, obs_kind(adata.obs[k]), adata.obs[k]) for i, k in enumerate(keys)]
+
+
+def _refuse_name_collisions(names: Sequence[str], what: str) -> None:
+    """The legacy layout names files by key: two keys that sanitize alike would overwrite each other."""
+    seen: dict[str, str] = {}
+    for name in names:
+        stem = safe_filename_component(name)
+        if stem in seen:
+            msg = (
+                f"{what} {seen[stem]!r} and {name!r} both become the file name {stem!r} in the "
+                "legacy layout; rename one or use layout='current'."
+            )
+            raise ValueError(msg)
+        seen[stem] = name
+
+
+def collect_genes(
+    adata: AnnData,
+    *,
+    var_names: Sequence[str] | None,
+    layer: str | None,
+    use_raw: bool,
+    gene_id_column: str | None,
+    layout: Layout,
+) -> GeneSource | None:
+    """Return the expression matrix and the genes to export, or None without genes."""
+    if use_raw and layer is not None:
+        msg = "Pass either layer= or use_raw=True, not both."
+        raise ValueError(msg)
+    if use_raw:
+        if adata.raw is None:
+            msg = "use_raw=True but adata.raw is None."
+            raise ValueError(msg)
+        matrix, var = adata.raw.X, adata.raw.var
+    elif layer is not None:
+        if layer not in adata.layers:
+            msg = f"layer {layer!r} is not in adata.layers; layers are {list(adata.layers.keys())}."
+            raise KeyError(msg)
+        matrix, var = adata.layers[layer], adata.var
+    else:
+        matrix, var = adata.X, adata.var
+    if matrix is None or var.shape[0] == 0:
+        if var_names:
+            msg = "var_names were given but the data has no genes."
+            raise ValueError(msg)
+        return None
+    if gene_id_column is None:
+        names = pd.Index(var.index).astype(str)
+    elif gene_id_column in var.columns:
+        names = pd.Index(var[gene_id_column].astype(str))
+    else:
+        msg = f"gene_id_column {gene_id_column!r} is not a column of var; columns are {list(var.columns)}."
+        raise KeyError(msg)
+    empty = np.flatnonzero(names.str.len() == 0)
+    if empty.size:
+        msg = f"{empty.size} gene names are empty (first at position {empty[0]}); pick a gene_id_column with names."
+        raise ValueError(msg)
+    lookup = pd.Index(var.index).astype(str) if gene_id_column is None else names
+    if var_names is None:
+        columns = np.arange(len(names))
+    else:
+        wanted = pd.Index([str(v) for v in var_names])
+        columns = lookup.get_indexer(wanted) if lookup.is_unique else None
+        if columns is None:
+            msg = "Gene names are not unique; cannot select var_names by name (see adata.var_names_make_unique())."
+            raise ValueError(msg)
+        missing = list(wanted[columns < 0])
+        if missing:
+            msg = f"var_names {missing[:10]}{' ...' if len(missing) > 10 else ''} ({len(missing)}) are not genes of the data."
+            raise KeyError(msg)
+        if len(columns) == 0:
+            return None
+    chosen = names[columns]
+    if not chosen.is_unique:
+        dup = list(chosen[chosen.duplicated()].unique()[:10])
+        msg = (
+            f"Gene names must be unique (they are what users search for); duplicated: {dup}. "
+            "Call adata.var_names_make_unique() or pick another gene_id_column."
+        )
+        raise ValueError(msg)
+    chosen = list(chosen)
+    if layout.name == "legacy":
+        _refuse_name_collisions(chosen, "genes")
+    return GeneSource(matrix, np.asarray(columns, dtype=np.int64), chosen, gene_id_column)
+
+
+def check_lengths(adata: AnnData, collected: Collected) -> None:
+    """Refuse arrays whose number of rows differs from the number of cells."""
+    n = collected.n_cells
+    arrays = {f"obsm[{collected.embedding_keys[d]!r}]": a for d, a in collected.embeddings.items()}
+    if collected.latent is not None:
+        arrays[f"obsm[{collected.latent_key!r}]"] = collected.latent
+    for field_id, by_dim in collected.vector_fields.items():
+        arrays.update({f"vector field {field_id!r} ({d}D)": a for d, a in by_dim.items()})
+    for what, array in arrays.items():
+        if array.shape[0] != n:
+            msg = f"{what} has {array.shape[0]:,} rows but adata has {n:,} cells."
+            raise ValueError(msg)
+    if collected.graph is not None and tuple(collected.graph.shape) != (n, n):
+        msg = f"obsp[{collected.graph_key!r}] has shape {collected.graph.shape}; expected ({n}, {n})."
+        raise ValueError(msg)
+    if collected.genes is not None and collected.genes.matrix.shape[0] != n:
+        msg = f"The expression matrix has {collected.genes.matrix.shape[0]:,} rows but adata has {n:,} cells."
+        raise ValueError(msg)

@@ -1,0 +1,33 @@
+"""Writer of ``connectivity_manifest.json`` and ``connectivity/``: the kNN graph's edges."""
+
+from __future__ import annotations
+
+from .._format import CONNECTIVITY_DIR, CONNECTIVITY_MANIFEST, EDGE_FORMAT, WEIGHT_DTYPE, index_dtype
+from ..pp import Edges
+from ._payload import PayloadWriter, dumps_manifest, write_json
+from ._settings import ExportSettings
+
+
+def write_connectivity(writer: PayloadWriter, edges: Edges, *, n_cells: int, settings: ExportSettings) -> int:
+    """Write edge sources, destinations (and weights in the current layout); return the edge count."""
+    dtype = index_dtype(n_cells)
+    manifest = {
+        "format": EDGE_FORMAT,
+        "n_cells": n_cells,
+        "n_edges": int(edges.src.shape[0]),
+        "max_neighbors": edges.max_neighbors,
+        "index_bytes": dtype.itemsize,
+        "index_dtype": dtype.name,
+        "sourcesPath": writer.write(f"{CONNECTIVITY_DIR}/edges.src.bin", edges.src.astype(dtype)),
+        "destinationsPath": writer.write(f"{CONNECTIVITY_DIR}/edges.dst.bin", edges.dst.astype(dtype)),
+    }
+    if settings.layout.weighted_edges:
+        manifest["weightsPath"] = writer.write(
+            f"{CONNECTIVITY_DIR}/edges.weights.f64.bin", edges.weights.astype(WEIGHT_DTYPE)
+        )
+        manifest["weight_dtype"] = "float64"
+        manifest["weight_bytes"] = WEIGHT_DTYPE.itemsize
+    manifest["compression"] = settings.compression
+    write_json(writer.root / CONNECTIVITY_MANIFEST, dumps_manifest(manifest))
+    return manifest["n_edges"]
+

@@ -1,0 +1,277 @@
+"""``cl.ex.export``: one call from an AnnData to a dataset folder the viewer opens."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from .._format import LayoutName
+from ..pp import graph_edges
+from . import _collect as collect
+from ._arithmetic import arithmetic
+from ._connectivity import write_connectivity
+from ._identity import created_at, dataset_id_for, source_entry, write_identity
+from ._obs import encode_obs, write_obs
+from ._payload import PayloadWriter
+from ._points import normalize_embeddings, write_points, write_vectors
+from ._progress import progress_enabled
+from ._publish import check_target, staged
+from ._settings import ExportSettings
+from ._var import write_var
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+logger = logging.getLogger("cellucid")
+
+
+def export(
+    adata: AnnData,
+    out_dir: str | Path,
+    *,
+    basis: str = "umap",
+    latent_key: str | Literal[False] | None = None,
+    vector_fields: bool | Sequence[str] = True,
+    connectivities_key: str | Literal[False] | None = None,
+    obs_keys: Sequence[str] | None = None,
+    var_names: Sequence[str] | None = None,
+    layer: str | None = None,
+    use_raw: bool = False,
+    gene_id_column: str | None = None,
+    var_quantization: Literal[8, 16] | None = None,
+    obs_continuous_quantization: Literal[8, 16] | None = None,
+    obs_categorical_dtype: Literal["auto", "uint8", "uint16"] = "auto",
+    compression: int | None = None,
+    centroid_outlier_quantile: float | None = 0.95,
+    centroid_min_points: int = 10,
+    dataset_name: str | None = None,
+    dataset_description: str = "",
+    dataset_id: str | None = None,
+    source_name: str | None = None,
+    source_url: str | None = None,
+    source_citation: str | None = None,
+    layout: LayoutName = "current",
+    overwrite: bool = False,
+    n_jobs: int | None = None,
+    progress: bool | None = None,
+) -> Path:
+    """Export an AnnData as a dataset folder the Cellucid viewer opens.
+
+    Everything is found in ``adata`` itself; each keyword overrides one discovery:
+
+    - embeddings: ``obsm["X_<basis>_1d"]``, ``["X_<basis>_2d"]``, ``["X_<basis>_3d"]`` and
+      ``obsm["X_<basis>"]`` by its width (an explicit ``_<d>d`` key wins);
+    - the latent space for outlier quantiles: ``obsm["X_scVI"]``, else ``obsm["X_pca"]``;
+    - vector fields: ``obsm["<field>_<basis>"]`` and ``obsm["<field>_<basis>_<d>d"]``
+      (e.g. ``velocity_umap``, ``T_fwd_umap_3d``), scaled like their embedding;
+    - the kNN graph: ``obsp[uns["neighbors"]["connectivities_key"]]``, else
+      ``obsp["connectivities"]``;
+    - every ``obs`` column: categorical, bool and string columns as categories, numbers
+      as continuous values (NaN and ±Inf become missing, with a warning);
+    - genes: every gene of ``X`` (or a layer, or ``raw``).
+
+    The export is written to a hidden staging folder next to ``out_dir`` and moved into
+    place at the end, so a failed export leaves nothing half-written. ``adata`` is not
+    modified. The same input and options give byte-identical files (set
+    ``SOURCE_DATE_EPOCH`` to fix ``created_at`` as well).
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix.
+    out_dir
+        The dataset folder to create.
+    basis
+        Embedding name: ``"umap"`` reads ``obsm["X_umap"]``, ``obsm["X_umap_3d"]``, ...
+    latent_key
+        ``obsm`` key of the latent space for outlier quantiles; ``False`` for none (the
+        quantiles are then written as unavailable).
+    vector_fields
+        ``True`` to discover vector fields, ``False`` to skip them, or the ``obsm`` keys.
+    connectivities_key
+        ``obsp`` key of the kNN graph; ``False`` to skip the graph.
+    obs_keys
+        ``obs`` columns to export, in order; all of them by default.
+    var_names
+        Genes to export (names as in ``var_names``, or in ``gene_id_column``); all by
+        default, ``[]`` for none.
+    layer
+        Take gene values from ``adata.layers[layer]`` instead of ``X``.
+    use_raw
+        Take gene values and names from ``adata.raw``.
+    gene_id_column
+        ``var`` column with the gene names users search for; the index by default.
+    var_quantization
+        Store gene values as 8- or 16-bit codes instead of float32.
+    obs_continuous_quantization
+        Store continuous ``obs`` values and outlier quantiles as 8- or 16-bit codes.
+    obs_categorical_dtype
+        Category codes dtype: ``"uint8"`` (≤ 254 categories), ``"uint16"`` (≤ 65534) or
+        ``"auto"`` per field.
+    compression
+        gzip level 1–9 for every payload; ``None`` writes them uncompressed.
+    centroid_outlier_quantile
+        Fraction of each category's cells (nearest first) its label centroid averages;
+        ``None`` writes no centroids.
+    centroid_min_points
+        Fewest cells a category needs for a centroid and outlier quantiles.
+    dataset_name
+        Name shown in the viewer; the folder name by default.
+    dataset_description
+        Description shown in the viewer.
+    dataset_id
+        Id of the dataset in a catalog; derived from the name by default.
+    source_name, source_url, source_citation
+        Where the data comes from.
+    layout
+        ``"current"`` (what today's viewer loads) or ``"legacy"`` (the original layout with
+        files named by key, for older self-hosted viewers).
+    overwrite
+        Replace an existing ``out_dir``.
+    n_jobs
+        Threads compressing and writing files; all cores by default. The output does not
+        depend on it.
+    progress
+        Show a progress bar over genes; by default on a terminal or in a notebook, not in CI.
+
+    Returns
+    -------
+    The path of the written dataset folder.
+
+    Examples
+    --------
+    >>> import scanpy as sc
+    >>> import cellucid as cl
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> cl.ex.export(adata, "exports/pbmc", compression=6, var_quantization=8, overwrite=True)
+    PosixPath('exports/pbmc')
+    """
+    from .. import __version__
+
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    settings = ExportSettings.checked(
+        layout_name=layout,
+        compression=compression,
+        var_quantization=var_quantization,
+        obs_continuous_quantization=obs_continuous_quantization,
+        obs_categorical_dtype=obs_categorical_dtype,
+        centroid_outlier_quantile=centroid_outlier_quantile,
+        centroid_min_points=centroid_min_points,
+    )
+    check_target(out_dir, overwrite=overwrite)
+    arith = arithmetic(settings.layout)
+    name = dataset_name if dataset_name is not None else out_dir.resolve().name
+    if not name:
+        msg = "dataset_name must not be empty."
+        raise ValueError(msg)
+    identity_id = dataset_id_for(dataset_id, name)
+    source = source_entry(source_name, source_url, source_citation)
+
+    # 1. collect from adata and check it, before anything is written
+    n_cells = adata.n_obs
+    if n_cells == 0:
+        msg = "adata has no cells; the viewer needs at least one."
+        raise ValueError(msg)
+    embeddings, embedding_keys = collect.collect_embeddings(adata, basis)
+    latent, used_latent_key = collect.collect_latent(adata, latent_key)
+    found = collect.Collected(
+        n_cells=n_cells,
+        embeddings=embeddings,
+        embedding_keys=embedding_keys,
+        latent=latent,
+        latent_key=used_latent_key,
+        vector_fields=collect.collect_vector_fields(adata, basis, embeddings, vector_fields),
+        obs_fields=collect.collect_obs(adata, obs_keys, settings.layout),
+        genes=collect.collect_genes(
+            adata,
+            var_names=var_names,
+            layer=layer,
+            use_raw=use_raw,
+            gene_id_column=gene_id_column,
+            layout=settings.layout,
+        ),
+    )
+    found.graph, found.graph_key = collect.collect_graph(adata, connectivities_key)
+    collect.check_lengths(adata, found)
+
+    # 2. transform everything but the genes (which stream while writing)
+    normalized = normalize_embeddings(found.embeddings, arith)
+    encoded_obs = encode_obs(
+        found.obs_fields, embeddings=normalized, latent=found.latent, settings=settings, arith=arith
+    )
+    edges = graph_edges(found.graph, name=f"obsp[{found.graph_key!r}]") if found.graph is not None else None
+
+    # 3. write
+    with staged(out_dir, overwrite=overwrite) as stage, PayloadWriter(
+        stage, compression=settings.compression, n_jobs=n_jobs
+    ) as writer:
+        embeddings_entry = write_points(writer, normalized)
+        vector_entry = write_vectors(writer, found.vector_fields, normalized, layout=settings.layout, arith=arith)
+        obs_fields = write_obs(
+            writer, encoded_obs, n_cells=n_cells, latent_key=found.latent_key, settings=settings
+        )
+        n_edges = write_connectivity(writer, edges, n_cells=n_cells, settings=settings) if edges is not None else None
+        n_genes = 0
+        if found.genes is not None:
+            write_var(
+                writer,
+                found.genes,
+                n_cells=n_cells,
+                settings=settings,
+                arith=arith,
+                progress=progress_enabled(progress),
+            )
+            n_genes = len(found.genes.names)
+        writer.close()
+        n_continuous = sum(f["kind"] == "continuous" for f in obs_fields)
+        codes_dtypes = {e.codes_dtype for e in encoded_obs if e.codes_dtype}
+        identity = {
+            "id": identity_id,
+            "name": name,
+            "description": dataset_description,
+            "created_at": created_at(),
+            "cellucid_data_version": __version__,
+            "stats": {
+                "n_cells": n_cells,
+                "n_genes": n_genes,
+                "n_obs_fields": len(obs_fields),
+                "n_categorical_fields": len(obs_fields) - n_continuous,
+                "n_continuous_fields": n_continuous,
+                "has_connectivity": edges is not None,
+                "n_edges": n_edges,
+            },
+            "embeddings": embeddings_entry,
+            "obs_fields": obs_fields,
+            "export_settings": {
+                "compression": settings.compression,
+                "var_quantization": settings.var_quantization,
+                "obs_continuous_quantization": settings.obs_continuous_quantization,
+                "obs_categorical_dtype": "uint16" if "uint16" in codes_dtypes else "uint8",
+            },
+        }
+        if source is not None:
+            identity["source"] = source
+        if vector_entry is not None:
+            identity["vector_fields"] = vector_entry
+        write_identity(stage, identity)
+        written_bytes, written_files = writer.bytes_written, writer.files_written
+    logger.info(
+        "exported %s: %s cells, %d dimensions %s, %d obs fields, %d genes, %s edges, %d vector fields; "
+        "%d payload files, %.1f MB in %.1f s",
+        out_dir,
+        f"{n_cells:,}",
+        len(normalized),
+        sorted(normalized),
+        len(obs_fields),
+        n_genes,
+        f"{n_edges:,}" if n_edges is not None else "no",
+        len(found.vector_fields),
+        written_files,
+        written_bytes / 1e6,
+        time.perf_counter() - start,
+    )
+    return out_dir

@@ -1,0 +1,120 @@
+"""Binary payload files: deterministic gzip, parallel compression, and reading them back."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._format import gz
+
+
+def gzip_bytes(data: bytes | memoryview, level: int) -> bytes:
+    """Compress ``data`` to one gzip member with a reproducible header.
+
+    The header has ``mtime = 0``, no file name and OS byte ``0xff``, so the same input
+    always gives the same bytes.
+    """
+    return gzip.compress(data, compresslevel=level, mtime=0)
+
+
+def encode_payload(array: np.ndarray, compression: int | None) -> bytes | memoryview:
+    """Return the bytes of a payload file: the raw little-endian array, gzipped if asked."""
+    raw = memoryview(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
+    return gzip_bytes(raw, compression) if compression else raw
+
+
+def default_n_jobs() -> int:
+    """Return the number of cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class PayloadWriter:
+    """Write payload files under a root folder, compressing them on a thread pool.
+
+    zlib releases the GIL, so files compress in parallel; each file's bytes depend on its
+    own content only, so the output does not depend on ``n_jobs``. At most ``2 * n_jobs``
+    files are in flight, which bounds memory.
+    """
+
+    def __init__(self, root: Path, *, compression: int | None, n_jobs: int | None = None) -> None:
+        self.root = Path(root)
+        self.compression = compression or None
+        self.n_jobs = max(1, n_jobs or default_n_jobs())
+        self.bytes_written = 0
+        self.files_written = 0
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(self.n_jobs) if self.n_jobs > 1 else None
+        self._pending: deque[Future] = deque()
+
+    def write(self, relpath: str, array: np.ndarray) -> str:
+        """Queue ``array`` for ``root/relpath`` (+ ``.gz``); return the path as manifests give it."""
+        relpath = gz(relpath, self.compression)
+        target = self.root / relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if self._pool is None:
+            self._write_file(target, array)
+            return relpath
+        while len(self._pending) >= 2 * self.n_jobs:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._write_file, target, array))
+        return relpath
+
+    def _write_file(self, target: Path, array: np.ndarray) -> None:
+        data = encode_payload(array, self.compression)
+        with open(target, "wb") as f:
+            f.write(data)
+        with self._lock:
+            self.bytes_written += len(data) if isinstance(data, bytes) else data.nbytes
+            self.files_written += 1
+
+    def close(self) -> None:
+        """Wait for every queued file; re-raise the first error."""
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> PayloadWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def dumps_manifest(obj: Any) -> str:
+    """Serialize a manifest as compact, ASCII-escaped JSON (the viewer's manifests)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def dumps_identity(obj: Any) -> str:
+    """Serialize ``dataset_identity.json`` / ``datasets.json``: ASCII-escaped, indented by 2."""
+    return json.dumps(obj, indent=2, ensure_ascii=True, allow_nan=False)
+
+
+def write_json(path: Path, text: str) -> int:
+    """Write ``text`` (no trailing newline) and return the bytes written."""
+    data = text.encode("ascii")
+    Path(path).write_bytes(data)
+    return len(data)
+
+
+def read_payload(path: Path, dtype: np.dtype | str) -> np.ndarray:
+    """Read a payload file into a 1-D array; a ``.gz`` path is decompressed."""
+    path = Path(path)
+    data = path.read_bytes()
+    if path.name.endswith(".gz"):
+        data = gzip.decompress(data)
+    return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<"))

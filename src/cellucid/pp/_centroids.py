@@ -1,0 +1,150 @@
+"""Per-category centroids of an embedding, robust to outlying cells."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from .._format import DEFAULT_CENTROID_MIN_POINTS, DEFAULT_CENTROID_OUTLIER_QUANTILE
+from ._groups import group_means, group_quantiles, valid_codes
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from numpy.typing import ArrayLike
+
+
+class Centroids(NamedTuple):
+    """One position per category (NaN where skipped) and the cells each one averages."""
+
+    positions: np.ndarray
+    n_points: np.ndarray
+
+
+def category_centroids(
+    coords: ArrayLike,
+    codes: ArrayLike,
+    *,
+    n_categories: int,
+    quantile: float = DEFAULT_CENTROID_OUTLIER_QUANTILE,
+    min_points: int = DEFAULT_CENTROID_MIN_POINTS,
+) -> Centroids:
+    """Compute one centroid per category, trimming the cells farthest from it.
+
+    For each category: the mean of its cells, then the mean again over the cells whose
+    distance to that first mean is within the category's ``quantile`` of distances (when
+    more than ``min_points`` cells are there and at least ``min_points`` stay). Categories
+    with fewer than ``min_points`` cells get no centroid.
+
+    Parameters
+    ----------
+    coords
+        Coordinates of shape ``(n_cells, n_dims)``.
+    codes
+        Category code of each cell; codes outside ``0..n_categories-1`` are missing.
+    n_categories
+        Number of categories.
+    quantile
+        Fraction of each category's cells (nearest first) the second mean keeps.
+    min_points
+        Fewest cells a category needs for a centroid.
+
+    Returns
+    -------
+    ``positions`` of shape ``(n_categories, n_dims)`` (NaN rows for skipped categories)
+    and ``n_points`` (0 for skipped categories).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cellucid as cl
+    >>> coords = np.r_[np.zeros((10, 2)), np.ones((10, 2))]
+    >>> cl.pp.category_centroids(coords, np.repeat([0, 1], 10), n_categories=2).positions
+    array([[0., 0.],
+           [1., 1.]])
+    """
+    if not 0 < quantile <= 1:
+        msg = f"quantile must be in (0, 1], got {quantile!r}."
+        raise ValueError(msg)
+    x = np.asarray(coords, dtype=np.float64)
+    x = x.reshape(x.shape[0], -1)
+    codes = np.asarray(codes)
+    valid = valid_codes(codes, n_categories)
+    c, x = codes[valid].astype(np.int64), x[valid]
+    counts = np.bincount(c, minlength=n_categories)
+    means = group_means(x, c, counts)
+    dist = np.sqrt(((x - means[c]) ** 2).sum(axis=1))
+    threshold = group_quantiles(c, dist, counts, quantile)
+    inlier = dist <= threshold[c]
+    counts_in = np.bincount(c[inlier], minlength=n_categories)
+    means_in = group_means(x[inlier], c[inlier], counts_in)
+    trimmed = (counts > min_points) & (counts_in >= min_points)
+    positions = np.where(trimmed[:, None], means_in, means)
+    n_points = np.where(trimmed, counts_in, counts)
+    skipped = counts < min_points
+    positions[skipped] = np.nan
+    n_points[skipped] = 0
+    return Centroids(positions, n_points)
+
+
+def centroids(
+    adata: AnnData,
+    *,
+    groupby: str,
+    basis: str = "X_umap",
+    quantile: float = DEFAULT_CENTROID_OUTLIER_QUANTILE,
+    min_points: int = DEFAULT_CENTROID_MIN_POINTS,
+    key_added: str | None = None,
+    copy: bool = False,
+) -> AnnData | None:
+    """Compute per-category centroids of an embedding, as the export does.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix.
+    groupby
+        A categorical (or category-like) column of ``adata.obs``.
+    basis
+        The embedding in ``adata.obsm``.
+    quantile
+        Fraction of each category's cells (nearest first) the trimmed mean keeps.
+    min_points
+        Fewest cells a category needs for a centroid.
+    key_added
+        Key in ``adata.uns["cellucid"]["centroids"]``; defaults to ``f"{groupby}_{basis}"``.
+        The value is a DataFrame indexed by category with one column per dimension and
+        ``n_points``.
+    copy
+        Return a modified copy instead of changing ``adata``.
+
+    Returns
+    -------
+    The copy when ``copy=True``, else None.
+
+    Examples
+    --------
+    >>> import scanpy as sc
+    >>> import cellucid as cl
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> cl.pp.centroids(adata, groupby="bulk_labels")
+    >>> adata.uns["cellucid"]["centroids"]["bulk_labels_X_umap"].shape
+    (10, 3)
+    """
+    from ._anndata import obs_column, obsm_array, store_uns
+    from ._categories import as_categorical
+
+    adata = adata.copy() if copy else adata
+    cat = as_categorical(obs_column(adata, groupby))
+    coords = obsm_array(adata, basis)
+    result = category_centroids(
+        coords, cat.codes, n_categories=len(cat.categories), quantile=quantile, min_points=min_points
+    )
+    table = pd.DataFrame(
+        result.positions, index=pd.Index(cat.categories, name=groupby),
+        columns=[f"{basis}_{i + 1}" for i in range(coords.shape[1])],
+    )
+    table["n_points"] = result.n_points
+    store_uns(adata, "centroids", key_added or f"{groupby}_{basis}", table)
+    return adata if copy else None

@@ -1,0 +1,106 @@
+"""Normalization of embeddings into the viewer's [-1, 1] cube."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from numpy.typing import ArrayLike
+
+
+class NormalizedCoords(NamedTuple):
+    """Coordinates in [-1, 1] and the transform that made them: ``(x - center) * scale``."""
+
+    coords: np.ndarray
+    center: np.ndarray
+    scale: float
+
+
+def normalize_coords(coords: ArrayLike) -> NormalizedCoords:
+    """Fit an embedding into [-1, 1] keeping its aspect ratio.
+
+    The centre is the middle of the bounding box and one scale, ``2 / max(axis ranges)``,
+    serves every axis, so the longest axis spans exactly [-1, 1]. A degenerate embedding
+    (all points equal) gets scale 2. Computed in float64.
+
+    Parameters
+    ----------
+    coords
+        Embedding of shape ``(n_cells, n_dims)`` (or ``(n_cells,)`` for 1-D).
+
+    Returns
+    -------
+    The normalized coordinates (float64, 2-D), the centre and the scale. Vectors that live
+    in the embedding (e.g. RNA velocity) follow it by multiplying with ``scale``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cellucid as cl
+    >>> norm = cl.pp.normalize_coords(np.array([[0.0, 0.0], [4.0, 1.0]]))
+    >>> norm.coords
+    array([[-1.  , -0.25],
+           [ 1.  ,  0.25]])
+    >>> norm.scale
+    0.5
+    """
+    x = np.asarray(coords, dtype=np.float64)
+    x = x.reshape(x.shape[0], -1)
+    if x.shape[0] == 0:
+        msg = "Cannot normalize an embedding of zero cells."
+        raise ValueError(msg)
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    extent = float((hi - lo).max())
+    if not extent > 0:  # one point or all points equal
+        extent = 1.0
+    center = (lo + hi) / 2
+    scale = 2.0 / extent
+    return NormalizedCoords((x - center) * scale, center, scale)
+
+
+def normalize_embedding(
+    adata: AnnData,
+    *,
+    key: str = "X_umap",
+    key_added: str | None = None,
+    copy: bool = False,
+) -> AnnData | None:
+    """Normalize ``adata.obsm[key]`` into [-1, 1] as the export does.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix.
+    key
+        The embedding in ``adata.obsm``.
+    key_added
+        Where the normalized embedding goes in ``adata.obsm``; defaults to
+        ``f"{key}_normalized"``. The centre and scale go to
+        ``adata.uns["cellucid"]["normalization"][key_added]``.
+    copy
+        Return a modified copy instead of changing ``adata``.
+
+    Returns
+    -------
+    The copy when ``copy=True``, else None.
+
+    Examples
+    --------
+    >>> import scanpy as sc
+    >>> import cellucid as cl
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> cl.pp.normalize_embedding(adata, key="X_umap")
+    >>> float(abs(adata.obsm["X_umap_normalized"]).max())
+    1.0
+    """
+    from ._anndata import obsm_array, store_uns
+
+    adata = adata.copy() if copy else adata
+    norm = normalize_coords(obsm_array(adata, key))
+    key_added = key_added or f"{key}_normalized"
+    adata.obsm[key_added] = norm.coords
+    store_uns(adata, "normalization", key_added, {"center": norm.center, "scale": norm.scale})
+    return adata if copy else None

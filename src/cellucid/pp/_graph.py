@@ -1,0 +1,82 @@
+"""kNN graph to the viewer's edge list."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+from scipy import sparse
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+logger = logging.getLogger("cellucid")
+
+
+class Edges(NamedTuple):
+    """Upper-triangle edges of a symmetric graph, sorted by (src, dst)."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    weights: np.ndarray
+    max_neighbors: int
+
+
+def graph_edges(connectivities: ArrayLike | sparse.spmatrix | sparse.sparray, *, name: str = "graph") -> Edges:
+    """Turn a kNN graph into the sorted upper-triangle edge list the viewer draws.
+
+    A symmetric graph (such as scanpy's ``connectivities``) is taken as is; an asymmetric
+    one is symmetrized by the element-wise maximum, with a warning. The diagonal and stored
+    zeros are dropped.
+
+    Parameters
+    ----------
+    connectivities
+        Square matrix of non-negative, finite weights (sparse or dense).
+    name
+        What to call the graph in messages.
+
+    Returns
+    -------
+    Edge sources and destinations (``src < dst``, increasing by ``(src, dst)``, int64),
+    float64 weights and the largest number of neighbours of a cell.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cellucid as cl
+    >>> g = np.array([[0, 0.5, 0], [0.5, 0, 1], [0, 1, 0]])
+    >>> e = cl.pp.graph_edges(g)
+    >>> e.src, e.dst, e.weights, e.max_neighbors
+    (array([0, 1]), array([1, 2]), array([0.5, 1. ]), 2)
+    """
+    g = sparse.csr_matrix(connectivities)
+    if g.shape[0] != g.shape[1]:
+        msg = f"{name} must be square, got shape {g.shape}."
+        raise ValueError(msg)
+    bad = ~np.isfinite(g.data) | (g.data < 0)
+    if bad.any():
+        msg = (
+            f"{name} has {int(bad.sum()):,} negative or non-finite weights; "
+            "edge weights must be finite and >= 0."
+        )
+        raise ValueError(msg)
+    n = g.shape[0]
+    upper = sparse.triu(g, k=1, format="csr")
+    lower_t = sparse.tril(g, k=-1, format="csr").T.tocsr()
+    if (upper != lower_t).nnz:
+        warnings.warn(
+            f"{name} is not symmetric; symmetrizing it by the element-wise maximum.",
+            UserWarning,
+            stacklevel=3,
+        )
+        upper = upper.maximum(lower_t)
+    upper.eliminate_zeros()
+    upper.sort_indices()
+    src = np.repeat(np.arange(n, dtype=np.int64), np.diff(upper.indptr))
+    dst = upper.indices.astype(np.int64)
+    degree = np.bincount(src, minlength=n) + np.bincount(dst, minlength=n)
+    max_neighbors = int(degree.max()) if src.size else 0
+    return Edges(src, dst, upper.data.astype(np.float64), max_neighbors)

@@ -1,0 +1,61 @@
+"""Vectorized per-category statistics shared by centroids and outlier quantiles."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def valid_codes(codes: np.ndarray, n_categories: int) -> np.ndarray:
+    """Return the mask of codes that name a category (not missing)."""
+    codes = np.asarray(codes)
+    return (codes >= 0) & (codes < n_categories)
+
+
+def group_means(values: np.ndarray, codes: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Return the float64 mean of ``values`` (n, d) for every code; NaN where a group is empty."""
+    n_groups = counts.shape[0]
+    sums = np.column_stack(
+        [np.bincount(codes, weights=values[:, j], minlength=n_groups) for j in range(values.shape[1])]
+    ).reshape(n_groups, values.shape[1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts[:, None]
+
+
+def sorted_by_group(codes: np.ndarray, values: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the order that sorts by (code, value) and each group's start in it."""
+    order = np.lexsort((values, codes))
+    starts = np.zeros(counts.shape[0], dtype=np.int64)
+    np.cumsum(counts[:-1], out=starts[1:])
+    return order, starts
+
+
+def group_quantiles(codes: np.ndarray, values: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
+    """Return each group's ``q`` quantile of ``values`` (linear interpolation, as :func:`numpy.quantile`)."""
+    order, starts = sorted_by_group(codes, values, counts)
+    ranked = values[order]
+    nonempty = counts > 0
+    pos = (counts[nonempty] - 1) * q
+    below = np.floor(pos).astype(np.int64)
+    frac = pos - below
+    above = np.minimum(below + 1, counts[nonempty] - 1)
+    lo = ranked[starts[nonempty] + below]
+    hi = ranked[starts[nonempty] + above]
+    out = np.full(counts.shape[0], np.nan)
+    out[nonempty] = lo + (hi - lo) * frac
+    return out
+
+
+def rank_fraction(codes: np.ndarray, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Return, for each element, the fraction of its group with a value at most its own."""
+    order, starts = sorted_by_group(codes, values, counts)
+    c, v = codes[order], values[order]
+    n = c.shape[0]
+    # runs of equal (code, value): every member ranks at the end of its run
+    new_run = np.ones(n, dtype=bool)
+    new_run[1:] = (c[1:] != c[:-1]) | (v[1:] != v[:-1])
+    run_id = np.cumsum(new_run) - 1
+    run_end = np.append(np.flatnonzero(new_run)[1:], n)  # exclusive end of each run
+    rank = run_end[run_id] - starts[c]
+    out = np.empty(n, dtype=np.float32)
+    out[order] = rank.astype(np.float32) / counts[c].astype(np.float32)
+    return out

@@ -1,0 +1,131 @@
+"""Per-cell outlier quantiles within each category, measured in a latent space."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .._format import DEFAULT_CENTROID_MIN_POINTS
+from ._groups import group_means, rank_fraction, valid_codes
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from numpy.typing import ArrayLike
+
+# rows per block when measuring distances, so a wide latent space needs no full-size copy
+_BLOCK_ROWS = 65536
+
+
+def latent_distances(latent: np.ndarray, centers: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Return the float32 Euclidean distance of each row of ``latent`` to ``centers[codes]``."""
+    out = np.empty(latent.shape[0], dtype=np.float32)
+    for start in range(0, latent.shape[0], _BLOCK_ROWS):
+        block = slice(start, start + _BLOCK_ROWS)
+        diff = latent[block] - centers[codes[block]]
+        out[block] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    return out
+
+
+def outlier_quantiles(
+    latent: ArrayLike,
+    codes: ArrayLike,
+    *,
+    n_categories: int,
+    min_points: int = DEFAULT_CENTROID_MIN_POINTS,
+) -> np.ndarray:
+    """Rank each cell by its distance to its category's mean in a latent space.
+
+    A cell's value is the fraction of its category's cells at that distance or closer
+    (``rank / n``), so 1 marks the category's most outlying cell. Distances are float32,
+    as is the latent space (e.g. ``X_pca``).
+
+    Parameters
+    ----------
+    latent
+        Latent coordinates of shape ``(n_cells, n_latent)``.
+    codes
+        Category code of each cell; codes outside ``0..n_categories-1`` are missing.
+    n_categories
+        Number of categories.
+    min_points
+        Categories with fewer cells get NaN.
+
+    Returns
+    -------
+    float32 values in (0, 1]; NaN for missing codes and small categories.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cellucid as cl
+    >>> latent = np.arange(10, dtype=np.float32)[:, None]
+    >>> cl.pp.outlier_quantiles(latent, np.zeros(10, int), n_categories=1, min_points=5)
+    array([1. , 0.8, 0.6, 0.4, 0.2, 0.2, 0.4, 0.6, 0.8, 1. ], dtype=float32)
+    """
+    x = np.asarray(latent, dtype=np.float32)
+    x = x.reshape(x.shape[0], -1)
+    codes = np.asarray(codes)
+    out = np.full(x.shape[0], np.nan, dtype=np.float32)
+    valid = valid_codes(codes, n_categories)
+    counts = np.bincount(codes[valid].astype(np.int64), minlength=n_categories)
+    valid &= np.isin(codes, np.flatnonzero(counts >= min_points))
+    if not valid.any():
+        return out
+    c, x = codes[valid].astype(np.int64), x[valid]
+    counts = np.bincount(c, minlength=n_categories)
+    centers = group_means(x, c, counts).astype(np.float32)
+    dist = latent_distances(x, centers, c)
+    out[valid] = rank_fraction(c, dist, counts)
+    return out
+
+
+def outlier_quantiles_obs(
+    adata: AnnData,
+    *,
+    groupby: str,
+    use_rep: str = "X_pca",
+    min_points: int = DEFAULT_CENTROID_MIN_POINTS,
+    key_added: str | None = None,
+    copy: bool = False,
+) -> AnnData | None:
+    """Compute per-cell outlier quantiles of an ``obs`` grouping, as the export does.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix.
+    groupby
+        A categorical (or category-like) column of ``adata.obs``.
+    use_rep
+        The latent space in ``adata.obsm``.
+    min_points
+        Categories with fewer cells get NaN.
+    key_added
+        Column of ``adata.obs`` for the values; defaults to ``f"{groupby}_outlier_quantile"``.
+    copy
+        Return a modified copy instead of changing ``adata``.
+
+    Returns
+    -------
+    The copy when ``copy=True``, else None.
+
+    Examples
+    --------
+    >>> import scanpy as sc
+    >>> import cellucid as cl
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> cl.pp.outlier_quantiles_obs(adata, groupby="bulk_labels")
+    >>> float(adata.obs["bulk_labels_outlier_quantile"].max())
+    1.0
+    """
+    from ._anndata import obs_column, obsm_array
+    from ._categories import as_categorical
+
+    adata = adata.copy() if copy else adata
+    cat = as_categorical(obs_column(adata, groupby))
+    values = outlier_quantiles(
+        obsm_array(adata, use_rep), cat.codes, n_categories=len(cat.categories), min_points=min_points
+    )
+    adata.obs[key_added or f"{groupby}_outlier_quantile"] = values
+    return adata if copy else None

@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import struct
 import threading
+import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -16,13 +18,19 @@ import numpy as np
 from .._format import gz
 
 
-def gzip_bytes(data: bytes | memoryview, level: int) -> bytes:
-    """Compress ``data`` to one gzip member with a reproducible header.
+def gzip_header(level: int) -> bytes:
+    """Return a reproducible gzip header: deflate, no flags, ``mtime = 0``, OS byte ``0xff``."""
+    # the extra-flags byte says "best" at level 9 and "fastest" at level 1, as gzip(1) does
+    xfl = 2 if level == 9 else 4 if level == 1 else 0
+    return struct.pack("<4sIBB", b"\x1f\x8b\x08\x00", 0, xfl, 0xFF)
 
-    The header has ``mtime = 0``, no file name and OS byte ``0xff``, so the same input
-    always gives the same bytes.
-    """
-    return gzip.compress(data, compresslevel=level, mtime=0)
+
+def gzip_bytes(data: bytes | memoryview, level: int) -> bytes:
+    """Compress ``data`` to one gzip member with a reproducible header (see :func:`gzip_header`)."""
+    deflate = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, 0)
+    body = deflate.compress(data) + deflate.flush()
+    trailer = struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
+    return gzip_header(level) + body + trailer
 
 
 def encode_payload(array: np.ndarray, compression: int | None) -> bytes | memoryview:

@@ -45,7 +45,9 @@ def check_path(path: str) -> None:
     assert all(part not in ("", ".", "..") for part in path.split("/")), path
 
 
-def read_payload(root: Path, rel: str, dtype: str, n_elements: int, compression: int | None, seen: set) -> np.ndarray:
+def read_payload(
+    root: Path, rel: str, dtype: str, n_elements: int, compression: int | None, seen: set
+) -> np.ndarray:
     check_path(rel)
     assert rel.endswith(".gz") == bool(compression), (rel, compression)
     raw = (root / rel).read_bytes()
@@ -72,38 +74,89 @@ def dequantize(codes: np.ndarray, vmin: float, vmax: float, bits: int) -> np.nda
     return out.astype(np.float32)
 
 
-def decode(root: Path) -> Decoded:  # noqa: C901, PLR0912, PLR0915
+def decode(root: Path) -> Decoded:
     """Decode an export, asserting the format's rules on the way."""
     root = Path(root)
     identity = json.loads((root / "dataset_identity.json").read_text())
-    assert set(identity) >= {"version", "id", "name", "description", "cellucid_data_version", "stats", "embeddings", "obs_fields"}
-    assert set(identity) <= {"version", "id", "name", "description", "cellucid_data_version", "stats", "embeddings",
-                             "obs_fields", "created_at", "export_settings", "source", "vector_fields"}
+    assert set(identity) >= {
+        "version",
+        "id",
+        "name",
+        "description",
+        "cellucid_data_version",
+        "stats",
+        "embeddings",
+        "obs_fields",
+    }
+    assert set(identity) <= {
+        "version",
+        "id",
+        "name",
+        "description",
+        "cellucid_data_version",
+        "stats",
+        "embeddings",
+        "obs_fields",
+        "created_at",
+        "export_settings",
+        "source",
+        "vector_fields",
+    }
     assert identity["version"] == 2
-    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", identity["id"]) and not identity["id"].endswith(".")
-    assert identity["name"] and isinstance(identity["description"], str) and identity["cellucid_data_version"]
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", identity["id"]) and not identity[
+        "id"
+    ].endswith(".")
+    assert (
+        identity["name"]
+        and isinstance(identity["description"], str)
+        and identity["cellucid_data_version"]
+    )
     if "created_at" in identity:
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", identity["created_at"])
     stats = identity["stats"]
-    assert set(stats) == {"n_cells", "n_genes", "n_obs_fields", "n_categorical_fields", "n_continuous_fields",
-                          "has_connectivity", "n_edges"}
+    assert set(stats) == {
+        "n_cells",
+        "n_genes",
+        "n_obs_fields",
+        "n_categorical_fields",
+        "n_continuous_fields",
+        "has_connectivity",
+        "n_edges",
+    }
     n = stats["n_cells"]
     assert stats["n_obs_fields"] == stats["n_categorical_fields"] + stats["n_continuous_fields"]
     settings = identity["export_settings"]
-    assert set(settings) == {"compression", "var_quantization", "obs_continuous_quantization", "obs_categorical_dtype"}
+    assert set(settings) == {
+        "compression",
+        "var_quantization",
+        "obs_continuous_quantization",
+        "obs_categorical_dtype",
+    }
     comp = settings["compression"]
     seen: set[str] = set()
 
     obs = json.loads((root / "obs_manifest.json").read_text())
-    assert set(obs) == {"_format", "n_points", "centroid_outlier_quantile", "latent_key", "compression",
-                        "_obsSchemas", "_continuousFields", "_categoricalFields"}
+    assert set(obs) == {
+        "_format",
+        "n_points",
+        "centroid_outlier_quantile",
+        "latent_key",
+        "compression",
+        "_obsSchemas",
+        "_continuousFields",
+        "_categoricalFields",
+    }
     layout = "legacy" if "{key}" in json.dumps(obs["_obsSchemas"]) else "current"
     out = Decoded(layout, identity, obs)
 
     emb = identity["embeddings"]
     assert set(emb) == {"available_dimensions", "default_dimension", "files"}
     dims = emb["available_dimensions"]
-    assert dims == sorted(set(dims)) and set(dims) <= {1, 2, 3} and emb["default_dimension"] == max(dims)
+    assert (
+        dims == sorted(set(dims))
+        and set(dims) <= {1, 2, 3}
+        and emb["default_dimension"] == max(dims)
+    )
     assert set(emb["files"]) == {f"{d}d" for d in dims}
     for d in dims:
         path = emb["files"][f"{d}d"]
@@ -114,9 +167,19 @@ def decode(root: Path) -> Decoded:  # noqa: C901, PLR0912, PLR0915
 
     if "vector_fields" in identity:
         vf = identity["vector_fields"]
-        assert set(vf) == {"default_field", "fields"} and vf["default_field"] in vf["fields"] and vf["fields"]
+        assert (
+            set(vf) == {"default_field", "fields"}
+            and vf["default_field"] in vf["fields"]
+            and vf["fields"]
+        )
         for i, (fid, entry) in enumerate(vf["fields"].items()):
-            assert set(entry) == {"label", "basis", "available_dimensions", "default_dimension", "files"}
+            assert set(entry) == {
+                "label",
+                "basis",
+                "available_dimensions",
+                "default_dimension",
+                "files",
+            }
             assert entry["label"] == fid and entry["basis"] == "umap"
             fdims = entry["available_dimensions"]
             assert fdims == sorted(set(fdims)) and set(fdims) <= set(dims)
@@ -124,8 +187,12 @@ def decode(root: Path) -> Decoded:  # noqa: C901, PLR0912, PLR0915
             out.vectors[fid] = {}
             for d in fdims:
                 stem = str(i) if layout == "current" else fid
-                assert entry["files"][f"{d}d"] == f"vectors/{stem}_{d}d.bin" + (".gz" if comp else "")
-                vec = read_payload(root, entry["files"][f"{d}d"], "float32", n * d, comp, seen).reshape(n, d)
+                assert entry["files"][f"{d}d"] == f"vectors/{stem}_{d}d.bin" + (
+                    ".gz" if comp else ""
+                )
+                vec = read_payload(
+                    root, entry["files"][f"{d}d"], "float32", n * d, comp, seen
+                ).reshape(n, d)
                 assert np.isfinite(vec).all()
                 out.vectors[fid][d] = vec
 
@@ -143,10 +210,15 @@ def decode(root: Path) -> Decoded:  # noqa: C901, PLR0912, PLR0915
     if "continuous" in schemas:
         s = schemas["continuous"]
         quantized = s["quantized"]
-        assert set(s) == {"pathPattern", "ext", "dtype", "quantized"} | ({"quantizationBits"} if quantized else set())
+        assert set(s) == {"pathPattern", "ext", "dtype", "quantized"} | (
+            {"quantizationBits"} if quantized else set()
+        )
         assert quantized == (bits is not None)
         if quantized:
-            assert (s["quantizationBits"], s["dtype"], s["ext"]) in {(8, "uint8", "u8"), (16, "uint16", "u16")}
+            assert (s["quantizationBits"], s["dtype"], s["ext"]) in {
+                (8, "uint8", "u8"),
+                (16, "uint16", "u16"),
+            }
             assert s["quantizationBits"] == bits
         else:
             assert (s["dtype"], s["ext"]) == ("float32", "f32")
@@ -157,8 +229,14 @@ def decode(root: Path) -> Decoded:  # noqa: C901, PLR0912, PLR0915
             key = entry[head - 1]
             if layout == "current":
                 indices.append(entry[0])
-            stem = str(entry[0]) if layout == "current" else re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._") or "field"
-            values = read_payload(root, s["pathPattern"].replace(ph, stem), s["dtype"], n, comp, seen)
+            stem = (
+                str(entry[0])
+                if layout == "current"
+                else re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._") or "field"
+            )
+            values = read_payload(
+                root, s["pathPattern"].replace(ph, stem), s["dtype"], n, comp, seen
+            )
             if quantized:
                 vmin, vmax = entry[head:]
                 assert np.isfinite([vmin, vmax]).all() and vmin <= vmax
@@ -167,10 +245,18 @@ def decode(root: Path) -> Decoded:  # noqa: C901, PLR0912, PLR0915
             out.continuous[key] = values
     if "categorical" in schemas:
         s = schemas["categorical"]
-        assert set(s) == {"codesPathPattern", "outlierPathPattern", "outlierExt", "outlierDtype", "outlierQuantized"}
+        assert set(s) == {
+            "codesPathPattern",
+            "outlierPathPattern",
+            "outlierExt",
+            "outlierDtype",
+            "outlierQuantized",
+        }
         assert s["codesPathPattern"] == f"obs/{ph}.codes.{{ext}}{gzs}"
         assert s["outlierPathPattern"] == f"obs/{ph}.outliers.{s['outlierExt']}{gzs}"
-        assert EXTS[s["outlierExt"]] == s["outlierDtype"] and s["outlierQuantized"] == (bits is not None)
+        assert EXTS[s["outlierExt"]] == s["outlierDtype"] and s["outlierQuantized"] == (
+            bits is not None
+        )
         for entry in obs["_categoricalFields"]:
             head = 2 if layout == "current" else 1
             assert len(entry) == head + 4 + (2 if s["outlierQuantized"] else 0)
@@ -182,11 +268,24 @@ def decode(root: Path) -> Decoded:  # noqa: C901, PLR0912, PLR0915
             assert len({json.dumps(c) for c in cats}) == len(cats)
             assert (dtype, missing) in {("uint8", 255), ("uint16", 65535)}
             assert len(cats) <= missing - 1
-            stem = str(entry[0]) if layout == "current" else re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._") or "field"
+            stem = (
+                str(entry[0])
+                if layout == "current"
+                else re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._") or "field"
+            )
             ext = {"uint8": "u8", "uint16": "u16"}[dtype]
-            codes = read_payload(root, s["codesPathPattern"].replace(ph, stem).replace("{ext}", ext), dtype, n, comp, seen)
+            codes = read_payload(
+                root,
+                s["codesPathPattern"].replace(ph, stem).replace("{ext}", ext),
+                dtype,
+                n,
+                comp,
+                seen,
+            )
             assert ((codes < len(cats)) | (codes == missing)).all()
-            outl = read_payload(root, s["outlierPathPattern"].replace(ph, stem), s["outlierDtype"], n, comp, seen)
+            outl = read_payload(
+                root, s["outlierPathPattern"].replace(ph, stem), s["outlierDtype"], n, comp, seen
+            )
             if s["outlierQuantized"]:
                 outl = dequantize(outl, *entry[head + 4 :], bits)
             finite = outl[~np.isnan(outl)]
@@ -197,20 +296,36 @@ def decode(root: Path) -> Decoded:  # noqa: C901, PLR0912, PLR0915
                 for c in lst:
                     assert set(c) == {"category", "position", "n_points"} and c["category"] in cats
                     assert len(c["position"]) == int(d) and np.isfinite(c["position"]).all()
-            out.codes[key], out.categories[key], out.centroids[key], out.outliers[key] = codes, cats, cents, outl
+            out.codes[key], out.categories[key], out.centroids[key], out.outliers[key] = (
+                codes,
+                cats,
+                cents,
+                outl,
+            )
     if layout == "current":
         assert sorted(indices) == list(range(len(indices)))
     keys = [f["key"] for f in identity["obs_fields"]]
     assert len(set(keys)) == len(keys)
     cont_keys = [e[1 if layout == "current" else 0] for e in obs["_continuousFields"]]
     cat_keys = [e[1 if layout == "current" else 0] for e in obs["_categoricalFields"]]
-    assert keys == cont_keys + cat_keys  # continuous first, then categorical, position by position
+    if layout == "current":
+        assert (
+            keys == cont_keys + cat_keys
+        )  # continuous first, then categorical, position by position
+    else:
+        assert sorted(keys) == sorted(
+            cont_keys + cat_keys
+        )  # the legacy layout keeps obs_keys order
     for f in identity["obs_fields"]:
         if f["kind"] == "continuous":
             assert set(f) == {"key", "kind"}
         else:
-            assert set(f) == {"key", "kind", "n_categories"} and f["n_categories"] == len(out.categories[f["key"]])
-    assert stats["n_continuous_fields"] == len(cont_keys) and stats["n_categorical_fields"] == len(cat_keys)
+            assert set(f) == {"key", "kind", "n_categories"} and f["n_categories"] == len(
+                out.categories[f["key"]]
+            )
+    assert stats["n_continuous_fields"] == len(cont_keys) and stats["n_categorical_fields"] == len(
+        cat_keys
+    )
     used = {e[3 if layout == "current" else 2] for e in obs["_categoricalFields"]}
     assert settings["obs_categorical_dtype"] == ("uint16" if "uint16" in used else "uint8")
 
@@ -218,12 +333,26 @@ def decode(root: Path) -> Decoded:  # noqa: C901, PLR0912, PLR0915
     assert has_var == (stats["n_genes"] > 0)
     if has_var:
         var = json.loads((root / "var_manifest.json").read_text())
-        assert set(var) == {"_format", "n_points", "var_gene_id_column", "compression", "quantization", "_varSchema", "fields"}
-        assert var["n_points"] == n and var["compression"] == comp and len(var["fields"]) == stats["n_genes"]
+        assert set(var) == {
+            "_format",
+            "n_points",
+            "var_gene_id_column",
+            "compression",
+            "quantization",
+            "_varSchema",
+            "fields",
+        }
+        assert (
+            var["n_points"] == n
+            and var["compression"] == comp
+            and len(var["fields"]) == stats["n_genes"]
+        )
         vbits = var["quantization"]
         assert vbits == settings["var_quantization"]
         s = var["_varSchema"]
-        assert set(s) == {"kind", "pathPattern", "ext", "dtype", "quantized"} | ({"quantizationBits"} if vbits else set())
+        assert set(s) == {"kind", "pathPattern", "ext", "dtype", "quantized"} | (
+            {"quantizationBits"} if vbits else set()
+        )
         assert s["kind"] == "continuous" and s["quantized"] == (vbits is not None)
         assert s["pathPattern"] == f"var/{ph}.values.{s['ext']}{gzs}"
         names = []
@@ -234,8 +363,14 @@ def decode(root: Path) -> Decoded:  # noqa: C901, PLR0912, PLR0915
                 assert entry[0] == i
             name = entry[head - 1]
             names.append(name)
-            stem = str(i) if layout == "current" else re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "field"
-            values = read_payload(root, s["pathPattern"].replace(ph, stem), s["dtype"], n, comp, seen)
+            stem = (
+                str(i)
+                if layout == "current"
+                else re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "field"
+            )
+            values = read_payload(
+                root, s["pathPattern"].replace(ph, stem), s["dtype"], n, comp, seen
+            )
             if vbits:
                 assert entry[head] <= entry[head + 1]
                 values = dequantize(values, *entry[head:], vbits)
@@ -248,15 +383,32 @@ def decode(root: Path) -> Decoded:  # noqa: C901, PLR0912, PLR0915
     if has_conn:
         conn = json.loads((root / "connectivity_manifest.json").read_text())
         weighted = layout == "current"
-        expected_keys = {"format", "n_cells", "n_edges", "max_neighbors", "index_bytes", "index_dtype", "sourcesPath",
-                         "destinationsPath", "compression"}
-        assert set(conn) == expected_keys | ({"weightsPath", "weight_dtype", "weight_bytes"} if weighted else set())
+        expected_keys = {
+            "format",
+            "n_cells",
+            "n_edges",
+            "max_neighbors",
+            "index_bytes",
+            "index_dtype",
+            "sourcesPath",
+            "destinationsPath",
+            "compression",
+        }
+        assert set(conn) == expected_keys | (
+            {"weightsPath", "weight_dtype", "weight_bytes"} if weighted else set()
+        )
         m = conn["n_edges"]
         assert conn["format"] == "edge_pairs" and conn["n_cells"] == n and m == stats["n_edges"]
         assert m <= n * (n - 1) // 2
-        assert (conn["index_dtype"], conn["index_bytes"]) == (("uint16", 2) if n <= 65536 else ("uint32", 4))
-        src = read_payload(root, conn["sourcesPath"], conn["index_dtype"], m, comp, seen).astype(np.int64)
-        dst = read_payload(root, conn["destinationsPath"], conn["index_dtype"], m, comp, seen).astype(np.int64)
+        assert (conn["index_dtype"], conn["index_bytes"]) == (
+            ("uint16", 2) if n <= 65536 else ("uint32", 4)
+        )
+        src = read_payload(root, conn["sourcesPath"], conn["index_dtype"], m, comp, seen).astype(
+            np.int64
+        )
+        dst = read_payload(
+            root, conn["destinationsPath"], conn["index_dtype"], m, comp, seen
+        ).astype(np.int64)
         assert conn["sourcesPath"] == "connectivity/edges.src.bin" + gzs
         assert conn["destinationsPath"] == "connectivity/edges.dst.bin" + gzs
         assert (src < dst).all() and (dst < n).all()
@@ -276,7 +428,12 @@ def decode(root: Path) -> Decoded:  # noqa: C901, PLR0912, PLR0915
 
     # nothing on disk that no manifest declares
     on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
-    manifests = {"dataset_identity.json", "obs_manifest.json", "var_manifest.json", "connectivity_manifest.json"}
+    manifests = {
+        "dataset_identity.json",
+        "obs_manifest.json",
+        "var_manifest.json",
+        "connectivity_manifest.json",
+    }
     assert on_disk - manifests == seen, sorted(on_disk - manifests - seen)
     for name in manifests & on_disk:
         text = (root / name).read_text()

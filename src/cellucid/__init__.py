@@ -7,6 +7,6 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from . import ex, pp  # noqa: E402  (after __version__, which the writers record)
+from . import ex, pp
 
 __all__ = ["__version__", "ex", "pp"]

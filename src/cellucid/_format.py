@@ -59,7 +59,16 @@ ID_MAX_LENGTH = 180
 CREATED_AT_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 IDENTITY_REQUIRED_KEYS = frozenset(
-    {"version", "id", "name", "description", "cellucid_data_version", "stats", "embeddings", "obs_fields"}
+    {
+        "version",
+        "id",
+        "name",
+        "description",
+        "cellucid_data_version",
+        "stats",
+        "embeddings",
+        "obs_fields",
+    }
 )
 IDENTITY_OPTIONAL_KEYS = frozenset({"created_at", "export_settings", "source", "vector_fields"})
 STATS_KEYS = frozenset(
@@ -80,7 +89,9 @@ EXPORT_SETTINGS_KEYS = frozenset(
 SOURCE_REQUIRED_KEYS = frozenset({"name"})
 SOURCE_OPTIONAL_KEYS = frozenset({"url", "citation"})
 VECTOR_FIELDS_KEYS = frozenset({"default_field", "fields"})
-VECTOR_FIELD_KEYS = frozenset({"label", "basis", "available_dimensions", "default_dimension", "files"})
+VECTOR_FIELD_KEYS = frozenset(
+    {"label", "basis", "available_dimensions", "default_dimension", "files"}
+)
 #: the basis the viewer's folder picker insists on for vector fields
 VECTOR_BASIS = "umap"
 
@@ -101,7 +112,15 @@ CATEGORICAL_SCHEMA_KEYS = frozenset(
     {"codesPathPattern", "outlierPathPattern", "outlierExt", "outlierDtype", "outlierQuantized"}
 )
 VAR_MANIFEST_KEYS = frozenset(
-    {"_format", "n_points", "var_gene_id_column", "compression", "quantization", "_varSchema", "fields"}
+    {
+        "_format",
+        "n_points",
+        "var_gene_id_column",
+        "compression",
+        "quantization",
+        "_varSchema",
+        "fields",
+    }
 )
 CONNECTIVITY_MANIFEST_KEYS = {
     "current": frozenset(

@@ -1,6 +1,7 @@
-"""Export: write an AnnData as a dataset the Cellucid viewer opens, and a catalog of datasets."""
+"""Export: write an AnnData as a dataset the Cellucid viewer opens, read it back, and catalog datasets."""
 
 from ._catalog import write_catalog
 from ._export import export
+from ._read import read
 
-__all__ = ["export", "write_catalog"]
+__all__ = ["export", "read", "write_catalog"]

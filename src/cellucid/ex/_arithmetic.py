@@ -65,7 +65,9 @@ class Arithmetic:
 
 CURRENT = Arithmetic(
     normalize=_normalize_current,
-    scale_vectors=lambda vectors, scale: (np.asarray(vectors, dtype=np.float64) * scale).astype(np.float32),
+    scale_vectors=lambda vectors, scale: (np.asarray(vectors, dtype=np.float64) * scale).astype(
+        np.float32
+    ),
     bounds=finite_bounds,
     encode=encode_with_bounds,
     label=json_label,

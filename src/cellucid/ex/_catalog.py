@@ -37,6 +37,7 @@ def write_catalog(exports_root: str | Path, *, default: str | None = None) -> Pa
     >>> _ = cl.ex.export(adata, "exports/pbmc", overwrite=True)
     >>> cl.ex.write_catalog("exports", default="pbmc")  # doctest: +ELLIPSIS
     PosixPath('exports/datasets.json')
+
     """
     root = Path(exports_root)
     if not root.is_dir():
@@ -76,6 +77,9 @@ def write_catalog(exports_root: str | Path, *, default: str | None = None) -> Pa
         msg = f"default {default!r} is not one of the datasets under {root}: {ids}."
         raise ValueError(msg)
     target = root / CATALOG_FILE
-    write_json(target, dumps_identity({"version": CATALOG_VERSION, "default": default, "datasets": entries}))
+    write_json(
+        target,
+        dumps_identity({"version": CATALOG_VERSION, "default": default, "datasets": entries}),
+    )
     logger.info("wrote %s with %d datasets", target, len(entries))
     return target

@@ -110,7 +110,9 @@ def collect_embeddings(adata: AnnData, basis: str) -> tuple[dict[int, np.ndarray
     return embeddings, dict(sorted(found.items()))
 
 
-def collect_latent(adata: AnnData, latent_key: str | Literal[False] | None) -> tuple[np.ndarray | None, str | None]:
+def collect_latent(
+    adata: AnnData, latent_key: str | Literal[False] | None
+) -> tuple[np.ndarray | None, str | None]:
     """Return the latent space for outlier quantiles, or ``(None, None)`` without one."""
     if latent_key is False:
         return None, None
@@ -179,14 +181,20 @@ def collect_vector_fields(
     return fields
 
 
-def collect_graph(adata: AnnData, connectivities_key: str | Literal[False] | None) -> tuple[object | None, str | None]:
+def collect_graph(
+    adata: AnnData, connectivities_key: str | Literal[False] | None
+) -> tuple[object | None, str | None]:
     """Return the kNN graph from ``adata.obsp`` (found through ``uns["neighbors"]``), if any."""
     if connectivities_key is False:
         return None, None
     explicit = connectivities_key is not None
     if not explicit:
         neighbors = adata.uns.get("neighbors", {})
-        connectivities_key = neighbors.get("connectivities_key", "connectivities") if isinstance(neighbors, dict) else "connectivities"
+        connectivities_key = (
+            neighbors.get("connectivities_key", "connectivities")
+            if isinstance(neighbors, dict)
+            else "connectivities"
+        )
     if connectivities_key not in adata.obsp:
         if explicit:
             msg = f"connectivities_key {connectivities_key!r} is not in adata.obsp; keys are {list(adata.obsp.keys())}."
@@ -223,7 +231,7 @@ def collect_obs(adata: AnnData, obs_keys: Sequence[str] | None, layout: Layout) 
 
 
 def _refuse_name_collisions(names: Sequence[str], what: str) -> None:
-    """The legacy layout names files by key: two keys that sanitize alike would overwrite each other."""
+    """Refuse names that sanitize alike: the legacy layout names files by key, so they would overwrite each other."""
     seen: dict[str, str] = {}
     for name in names:
         stem = safe_filename_component(name)
@@ -319,7 +327,9 @@ def check_lengths(adata: AnnData, collected: Collected) -> None:
             msg = f"{what} has {array.shape[0]:,} rows but adata has {n:,} cells."
             raise ValueError(msg)
     if collected.graph is not None and tuple(collected.graph.shape) != (n, n):
-        msg = f"obsp[{collected.graph_key!r}] has shape {collected.graph.shape}; expected ({n}, {n})."
+        msg = (
+            f"obsp[{collected.graph_key!r}] has shape {collected.graph.shape}; expected ({n}, {n})."
+        )
         raise ValueError(msg)
     if collected.genes is not None and collected.genes.matrix.shape[0] != n:
         msg = f"The expression matrix has {collected.genes.matrix.shape[0]:,} rows but adata has {n:,} cells."

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from .._format import CONNECTIVITY_DIR, CONNECTIVITY_MANIFEST, EDGE_FORMAT, WEIGHT_DTYPE, index_dtype
+from .._format import (
+    CONNECTIVITY_DIR,
+    CONNECTIVITY_MANIFEST,
+    EDGE_FORMAT,
+    WEIGHT_DTYPE,
+    index_dtype,
+)
 from ..pp import Edges
 from ._payload import PayloadWriter, dumps_manifest, write_json
 from ._settings import ExportSettings
 
 
-def write_connectivity(writer: PayloadWriter, edges: Edges, *, n_cells: int, settings: ExportSettings) -> int:
+def write_connectivity(
+    writer: PayloadWriter, edges: Edges, *, n_cells: int, settings: ExportSettings
+) -> int:
     """Write edge sources, destinations (and weights in the current layout); return the edge count."""
     dtype = index_dtype(n_cells)
     manifest = {
@@ -19,7 +27,9 @@ def write_connectivity(writer: PayloadWriter, edges: Edges, *, n_cells: int, set
         "index_bytes": dtype.itemsize,
         "index_dtype": dtype.name,
         "sourcesPath": writer.write(f"{CONNECTIVITY_DIR}/edges.src.bin", edges.src.astype(dtype)),
-        "destinationsPath": writer.write(f"{CONNECTIVITY_DIR}/edges.dst.bin", edges.dst.astype(dtype)),
+        "destinationsPath": writer.write(
+            f"{CONNECTIVITY_DIR}/edges.dst.bin", edges.dst.astype(dtype)
+        ),
     }
     if settings.layout.weighted_edges:
         manifest["weightsPath"] = writer.write(
@@ -30,4 +40,3 @@ def write_connectivity(writer: PayloadWriter, edges: Edges, *, n_cells: int, set
     manifest["compression"] = settings.compression
     write_json(writer.root / CONNECTIVITY_MANIFEST, dumps_manifest(manifest))
     return manifest["n_edges"]
-

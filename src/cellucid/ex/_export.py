@@ -148,6 +148,7 @@ def export(
     >>> adata = sc.datasets.pbmc68k_reduced()
     >>> cl.ex.export(adata, "exports/pbmc", compression=6, var_quantization=8, overwrite=True)
     PosixPath('exports/pbmc')
+
     """
     from .. import __version__
 
@@ -203,18 +204,29 @@ def export(
     encoded_obs = encode_obs(
         found.obs_fields, embeddings=normalized, latent=found.latent, settings=settings, arith=arith
     )
-    edges = graph_edges(found.graph, name=f"obsp[{found.graph_key!r}]") if found.graph is not None else None
+    edges = (
+        graph_edges(found.graph, name=f"obsp[{found.graph_key!r}]")
+        if found.graph is not None
+        else None
+    )
 
     # 3. write
-    with staged(out_dir, overwrite=overwrite) as stage, PayloadWriter(
-        stage, compression=settings.compression, n_jobs=n_jobs
-    ) as writer:
+    with (
+        staged(out_dir, overwrite=overwrite) as stage,
+        PayloadWriter(stage, compression=settings.compression, n_jobs=n_jobs) as writer,
+    ):
         embeddings_entry = write_points(writer, normalized)
-        vector_entry = write_vectors(writer, found.vector_fields, normalized, layout=settings.layout, arith=arith)
+        vector_entry = write_vectors(
+            writer, found.vector_fields, normalized, layout=settings.layout, arith=arith
+        )
         obs_fields = write_obs(
             writer, encoded_obs, n_cells=n_cells, latent_key=found.latent_key, settings=settings
         )
-        n_edges = write_connectivity(writer, edges, n_cells=n_cells, settings=settings) if edges is not None else None
+        n_edges = (
+            write_connectivity(writer, edges, n_cells=n_cells, settings=settings)
+            if edges is not None
+            else None
+        )
         n_genes = 0
         if found.genes is not None:
             write_var(

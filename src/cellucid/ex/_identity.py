@@ -17,7 +17,11 @@ def dataset_id_for(dataset_id: str | None, name: str) -> str:
 
         derived = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("._-")[:ID_MAX_LENGTH].rstrip(".")
         return derived or "dataset"
-    if not (ID_PATTERN.match(dataset_id) and len(dataset_id) <= ID_MAX_LENGTH and not dataset_id.endswith(".")):
+    if not (
+        ID_PATTERN.match(dataset_id)
+        and len(dataset_id) <= ID_MAX_LENGTH
+        and not dataset_id.endswith(".")
+    ):
         msg = (
             f"dataset_id {dataset_id!r} is not a valid id: use 1-{ID_MAX_LENGTH} letters, digits, '.', '_' "
             "or '-', starting with a letter or digit and not ending in '.'."
@@ -60,4 +64,6 @@ def source_entry(name: str | None, url: str | None, citation: str | None) -> dic
 
 def write_identity(root: Path, identity: dict) -> None:
     """Write ``dataset_identity.json`` with the keys in the order the format lists them."""
-    write_json(Path(root) / IDENTITY_FILE, dumps_identity({"version": IDENTITY_VERSION, **identity}))
+    write_json(
+        Path(root) / IDENTITY_FILE, dumps_identity({"version": IDENTITY_VERSION, **identity})
+    )

@@ -41,7 +41,9 @@ def warn_non_finite(values: np.ndarray, what: str) -> None:
         )
 
 
-def encode_values(values: np.ndarray, bits: int | None, arith: Arithmetic) -> tuple[np.ndarray, list]:
+def encode_values(
+    values: np.ndarray, bits: int | None, arith: Arithmetic
+) -> tuple[np.ndarray, list]:
     """Return a continuous payload and the bounds to put in its manifest entry (none when float32)."""
     if bits is None:
         return np.where(np.isinf(values), np.float32(np.nan), values).astype(np.float32), []
@@ -72,14 +74,19 @@ def encode_obs(
             warn_non_finite(values, f"obs[{f.key!r}]")
             enc.payloads["values"], enc.entry_tail = encode_values(values, bits, arith)
         else:
-            codes = category_codes(f.values, dtype=settings.obs_categorical_dtype, name=f"obs[{f.key!r}]")
+            codes = category_codes(
+                f.values, dtype=settings.obs_categorical_dtype, name=f"obs[{f.key!r}]"
+            )
             labels = [arith.label(c, field=f.key) for c in codes.categories]
             centroids = _centroids(codes.codes, len(labels), labels, embeddings, settings)
             quantiles = (
                 np.full(codes.codes.shape[0], np.nan, dtype=np.float32)
                 if latent is None
                 else outlier_quantiles(
-                    latent, codes.codes, n_categories=len(labels), min_points=settings.centroid_min_points
+                    latent,
+                    codes.codes,
+                    n_categories=len(labels),
+                    min_points=settings.centroid_min_points,
                 )
             )
             enc.payloads["codes"] = codes.codes
@@ -109,7 +116,11 @@ def _centroids(
             min_points=settings.centroid_min_points,
         )
         out[str(dim)] = [
-            {"category": labels[i], "position": result.positions[i].tolist(), "n_points": int(result.n_points[i])}
+            {
+                "category": labels[i],
+                "position": result.positions[i].tolist(),
+                "n_points": int(result.n_points[i]),
+            }
             for i in np.flatnonzero(result.n_points > 0)
         ]
     return out
@@ -123,7 +134,11 @@ def write_obs(
     latent_key: str | None,
     settings: ExportSettings,
 ) -> list[dict]:
-    """Write the obs payloads and manifest; return the identity's ``obs_fields`` (continuous first)."""
+    """Write the obs payloads and manifest; return the identity's ``obs_fields``.
+
+    The current layout lists continuous fields first (the manifest's order); the legacy
+    layout keeps the ``obs_keys`` order.
+    """
     layout, comp = settings.layout, settings.compression
     bits = settings.obs_continuous_quantization
     ext = EXT[QUANT_DTYPE[bits]] if bits else EXT["float32"]
@@ -168,10 +183,14 @@ def write_obs(
         "_categoricalFields": categorical,
     }
     write_json(writer.root / OBS_MANIFEST, dumps_manifest(manifest))
-    cont = [{"key": e.source.key, "kind": "continuous"} for e in encoded if e.source.kind == "continuous"]
-    cats = [
-        {"key": e.source.key, "kind": "category", "n_categories": e.n_categories}
+    fields = [
+        {"key": e.source.key, "kind": "continuous"}
+        if e.source.kind == "continuous"
+        else {"key": e.source.key, "kind": "category", "n_categories": e.n_categories}
         for e in encoded
-        if e.source.kind == "category"
     ]
-    return cont + cats
+    if layout.name == "legacy":  # the original kept obs_keys order: its manifests have no indices
+        return fields
+    return [f for f in fields if f["kind"] == "continuous"] + [
+        f for f in fields if f["kind"] == "category"
+    ]

@@ -20,14 +20,21 @@ class NormalizedEmbedding:
     scale: float
 
 
-def normalize_embeddings(embeddings: dict[int, np.ndarray], arith: Arithmetic) -> dict[int, NormalizedEmbedding]:
+def normalize_embeddings(
+    embeddings: dict[int, np.ndarray], arith: Arithmetic
+) -> dict[int, NormalizedEmbedding]:
     """Normalize each embedding independently into [-1, 1]."""
-    return {dim: NormalizedEmbedding(*arith.normalize(coords)) for dim, coords in embeddings.items()}
+    return {
+        dim: NormalizedEmbedding(*arith.normalize(coords)) for dim, coords in embeddings.items()
+    }
 
 
 def write_points(writer: PayloadWriter, embeddings: dict[int, NormalizedEmbedding]) -> dict:
     """Write one points file per dimension; return the identity's ``embeddings`` entry."""
-    files = {f"{dim}d": writer.write(f"points_{dim}d.bin", emb.payload) for dim, emb in embeddings.items()}
+    files = {
+        f"{dim}d": writer.write(f"points_{dim}d.bin", emb.payload)
+        for dim, emb in embeddings.items()
+    }
     dims = sorted(embeddings)
     return {"available_dimensions": dims, "default_dimension": max(dims), "files": files}
 
@@ -48,7 +55,9 @@ def write_vectors(
         files = {}
         for dim, vectors in by_dim.items():
             payload = arith.scale_vectors(vectors, embeddings[dim].scale)
-            files[f"{dim}d"] = writer.write(f"{VECTORS_DIR}/{layout.vector_stem(index, field_id)}_{dim}d.bin", payload)
+            files[f"{dim}d"] = writer.write(
+                f"{VECTORS_DIR}/{layout.vector_stem(index, field_id)}_{dim}d.bin", payload
+            )
         dims = sorted(by_dim)
         entries[field_id] = {
             "label": field_id,

@@ -20,9 +20,13 @@ class ExportSettings:
     centroid_min_points: int = 10
 
     @classmethod
-    def checked(cls, *, layout_name: str, compression: int | None, **options: object) -> ExportSettings:
+    def checked(
+        cls, *, layout_name: str, compression: int | None, **options: object
+    ) -> ExportSettings:
         """Build settings, raising a clear error for any option out of range."""
-        if compression is not None and (isinstance(compression, bool) or compression not in range(10)):
+        if compression is not None and (
+            isinstance(compression, bool) or compression not in range(10)
+        ):
             msg = f"compression must be None or a gzip level 0-9 (0 or None: uncompressed), got {compression!r}."
             raise ValueError(msg)
         settings = cls(layout(layout_name), compression or None, **options)  # type: ignore[arg-type]

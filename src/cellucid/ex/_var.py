@@ -22,7 +22,9 @@ BLOCK_VALUES = 1 << 25
 
 def _csc_columns(matrix: object, columns: np.ndarray) -> sparse.csc_matrix:
     """Return the chosen columns of a sparse matrix as CSC (the one re-layout of a CSR matrix)."""
-    csc = matrix if sparse.issparse(matrix) and matrix.format == "csc" else sparse.csc_matrix(matrix)
+    csc = (
+        matrix if sparse.issparse(matrix) and matrix.format == "csc" else sparse.csc_matrix(matrix)
+    )
     if columns.shape[0] != csc.shape[1] or np.any(columns != np.arange(csc.shape[1])):
         csc = csc[:, columns]
     csc = sparse.csc_matrix(csc)
@@ -30,14 +32,18 @@ def _csc_columns(matrix: object, columns: np.ndarray) -> sparse.csc_matrix:
     return csc
 
 
-def _dense_blocks(matrix: object, columns: np.ndarray, n_cells: int) -> Iterator[tuple[np.ndarray, object]]:
+def _dense_blocks(
+    matrix: object, columns: np.ndarray, n_cells: int
+) -> Iterator[tuple[np.ndarray, object]]:
     step = max(1, BLOCK_VALUES // max(n_cells, 1))
     for start in range(0, columns.shape[0], step):
         block = np.asarray(matrix[:, columns[start : start + step]], dtype=np.float32)
         yield np.ascontiguousarray(block.T), None
 
 
-def _sparse_blocks(csc: sparse.csc_matrix, n_cells: int) -> Iterator[tuple[np.ndarray, sparse.csc_matrix]]:
+def _sparse_blocks(
+    csc: sparse.csc_matrix, n_cells: int
+) -> Iterator[tuple[np.ndarray, sparse.csc_matrix]]:
     step = max(1, BLOCK_VALUES // max(n_cells, 1))
     for start in range(0, csc.shape[1], step):
         yield None, csc[:, start : start + step]
@@ -95,21 +101,33 @@ def write_var(
                 bad = np.zeros(csc.shape[1], dtype=bool)
                 bad_data = ~np.isfinite(csc.data)
                 if bad_data.any():
-                    bad[np.searchsorted(csc.indptr, np.flatnonzero(bad_data), side="right") - 1] = True
+                    bad[np.searchsorted(csc.indptr, np.flatnonzero(bad_data), side="right") - 1] = (
+                        True
+                    )
             if bits:
                 vmin, vmax = arith.bounds(lo, hi)
-                codes = arith.encode(dense, vmin[:, None], vmax[:, None], bits=bits) if csc is None else None
+                codes = (
+                    arith.encode(dense, vmin[:, None], vmax[:, None], bits=bits)
+                    if csc is None
+                    else None
+                )
                 if csc is not None:
                     per_value = np.repeat(np.arange(csc.shape[1]), np.diff(csc.indptr))
                     data_codes = arith.encode(csc.data, vmin[per_value], vmax[per_value], bits=bits)
-                    zero_codes = arith.encode(np.zeros(csc.shape[1], np.float32), vmin, vmax, bits=bits)
+                    zero_codes = arith.encode(
+                        np.zeros(csc.shape[1], np.float32), vmin, vmax, bits=bits
+                    )
             n_block = dense.shape[0] if csc is None else csc.shape[1]
             for j in range(n_block):
                 name = genes.names[first + j]
                 if bad[j]:
                     non_finite.append(name)
                 if csc is None:
-                    payload = codes[j] if bits else np.where(np.isinf(dense[j]), np.float32(np.nan), dense[j])
+                    payload = (
+                        codes[j]
+                        if bits
+                        else np.where(np.isinf(dense[j]), np.float32(np.nan), dense[j])
+                    )
                 else:
                     s, e = csc.indptr[j], csc.indptr[j + 1]
                     if bits:
@@ -121,7 +139,12 @@ def write_var(
                         payload[csc.indices[s:e]] = np.where(np.isinf(values), np.nan, values)
                 index = first + j
                 writer.write(f"{VAR_DIR}/{layout.stem(index, name)}.values.{ext}", payload)
-                fields.append([*layout.entry_head(index, name), *([float(vmin[j]), float(vmax[j])] if bits else [])])
+                fields.append(
+                    [
+                        *layout.entry_head(index, name),
+                        *([float(vmin[j]), float(vmax[j])] if bits else []),
+                    ]
+                )
             bar.update(n_block)
     if non_finite:
         warnings.warn(

@@ -37,7 +37,11 @@ def codes_dtype_for(n_categories: int, dtype: CodesDtype = "auto", *, name: str 
         msg = (
             f"{name} has {n_categories:,} categories but {chosen} codes hold at most "
             f"{MAX_CATEGORIES[chosen]:,}"
-            + (" (use dtype 'uint16' or 'auto')." if chosen == "uint8" else "; leave it out or merge categories.")
+            + (
+                " (use dtype 'uint16' or 'auto')."
+                if chosen == "uint8"
+                else "; leave it out or merge categories."
+            )
         )
         raise ValueError(msg)
     return chosen
@@ -52,7 +56,9 @@ def as_categorical(values: ArrayLike) -> pd.Categorical:
     return pd.Categorical(values)
 
 
-def category_codes(values: ArrayLike, *, dtype: CodesDtype = "auto", name: str = "values") -> CategoryCodes:
+def category_codes(
+    values: ArrayLike, *, dtype: CodesDtype = "auto", name: str = "values"
+) -> CategoryCodes:
     """Encode categorical values as ``uint8``/``uint16`` codes.
 
     Categorical values keep their categories and order (unused categories included);
@@ -79,6 +85,7 @@ def category_codes(values: ArrayLike, *, dtype: CodesDtype = "auto", name: str =
     >>> enc = cl.pp.category_codes(["b", "a", None, "b"])
     >>> enc.codes, enc.categories
     (array([  1,   0, 255,   1], dtype=uint8), ['a', 'b'])
+
     """
     cat = as_categorical(values)
     categories = list(cat.categories)
@@ -126,6 +133,7 @@ def encode_categories(
     >>> cl.pp.encode_categories(adata, key="louvain")
     >>> adata.obs["louvain_codes"].dtype
     dtype('uint8')
+
     """
     from ._anndata import obs_column, store_uns
 
@@ -133,5 +141,7 @@ def encode_categories(
     enc = category_codes(obs_column(adata, key), dtype=dtype, name=f"obs[{key!r}]")
     key_added = key_added or f"{key}_codes"
     adata.obs[key_added] = enc.codes
-    store_uns(adata, "categories", key_added, {"categories": enc.categories, "missing": enc.missing})
+    store_uns(
+        adata, "categories", key_added, {"categories": enc.categories, "missing": enc.missing}
+    )
     return adata if copy else None

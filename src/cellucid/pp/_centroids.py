@@ -63,6 +63,7 @@ def category_centroids(
     >>> cl.pp.category_centroids(coords, np.repeat([0, 1], 10), n_categories=2).positions
     array([[0., 0.],
            [1., 1.]])
+
     """
     if not 0 < quantile <= 1:
         msg = f"quantile must be in (0, 1], got {quantile!r}."
@@ -131,6 +132,7 @@ def centroids(
     >>> cl.pp.centroids(adata, groupby="bulk_labels")
     >>> adata.uns["cellucid"]["centroids"]["bulk_labels_X_umap"].shape
     (10, 3)
+
     """
     from ._anndata import obs_column, obsm_array, store_uns
     from ._categories import as_categorical
@@ -139,10 +141,15 @@ def centroids(
     cat = as_categorical(obs_column(adata, groupby))
     coords = obsm_array(adata, basis)
     result = category_centroids(
-        coords, cat.codes, n_categories=len(cat.categories), quantile=quantile, min_points=min_points
+        coords,
+        cat.codes,
+        n_categories=len(cat.categories),
+        quantile=quantile,
+        min_points=min_points,
     )
     table = pd.DataFrame(
-        result.positions, index=pd.Index(cat.categories, name=groupby),
+        result.positions,
+        index=pd.Index(cat.categories, name=groupby),
         columns=[f"{basis}_{i + 1}" for i in range(coords.shape[1])],
     )
     table["n_points"] = result.n_points

@@ -46,6 +46,7 @@ def normalize_coords(coords: ArrayLike) -> NormalizedCoords:
            [ 1.  ,  0.25]])
     >>> norm.scale
     0.5
+
     """
     x = np.asarray(coords, dtype=np.float64)
     x = x.reshape(x.shape[0], -1)
@@ -95,6 +96,7 @@ def normalize_embedding(
     >>> cl.pp.normalize_embedding(adata, key="X_umap")
     >>> float(abs(adata.obsm["X_umap_normalized"]).max())
     1.0
+
     """
     from ._anndata import obsm_array, store_uns
 

@@ -24,7 +24,9 @@ class Edges(NamedTuple):
     max_neighbors: int
 
 
-def graph_edges(connectivities: ArrayLike | sparse.spmatrix | sparse.sparray, *, name: str = "graph") -> Edges:
+def graph_edges(
+    connectivities: ArrayLike | sparse.spmatrix | sparse.sparray, *, name: str = "graph"
+) -> Edges:
     """Turn a kNN graph into the sorted upper-triangle edge list the viewer draws.
 
     A symmetric graph (such as scanpy's ``connectivities``) is taken as is; an asymmetric
@@ -51,6 +53,7 @@ def graph_edges(connectivities: ArrayLike | sparse.spmatrix | sparse.sparray, *,
     >>> e = cl.pp.graph_edges(g)
     >>> e.src, e.dst, e.weights, e.max_neighbors
     (array([0, 1]), array([1, 2]), array([0.5, 1. ]), 2)
+
     """
     g = sparse.csr_matrix(connectivities)
     if g.shape[0] != g.shape[1]:

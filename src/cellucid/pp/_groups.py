@@ -15,13 +15,18 @@ def group_means(values: np.ndarray, codes: np.ndarray, counts: np.ndarray) -> np
     """Return the float64 mean of ``values`` (n, d) for every code; NaN where a group is empty."""
     n_groups = counts.shape[0]
     sums = np.column_stack(
-        [np.bincount(codes, weights=values[:, j], minlength=n_groups) for j in range(values.shape[1])]
+        [
+            np.bincount(codes, weights=values[:, j], minlength=n_groups)
+            for j in range(values.shape[1])
+        ]
     ).reshape(n_groups, values.shape[1])
     with np.errstate(invalid="ignore", divide="ignore"):
         return sums / counts[:, None]
 
 
-def sorted_by_group(codes: np.ndarray, values: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def sorted_by_group(
+    codes: np.ndarray, values: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Return the order that sorts by (code, value) and each group's start in it."""
     order = np.lexsort((values, codes))
     starts = np.zeros(counts.shape[0], dtype=np.int64)
@@ -29,7 +34,9 @@ def sorted_by_group(codes: np.ndarray, values: np.ndarray, counts: np.ndarray) -
     return order, starts
 
 
-def group_quantiles(codes: np.ndarray, values: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
+def group_quantiles(
+    codes: np.ndarray, values: np.ndarray, counts: np.ndarray, q: float
+) -> np.ndarray:
     """Return each group's ``q`` quantile of ``values`` (linear interpolation, as :func:`numpy.quantile`)."""
     order, starts = sorted_by_group(codes, values, counts)
     ranked = values[order]

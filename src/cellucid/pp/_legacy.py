@@ -39,7 +39,9 @@ def bounds_float32(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return vmin, np.where(vmax == vmin, vmin + 1.0, vmax)
 
 
-def encode_with_bounds_float32(values: np.ndarray, vmin: np.ndarray | float, vmax: np.ndarray | float, *, bits: int) -> np.ndarray:
+def encode_with_bounds_float32(
+    values: np.ndarray, vmin: np.ndarray | float, vmax: np.ndarray | float, *, bits: int
+) -> np.ndarray:
     """Quantize as the original did: ``(v - vmin) * scale`` in float32, clipped and truncated."""
     max_q = MAX_QUANT[bits]
     values = np.asarray(values, dtype=np.float32)

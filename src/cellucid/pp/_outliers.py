@@ -62,6 +62,7 @@ def outlier_quantiles(
     >>> latent = np.arange(10, dtype=np.float32)[:, None]
     >>> cl.pp.outlier_quantiles(latent, np.zeros(10, int), n_categories=1, min_points=5)
     array([1. , 0.8, 0.6, 0.4, 0.2, 0.2, 0.4, 0.6, 0.8, 1. ], dtype=float32)
+
     """
     x = np.asarray(latent, dtype=np.float32)
     x = x.reshape(x.shape[0], -1)
@@ -118,6 +119,7 @@ def outlier_quantiles_obs(
     >>> cl.pp.outlier_quantiles_obs(adata, groupby="bulk_labels")
     >>> float(adata.obs["bulk_labels_outlier_quantile"].max())
     1.0
+
     """
     from ._anndata import obs_column, obsm_array
     from ._categories import as_categorical
@@ -125,7 +127,10 @@ def outlier_quantiles_obs(
     adata = adata.copy() if copy else adata
     cat = as_categorical(obs_column(adata, groupby))
     values = outlier_quantiles(
-        obsm_array(adata, use_rep), cat.codes, n_categories=len(cat.categories), min_points=min_points
+        obsm_array(adata, use_rep),
+        cat.codes,
+        n_categories=len(cat.categories),
+        min_points=min_points,
     )
     adata.obs[key_added or f"{groupby}_outlier_quantile"] = values
     return adata if copy else None

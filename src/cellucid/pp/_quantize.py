@@ -51,7 +51,9 @@ def finite_bounds(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return np.where(none, 0.0, lo), np.where(none, 0.0, hi)
 
 
-def encode_with_bounds(values: np.ndarray, vmin: ArrayLike, vmax: ArrayLike, *, bits: Bits = 8) -> np.ndarray:
+def encode_with_bounds(
+    values: np.ndarray, vmin: ArrayLike, vmax: ArrayLike, *, bits: Bits = 8
+) -> np.ndarray:
     """Quantize float32 ``values`` against given bounds; NaN and ±Inf get the missing code.
 
     ``vmin`` and ``vmax`` broadcast against ``values``, so many columns are encoded at once
@@ -62,9 +64,10 @@ def encode_with_bounds(values: np.ndarray, vmin: ArrayLike, vmax: ArrayLike, *, 
     values = np.asarray(values, dtype=np.float32)
     vmin = np.asarray(vmin, dtype=np.float64)
     span = np.asarray(vmax, dtype=np.float64) - vmin
-    # a constant field encodes every value as 0 (it decodes to vmin)
-    scale = np.divide(max_q, span, out=np.zeros_like(span), where=span > 0)
-    q = (values - vmin) * scale
+    # the format's formula, term by term: floor((v - vmin) * max_q / (vmax - vmin) + 1e-8)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = (values - vmin) * max_q / span
+    q = np.where(span > 0, q, 0.0)  # a constant field encodes every value as 0 (it decodes to vmin)
     q += _STEP_EPSILON
     np.floor(q, out=q)
     np.clip(q, 0, max_q, out=q)
@@ -99,6 +102,7 @@ def quantize(values: ArrayLike, *, bits: Bits = 8) -> Quantized:
     >>> q = cl.pp.quantize(np.array([0.0, 0.5, 1.0, np.nan]), bits=8)
     >>> q.codes
     array([  0, 127, 254, 255], dtype=uint8)
+
     """
     _check_bits(bits)
     values = np.asarray(values, dtype=np.float32).reshape(-1)
@@ -128,6 +132,7 @@ def dequantize(codes: ArrayLike, *, vmin: float, vmax: float, bits: Bits = 8) ->
     >>> import cellucid as cl
     >>> cl.pp.dequantize(np.array([0, 254, 255], dtype=np.uint8), vmin=0.0, vmax=2.0)
     array([ 0.,  2., nan], dtype=float32)
+
     """
     _check_bits(bits)
     max_q = MAX_QUANT[bits]
@@ -173,6 +178,7 @@ def quantize_obs(
     >>> cl.pp.quantize_obs(adata, key="percent_mito", bits=8)
     >>> adata.obs["percent_mito_q8"].dtype
     dtype('uint8')
+
     """
     from ._anndata import obs_column, store_uns
 

@@ -1,0 +1,585 @@
+"""Read an export directory back into an AnnData."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from .._format import (
+    CATALOG_FILE,
+    CODES_MISSING,
+    CONNECTIVITY_MANIFEST,
+    EXT,
+    FLOAT_DTYPE,
+    IDENTITY_FILE,
+    OBS_MANIFEST,
+    QUANT_DTYPE,
+    VAR_MANIFEST,
+    WEIGHT_DTYPE,
+    LayoutName,
+    safe_filename_component,
+)
+from ..pp._quantize import dequantize
+from ._payload import read_payload
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Sequence
+
+    from anndata import AnnData
+
+#: quantized payload dtype -> its bits
+_BITS = {dtype: bits for bits, dtype in QUANT_DTYPE.items()}
+#: the basis of the embeddings the export writes
+_BASIS = "umap"
+
+
+class _ObsField(NamedTuple):
+    """One obs field of the manifest, in the shape both layouts share."""
+
+    index: int | None
+    key: str
+    kind: str
+    entry: list
+
+
+def read(
+    path: str | os.PathLike[str],
+    *,
+    genes: bool = True,
+    var_names: Sequence[str] | None = None,
+) -> AnnData:
+    """Read a Cellucid export directory back into an AnnData.
+
+    Both the current layout (payloads named by field index) and the legacy layout
+    (payloads named by field key) are read. Values come back as the viewer sees them:
+    quantized values are decoded to float32 and missing codes become NaN.
+
+    Parameters
+    ----------
+    path
+        A dataset directory, the one holding ``dataset_identity.json``.
+    genes
+        Load the gene payloads into ``X``. With ``False``, ``X`` is None and only the gene
+        names are read, which is much faster for many genes.
+    var_names
+        Read only these genes, in this order (names as the var manifest has them). None
+        reads every gene.
+
+    Returns
+    -------
+    An AnnData with
+
+    * ``obs``: every obs field in its export order (the field indices of the current
+      layout, the identity's ``obs_fields`` order for the legacy one), continuous fields
+      as float32 and categorical fields as pandas categoricals whose categories keep
+      their JSON types (strings, numbers, booleans; the legacy writer made them all
+      strings); ``obs_names`` are ``"0"`` to ``"n-1"`` (exports keep no cell names);
+    * ``X``: float32 gene values, CSR when more than half of them are zero, else dense;
+      ``var_names`` are the gene names of the var manifest;
+    * ``obsm["X_umap_<d>d"]``: the normalized embedding of each dimension (float32);
+    * ``obsm["<field>_<d>d"]``: each vector field and dimension, in the units of the
+      normalized embedding (float32);
+    * ``obsp["connectivities"]``: the symmetric kNN graph (CSR, float64); the legacy
+      layout stores no weights, so its edges get weight 1;
+    * ``uns["cellucid"]``: ``"identity"`` (the parsed ``dataset_identity.json``),
+      ``"centroids"`` (per categorical field, a dict dimension (int) -> DataFrame with
+      columns ``category``, ``n_points`` and ``x``/``y``/``z``), ``"outlier_quantiles"``
+      (per categorical field, float32 per cell, NaN where unavailable),
+      ``"export_settings"`` (None when the export has none) and ``"layout"``
+      (``"current"`` or ``"legacy"``). The identity holds JSON nulls, which h5ad cannot
+      store: drop ``uns["cellucid"]`` before ``write_h5ad``.
+
+    Examples
+    --------
+    >>> import scanpy as sc
+    >>> import cellucid as cl
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> path = cl.ex.export(adata, "exports/pbmc68k")
+    >>> back = cl.ex.read(path)
+    >>> back.obsm["X_umap_2d"].shape
+    (700, 2)
+
+    """
+    import anndata as ad
+
+    root = Path(path)
+    identity_path = root / IDENTITY_FILE
+    if not identity_path.is_file():
+        msg = f"{str(root)!r} is not a Cellucid export: it has no {IDENTITY_FILE}."
+        if (root / CATALOG_FILE).is_file():
+            msg += f" It holds a {CATALOG_FILE} catalog; read one of the dataset folders it lists."
+        raise FileNotFoundError(msg)
+    identity = _load_json(identity_path)
+    try:
+        n_cells = int(identity["stats"]["n_cells"])
+    except (KeyError, TypeError, ValueError):
+        msg = f"{identity_path} has no valid stats.n_cells."
+        raise ValueError(msg) from None
+
+    obs_manifest = _load_json(root / OBS_MANIFEST) if (root / OBS_MANIFEST).is_file() else None
+    var_manifest = _load_json(root / VAR_MANIFEST) if (root / VAR_MANIFEST).is_file() else None
+    conn_manifest = (
+        _load_json(root / CONNECTIVITY_MANIFEST)
+        if (root / CONNECTIVITY_MANIFEST).is_file()
+        else None
+    )
+    layout = _detect_layout(obs_manifest, var_manifest, conn_manifest)
+
+    obsm = _read_embeddings(root, identity, n_cells)
+    for key, value in _read_vector_fields(root, identity, n_cells).items():
+        if key in obsm:
+            msg = f"Vector field file {key!r} clashes with an embedding of the same obsm key."
+            raise ValueError(msg)
+        obsm[key] = value
+
+    obs_names = pd.Index(np.arange(n_cells).astype(str))
+    obs = pd.DataFrame(index=obs_names)
+    centroids: dict[str, dict[int, pd.DataFrame]] = {}
+    outliers: dict[str, np.ndarray] = {}
+    if obs_manifest is not None:
+        _check_n_points(obs_manifest, n_cells, OBS_MANIFEST)
+        obs, centroids, outliers = _read_obs(
+            root, obs_manifest, identity, layout, n_cells, obs_names
+        )
+
+    x, var = None, pd.DataFrame(index=pd.Index([], dtype=str))
+    if var_manifest is not None:
+        _check_n_points(var_manifest, n_cells, VAR_MANIFEST)
+        x, var = _read_var(root, var_manifest, layout, n_cells, genes=genes, var_names=var_names)
+    elif var_names is not None and len(var_names):
+        msg = f"var_names were given but the export at {str(root)!r} has no genes."
+        raise KeyError(msg)
+
+    obsp = {}
+    if conn_manifest is not None:
+        obsp["connectivities"] = _read_connectivities(root, conn_manifest, n_cells)
+
+    uns = {
+        "cellucid": {
+            "identity": identity,
+            "centroids": centroids,
+            "outlier_quantiles": outliers,
+            "export_settings": copy.deepcopy(identity.get("export_settings")),
+            "layout": layout,
+        }
+    }
+    if x is None:
+        return ad.AnnData(obs=obs, var=var, obsm=obsm, obsp=obsp, uns=uns)
+    return ad.AnnData(X=x, obs=obs, var=var, obsm=obsm, obsp=obsp, uns=uns)
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        msg = f"{path} is not valid JSON: {e}."
+        raise ValueError(msg) from None
+
+
+def _resolve(root: Path, relpath: object) -> Path:
+    """Return ``root/relpath`` for a manifest path, refusing paths that leave ``root``."""
+    if not isinstance(relpath, str) or not relpath:
+        msg = f"Invalid payload path {relpath!r} in the export at {str(root)!r}."
+        raise ValueError(msg)
+    parts = PurePosixPath(relpath).parts
+    if relpath.startswith("/") or "\\" in relpath or any(p in ("", ".", "..") for p in parts):
+        msg = f"Payload path {relpath!r} must be relative and stay inside {str(root)!r}."
+        raise ValueError(msg)
+    return root.joinpath(*parts)
+
+
+def _read_array(root: Path, relpath: object, dtype: np.dtype | str, n_values: int) -> np.ndarray:
+    """Read a payload and check it holds exactly ``n_values`` values."""
+    file = _resolve(root, relpath)
+    if not file.is_file():
+        msg = f"Payload {relpath!r} is missing from the export at {str(root)!r}."
+        raise FileNotFoundError(msg)
+    values = read_payload(file, dtype)
+    if values.size != n_values:
+        msg = f"Payload {relpath!r} holds {values.size:,} {np.dtype(dtype).name} values, expected {n_values:,}."
+        raise ValueError(msg)
+    return values
+
+
+def _check_n_points(manifest: dict, n_cells: int, name: str) -> None:
+    if manifest.get("n_points") != n_cells:
+        msg = f"{name} has n_points={manifest.get('n_points')!r} but the identity has {n_cells:,} cells."
+        raise ValueError(msg)
+
+
+def _detect_layout(
+    obs_manifest: dict | None, var_manifest: dict | None, conn: dict | None
+) -> LayoutName:
+    """Tell the layout from the placeholders of the manifests' path patterns."""
+    patterns = []
+    if obs_manifest is not None:
+        for schema in (obs_manifest.get("_obsSchemas") or {}).values():
+            patterns += [v for k, v in schema.items() if k.endswith(("PathPattern", "pathPattern"))]
+    if var_manifest is not None:
+        patterns.append((var_manifest.get("_varSchema") or {}).get("pathPattern"))
+    found = set()
+    for pattern in patterns:
+        if isinstance(pattern, str):
+            found |= {
+                name for name, ph in (("current", "{index}"), ("legacy", "{key}")) if ph in pattern
+            }
+    if len(found) > 1:
+        msg = (
+            "The export's path patterns mix '{index}' (current layout) and '{key}' (legacy layout)."
+        )
+        raise ValueError(msg)
+    if found:
+        return found.pop()
+    if conn is not None and "weightsPath" not in conn:
+        return "legacy"
+    return "current"
+
+
+def _fill(
+    pattern: object, layout: LayoutName, index: int | None, key: str, ext: str | None = None
+) -> str:
+    if not isinstance(pattern, str):
+        msg = f"Invalid path pattern {pattern!r} in the obs or var manifest."
+        raise ValueError(msg)
+    if layout == "current":
+        path = pattern.replace("{index}", str(index))
+    else:
+        path = pattern.replace("{key}", safe_filename_component(key))
+    return path.replace("{ext}", ext) if ext is not None else path
+
+
+def _decode(
+    values: np.ndarray, *, quantized: bool, vmin: Any = None, vmax: Any = None
+) -> np.ndarray:
+    """Decode a continuous payload (quantized codes or float32) to float32 with NaN for missing."""
+    if not quantized:
+        return values.astype(np.float32)  # a writeable copy
+    bits = _BITS[values.dtype.name]
+    if not (isinstance(vmin, int | float) and isinstance(vmax, int | float)):
+        msg = f"Quantized values need numeric min and max, got {vmin!r} and {vmax!r}."
+        raise ValueError(msg)
+    return dequantize(values, vmin=float(vmin), vmax=float(vmax), bits=bits)
+
+
+def _payload_dtype(name: object, allowed: tuple[str, ...], what: str) -> np.dtype:
+    if name not in allowed:
+        msg = f"{what} has dtype {name!r}; expected one of {allowed}."
+        raise ValueError(msg)
+    return np.dtype(str(name)).newbyteorder("<")
+
+
+# --- embeddings and vectors -------------------------------------------------------------------
+
+
+def _read_embeddings(root: Path, identity: dict, n_cells: int) -> dict[str, np.ndarray]:
+    embeddings = identity.get("embeddings") or {}
+    files = embeddings.get("files") or {}
+    obsm = {}
+    for dim in embeddings.get("available_dimensions") or []:
+        relpath = files.get(f"{dim}d")
+        if relpath is None:
+            msg = f"{IDENTITY_FILE} lists dimension {dim} but no file for it."
+            raise ValueError(msg)
+        coords = _read_array(root, relpath, FLOAT_DTYPE, n_cells * dim)
+        obsm[f"X_{_BASIS}_{dim}d"] = coords.astype(np.float32).reshape(n_cells, dim)
+    return obsm
+
+
+def _read_vector_fields(root: Path, identity: dict, n_cells: int) -> dict[str, np.ndarray]:
+    fields = (identity.get("vector_fields") or {}).get("fields") or {}
+    obsm = {}
+    for field_id, meta in fields.items():
+        files = meta.get("files") or {}
+        for dim in meta.get("available_dimensions") or []:
+            relpath = files.get(f"{dim}d")
+            if relpath is None:
+                msg = f"Vector field {field_id!r} lists dimension {dim} but no file for it."
+                raise ValueError(msg)
+            vectors = _read_array(root, relpath, FLOAT_DTYPE, n_cells * dim)
+            obsm[f"{field_id}_{dim}d"] = vectors.astype(np.float32).reshape(n_cells, dim)
+    return obsm
+
+
+# --- obs ---------------------------------------------------------------------------------------
+
+
+def _obs_fields(manifest: dict, identity: dict, layout: LayoutName) -> list[_ObsField]:
+    """Return the manifest's obs fields in export order."""
+    fields = []
+    for kind, name in (("continuous", "_continuousFields"), ("category", "_categoricalFields")):
+        for entry in manifest.get(name) or []:
+            if layout == "current":
+                index, key, rest = entry[0], entry[1], entry[2:]
+                if isinstance(index, bool) or not isinstance(index, int):
+                    msg = f"{OBS_MANIFEST} field {entry[:2]!r} has no integer index."
+                    raise ValueError(msg)
+            else:
+                index, key, rest = None, entry[0], entry[1:]
+            fields.append(_ObsField(index, str(key), kind, rest))
+    keys = [f.key for f in fields]
+    if len(set(keys)) != len(keys):
+        msg = f"{OBS_MANIFEST} has duplicate field keys."
+        raise ValueError(msg)
+    if layout == "current":
+        indices = sorted(f.index for f in fields)
+        if indices != list(range(len(fields))):
+            msg = f"{OBS_MANIFEST} field indices are {indices}, expected 0..{len(fields) - 1}."
+            raise ValueError(msg)
+        return sorted(fields, key=lambda f: f.index)
+    # legacy entries have no index: the identity lists the fields in export order
+    order = {
+        str(f.get("key")): i
+        for i, f in enumerate(identity.get("obs_fields") or [])
+        if isinstance(f, dict)
+    }
+    return sorted(fields, key=lambda f: order.get(f.key, len(order)))
+
+
+def _categories_index(categories: object, key: str) -> pd.Index:
+    """Return the categories as an Index that keeps their JSON types."""
+    if not isinstance(categories, list) or any(
+        c is None or isinstance(c, dict | list) for c in categories
+    ):
+        msg = f"obs field {key!r}: categories must be a list of strings, numbers or booleans."
+        raise ValueError(msg)
+    kinds = {type(c) for c in categories}
+    index = pd.Index(categories) if len(kinds) == 1 else pd.Index(categories, dtype=object)
+    if not index.is_unique:
+        msg = f"obs field {key!r} has duplicate categories: {categories!r}."
+        raise ValueError(msg)
+    return index
+
+
+def _read_obs(
+    root: Path,
+    manifest: dict,
+    identity: dict,
+    layout: LayoutName,
+    n_cells: int,
+    obs_names: pd.Index,
+) -> tuple[pd.DataFrame, dict, dict]:
+    schemas = manifest.get("_obsSchemas") or {}
+    columns: dict[str, Any] = {}
+    centroids: dict[str, dict[int, pd.DataFrame]] = {}
+    outliers: dict[str, np.ndarray] = {}
+    for field in _obs_fields(manifest, identity, layout):
+        if field.kind == "continuous":
+            schema = schemas.get("continuous") or {}
+            quantized = bool(schema.get("quantized"))
+            dtype = _payload_dtype(
+                schema.get("dtype"),
+                ("uint8", "uint16") if quantized else ("float32",),
+                f"obs field {field.key!r}",
+            )
+            relpath = _fill(schema.get("pathPattern"), layout, field.index, field.key)
+            values = _read_array(root, relpath, dtype, n_cells)
+            vmin, vmax = (field.entry[0], field.entry[1]) if quantized else (None, None)
+            columns[field.key] = _decode(values, quantized=quantized, vmin=vmin, vmax=vmax)
+            continue
+        schema = schemas.get("categorical") or {}
+        categories, codes_dtype, missing, by_dim = field.entry[:4]
+        cats = _categories_index(categories, field.key)
+        dtype = _payload_dtype(codes_dtype, tuple(CODES_MISSING), f"obs field {field.key!r} codes")
+        if missing != CODES_MISSING[dtype.name]:
+            msg = f"obs field {field.key!r}: missing code {missing!r} does not match {dtype.name} codes."
+            raise ValueError(msg)
+        relpath = _fill(
+            schema.get("codesPathPattern"), layout, field.index, field.key, EXT[dtype.name]
+        )
+        codes = _read_array(root, relpath, dtype, n_cells).astype(np.int64)
+        is_missing = codes == missing
+        bad = ~is_missing & (codes >= len(cats))
+        if bad.any():
+            msg = (
+                f"obs field {field.key!r}: {int(bad.sum()):,} codes are outside its "
+                f"{len(cats)} categories and not the missing code {missing}."
+            )
+            raise ValueError(msg)
+        codes[is_missing] = -1
+        columns[field.key] = pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(cats))
+        centroids[field.key] = _centroid_frames(by_dim, cats, field.key)
+
+        quantized = bool(schema.get("outlierQuantized"))
+        dtype = _payload_dtype(
+            schema.get("outlierDtype"),
+            ("uint8", "uint16") if quantized else ("float32",),
+            f"obs field {field.key!r} outlier quantiles",
+        )
+        relpath = _fill(schema.get("outlierPathPattern"), layout, field.index, field.key)
+        values = _read_array(root, relpath, dtype, n_cells)
+        vmin, vmax = (
+            (field.entry[4], field.entry[5])
+            if quantized and len(field.entry) >= 6
+            else (None, None)
+        )
+        outliers[field.key] = _decode(values, quantized=quantized, vmin=vmin, vmax=vmax)
+    obs = pd.DataFrame(columns, index=obs_names) if columns else pd.DataFrame(index=obs_names)
+    return obs, centroids, outliers
+
+
+def _centroid_frames(by_dim: object, categories: pd.Index, key: str) -> dict[int, pd.DataFrame]:
+    """Return one DataFrame (``category``, ``n_points``, ``x``/``y``/``z``) per dimension."""
+    if not isinstance(by_dim, dict):
+        msg = f"obs field {key!r}: centroidsByDim must be an object, got {type(by_dim).__name__}."
+        raise ValueError(msg)
+    frames = {}
+    for dim_key, items in by_dim.items():
+        dim = int(dim_key)
+        items = items or []
+        positions = np.array([item["position"] for item in items], dtype=np.float64).reshape(
+            len(items), dim
+        )
+        labels = [item["category"] for item in items]
+        if all(label in categories for label in labels):
+            category = pd.Categorical(labels, dtype=pd.CategoricalDtype(categories))
+        else:  # a writer that stringified non-string labels (the legacy one does)
+            category = pd.Categorical(labels)
+        frame = pd.DataFrame(
+            {
+                "category": category,
+                "n_points": np.array([item["n_points"] for item in items], dtype=np.int64),
+            }
+        )
+        for axis, name in enumerate("xyz"[:dim]):
+            frame[name] = positions[:, axis]
+        frames[dim] = frame
+    return frames
+
+
+# --- var -----------------------------------------------------------------------------------------
+
+
+def _read_var(
+    root: Path,
+    manifest: dict,
+    layout: LayoutName,
+    n_cells: int,
+    *,
+    genes: bool,
+    var_names: Sequence[str] | None,
+) -> tuple[sparse.csr_matrix | np.ndarray | None, pd.DataFrame]:
+    entries = []
+    for entry in manifest.get("fields") or []:
+        if layout == "current":
+            entries.append((entry[0], str(entry[1]), entry[2:]))
+        else:
+            entries.append((None, str(entry[0]), entry[1:]))
+    if layout == "current":
+        if any(isinstance(e[0], bool) or not isinstance(e[0], int) for e in entries):
+            msg = f"{VAR_MANIFEST} has a field without an integer index."
+            raise ValueError(msg)
+        indices = sorted(e[0] for e in entries)
+        if indices != list(range(len(entries))):
+            msg = f"{VAR_MANIFEST} field indices are not 0..{len(entries) - 1}."
+            raise ValueError(msg)
+        entries.sort(key=lambda e: e[0])
+    by_name = {e[1]: e for e in entries}
+    if len(by_name) != len(entries):
+        msg = f"{VAR_MANIFEST} has duplicate gene names."
+        raise ValueError(msg)
+    if var_names is not None:
+        if isinstance(var_names, str):
+            var_names = [var_names]
+        names = [str(name) for name in var_names]
+        missing = [name for name in names if name not in by_name]
+        if missing:
+            msg = f"{len(missing)} of the var_names are not genes of the export: {missing[:10]}."
+            raise KeyError(msg)
+        if len(set(names)) != len(names):
+            msg = "var_names has duplicates."
+            raise ValueError(msg)
+        entries = [by_name[name] for name in names]
+    var = pd.DataFrame(index=pd.Index([e[1] for e in entries], dtype=str))
+    if not genes:
+        return None, var
+
+    schema = manifest.get("_varSchema") or {}
+    quantized = bool(schema.get("quantized"))
+    dtype = _payload_dtype(
+        schema.get("dtype"), ("uint8", "uint16") if quantized else ("float32",), "gene values"
+    )
+    pattern = schema.get("pathPattern")
+    # each gene's non-zero values; NaN (missing) counts as non-zero
+    rows, values = [], []
+    for index, name, rest in entries:
+        raw = _read_array(root, _fill(pattern, layout, index, name), dtype, n_cells)
+        vmin, vmax = (rest[0], rest[1]) if quantized and len(rest) >= 2 else (None, None)
+        column = _decode(raw, quantized=quantized, vmin=vmin, vmax=vmax)
+        nonzero = np.flatnonzero(column != 0)
+        rows.append(nonzero.astype(np.int64))
+        values.append(column[nonzero])
+    return _assemble_x(rows, values, n_cells), var
+
+
+def _assemble_x(
+    rows: list[np.ndarray], values: list[np.ndarray], n_cells: int
+) -> sparse.csr_matrix | np.ndarray:
+    """Build ``X`` from per-gene non-zeros: CSR when more than half the values are zero."""
+    n_genes = len(rows)
+    counts = np.array([r.size for r in rows], dtype=np.int64)
+    nnz = int(counts.sum())
+    all_rows = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    all_values = np.concatenate(values) if values else np.zeros(0, dtype=np.float32)
+    cols = np.repeat(np.arange(n_genes, dtype=np.int64), counts)
+    if n_genes and (n_cells * n_genes - nnz) * 2 > n_cells * n_genes:
+        x = sparse.csr_matrix(
+            (all_values, (all_rows, cols)), shape=(n_cells, n_genes), dtype=np.float32
+        )
+        x.sort_indices()
+        return x
+    x = np.zeros((n_cells, n_genes), dtype=np.float32)
+    x[all_rows, cols] = all_values
+    return x
+
+
+# --- connectivity --------------------------------------------------------------------------------
+
+
+def _read_connectivities(root: Path, manifest: dict, n_cells: int) -> sparse.csr_matrix:
+    if manifest.get("n_cells") != n_cells:
+        msg = (
+            f"{CONNECTIVITY_MANIFEST} has n_cells={manifest.get('n_cells')!r} "
+            f"but the identity has {n_cells:,} cells."
+        )
+        raise ValueError(msg)
+    n_edges = manifest.get("n_edges")
+    if isinstance(n_edges, bool) or not isinstance(n_edges, int) or n_edges < 0:
+        msg = f"{CONNECTIVITY_MANIFEST} has an invalid n_edges {n_edges!r}."
+        raise ValueError(msg)
+    dtype = _payload_dtype(manifest.get("index_dtype"), ("uint16", "uint32"), "edge indices")
+    src = _read_array(root, manifest.get("sourcesPath"), dtype, n_edges).astype(np.int64)
+    dst = _read_array(root, manifest.get("destinationsPath"), dtype, n_edges).astype(np.int64)
+    if "weightsPath" in manifest:
+        weights = _read_array(root, manifest["weightsPath"], WEIGHT_DTYPE, n_edges).astype(
+            np.float64
+        )
+    else:  # the legacy layout keeps no weights
+        weights = np.ones(n_edges, dtype=np.float64)
+    if n_edges and (max(int(src.max()), int(dst.max())) >= n_cells):
+        msg = f"Edge indices of {CONNECTIVITY_MANIFEST} reach past its {n_cells:,} cells."
+        raise ValueError(msg)
+    if (src == dst).any():
+        msg = f"{CONNECTIVITY_MANIFEST} lists self-edges; edges must have src < dst."
+        raise ValueError(msg)
+    rows = np.concatenate([src, dst])
+    cols = np.concatenate([dst, src])
+    graph = sparse.csr_matrix(
+        (np.concatenate([weights, weights]), (rows, cols)),
+        shape=(n_cells, n_cells),
+        dtype=np.float64,
+    )
+    if graph.nnz != 2 * n_edges:
+        msg = f"{CONNECTIVITY_MANIFEST} lists some edges more than once."
+        raise ValueError(msg)
+    graph.sort_indices()
+    return graph

@@ -16,7 +16,9 @@ from scipy import sparse
 
 import cellucid as cl
 
-pytestmark = pytest.mark.filterwarnings("ignore:obs\\[:UserWarning", "ignore:.*genes have NaN:UserWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:obs\\[:UserWarning", "ignore:.*genes have NaN:UserWarning"
+)
 
 SETTINGS = {
     "f32": {},
@@ -40,7 +42,9 @@ def expected_normalized(coords: np.ndarray) -> tuple[np.ndarray, float]:
 
 @pytest.mark.parametrize("layout", ["current", "legacy"])
 @pytest.mark.parametrize("setting", sorted(SETTINGS))
-def test_export_decodes_to_the_input(adata: ad.AnnData, tmp_path: Path, layout: str, setting: str) -> None:
+def test_export_decodes_to_the_input(
+    adata: ad.AnnData, tmp_path: Path, layout: str, setting: str
+) -> None:
     options = SETTINGS[setting]
     legacy_safe = adata[:, [n for n in adata.var_names if n not in ("HLA-A/B", "MT CO1")]].copy()
     data = adata if layout == "current" else legacy_safe
@@ -68,8 +72,15 @@ def test_export_decodes_to_the_input(adata: ad.AnnData, tmp_path: Path, layout: 
     # vectors: same scale as their embedding, no centring
     assert sorted(dec.vectors) == ["T_fwd_umap", "velocity_umap"]
     assert ident["vector_fields"]["default_field"] == "velocity_umap"
-    np.testing.assert_allclose(dec.vectors["velocity_umap"][2], data.obsm["velocity_umap"] * scales[2], rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(dec.vectors["T_fwd_umap"][3], data.obsm["T_fwd_umap_3d"] * scales[3], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        dec.vectors["velocity_umap"][2],
+        data.obsm["velocity_umap"] * scales[2],
+        rtol=1e-6,
+        atol=1e-7,
+    )
+    np.testing.assert_allclose(
+        dec.vectors["T_fwd_umap"][3], data.obsm["T_fwd_umap_3d"] * scales[3], rtol=1e-6, atol=1e-7
+    )
 
     # continuous obs: within one quantization step, missing where NaN/Inf
     bits = options.get("obs_continuous_quantization")
@@ -81,7 +92,9 @@ def test_export_decodes_to_the_input(adata: ad.AnnData, tmp_path: Path, layout: 
         finite = np.isfinite(source)
         assert np.isnan(got[~finite]).all()
         tol = step(bits, *bounds[key]) if bits else 0
-        np.testing.assert_allclose(got[finite], source[finite].astype(np.float32), atol=tol, rtol=0 if bits else 1e-7)
+        np.testing.assert_allclose(
+            got[finite], source[finite].astype(np.float32), atol=tol, rtol=0 if bits else 1e-7
+        )
 
     # categorical obs: codes point at the right labels
     for key in ("cell_type", "is_doublet", "batch", "leiden"):
@@ -91,7 +104,9 @@ def test_export_decodes_to_the_input(adata: ad.AnnData, tmp_path: Path, layout: 
         if layout == "legacy":
             source = np.array([str(v) for v in source], dtype=object)
         assert (labels[codes] == source).all()
-    assert dec.categories["is_doublet"] == ([False, True] if layout == "current" else ["False", "True"])
+    assert dec.categories["is_doublet"] == (
+        [False, True] if layout == "current" else ["False", "True"]
+    )
     assert dec.categories["leiden"] == ([0, 1, 2] if layout == "current" else ["0", "1", "2"])
     assert dec.categories["batch"] == ["b0", "b1", "b2"]
 
@@ -114,7 +129,9 @@ def test_export_decodes_to_the_input(adata: ad.AnnData, tmp_path: Path, layout: 
         assert np.array_equal(w, upper.data[order].astype(np.float64))
 
 
-def test_export_is_deterministic(adata: ad.AnnData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_is_deterministic(
+    adata: ad.AnnData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     options = SETTINGS["q8_gz6"]
     a = cl.ex.export(adata, tmp_path / "a", dataset_name="same", **options)
@@ -124,10 +141,15 @@ def test_export_is_deterministic(adata: ad.AnnData, tmp_path: Path, monkeypatch:
     assert files_a == files_b
     for rel in files_a:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
-    assert json.loads((a / "dataset_identity.json").read_text())["created_at"] == "2023-11-14T22:13:20Z"
+    assert (
+        json.loads((a / "dataset_identity.json").read_text())["created_at"]
+        == "2023-11-14T22:13:20Z"
+    )
 
 
-def test_centroids_and_outliers_match_a_direct_computation(adata: ad.AnnData, tmp_path: Path) -> None:
+def test_centroids_and_outliers_match_a_direct_computation(
+    adata: ad.AnnData, tmp_path: Path
+) -> None:
     dec = decode(cl.ex.export(adata, tmp_path / "ds", centroid_min_points=10))
     codes = dec.codes["cell_type"]
     cats = dec.categories["cell_type"]
@@ -147,7 +169,9 @@ def test_centroids_and_outliers_match_a_direct_computation(adata: ad.AnnData, tm
         np.testing.assert_allclose(dec.outliers["cell_type"][codes == code], expected, atol=1e-6)
 
 
-def test_small_categories_get_no_centroid_and_nan_outliers(adata: ad.AnnData, tmp_path: Path) -> None:
+def test_small_categories_get_no_centroid_and_nan_outliers(
+    adata: ad.AnnData, tmp_path: Path
+) -> None:
     adata.obs["rare"] = pd.Categorical(np.where(np.arange(adata.n_obs) < 5, "rare", "common"))
     dec = decode(cl.ex.export(adata, tmp_path / "ds", obs_keys=["rare"]))
     assert [c["category"] for c in dec.centroids["rare"]["2"]] == ["common"]
@@ -183,12 +207,20 @@ def test_single_dimension_exports(tmp_path: Path, dim: int) -> None:
 
 
 def test_no_graph_no_genes_no_vectors(adata: ad.AnnData, tmp_path: Path) -> None:
-    out = cl.ex.export(adata, tmp_path / "ds", connectivities_key=False, var_names=[], vector_fields=False)
+    out = cl.ex.export(
+        adata, tmp_path / "ds", connectivities_key=False, var_names=[], vector_fields=False
+    )
     dec = decode(out)
-    assert dec.identity["stats"]["has_connectivity"] is False and dec.identity["stats"]["n_edges"] is None
+    assert (
+        dec.identity["stats"]["has_connectivity"] is False
+        and dec.identity["stats"]["n_edges"] is None
+    )
     assert dec.identity["stats"]["n_genes"] == 0
     assert "vector_fields" not in dec.identity
-    assert not (out / "var_manifest.json").exists() and not (out / "connectivity_manifest.json").exists()
+    assert (
+        not (out / "var_manifest.json").exists()
+        and not (out / "connectivity_manifest.json").exists()
+    )
 
 
 def test_graph_without_uns_neighbors_and_custom_key(adata: ad.AnnData, tmp_path: Path) -> None:
@@ -197,7 +229,9 @@ def test_graph_without_uns_neighbors_and_custom_key(adata: ad.AnnData, tmp_path:
     assert decode(cl.ex.export(adata, tmp_path / "a")).edges is not None
     del adata.uns["neighbors"]
     assert decode(cl.ex.export(adata, tmp_path / "b")).edges is None
-    assert decode(cl.ex.export(adata, tmp_path / "c", connectivities_key="my_graph")).edges is not None
+    assert (
+        decode(cl.ex.export(adata, tmp_path / "c", connectivities_key="my_graph")).edges is not None
+    )
 
 
 def test_asymmetric_graph_is_symmetrized_with_a_warning(adata: ad.AnnData, tmp_path: Path) -> None:
@@ -215,17 +249,24 @@ def test_one_cell(tmp_path: Path) -> None:
     )
     adata.obsm["X_umap"] = np.array([[3.0, 4.0]])
     adata.obsp["connectivities"] = sparse.csr_matrix((1, 1))
-    dec = decode(cl.ex.export(adata, tmp_path / "ds", var_quantization=8, obs_continuous_quantization=8))
+    dec = decode(
+        cl.ex.export(adata, tmp_path / "ds", var_quantization=8, obs_continuous_quantization=8)
+    )
     assert np.array_equal(dec.points[2], [[0.0, 0.0]])
     assert dec.identity["stats"]["n_edges"] == 0 and dec.connectivity_manifest["max_neighbors"] == 0
     assert dec.continuous["v"][0] == 2.5
     assert dec.genes["0"][0] == 1.0
 
 
-@pytest.mark.parametrize(("n_categories", "dtype"), [(254, "uint8"), (255, "uint16"), (70_000, None)])
+@pytest.mark.parametrize(
+    ("n_categories", "dtype"), [(254, "uint8"), (255, "uint16"), (70_000, None)]
+)
 def test_many_categories(tmp_path: Path, n_categories: int, dtype: str | None) -> None:
     n = max(n_categories, 300)
-    obs = pd.DataFrame({"c": pd.Categorical([f"c{i % n_categories}" for i in range(n)])}, index=[str(i) for i in range(n)])
+    obs = pd.DataFrame(
+        {"c": pd.Categorical([f"c{i % n_categories}" for i in range(n)])},
+        index=[str(i) for i in range(n)],
+    )
     adata = ad.AnnData(obs=obs)
     adata.obsm["X_umap"] = np.random.default_rng(0).normal(size=(n, 2))
     if dtype is None:
@@ -257,7 +298,12 @@ def test_numeric_and_bool_categories_keep_their_json_type(tmp_path: Path) -> Non
         index=adata.obs_names,
     )
     dec = decode(cl.ex.export(adata, tmp_path / "ds"))
-    assert dec.categories == {"ints": [1, 2, 10], "floats": [0.5, 1.5], "flags": [False, True], "nullable": [True]}
+    assert dec.categories == {
+        "ints": [1, 2, 10],
+        "floats": [0.5, 1.5],
+        "flags": [False, True],
+        "nullable": [True],
+    }
     assert (dec.codes["nullable"][1::2] == 255).all()
 
 
@@ -288,7 +334,7 @@ def test_gene_sources(adata: ad.AnnData, tmp_path: Path, matrix: str) -> None:
     dec = decode(cl.ex.export(adata, tmp_path / "ds", var_quantization=16, **kwargs))
     assert len(dec.genes) == expected.shape[1]
     fields = dec.var_manifest["fields"]
-    for j, (name, values) in enumerate(dec.genes.items()):
+    for j, values in enumerate(dec.genes.values()):
         np.testing.assert_allclose(values, expected[:, j], atol=step(16, *fields[j][2:]))
 
 
@@ -305,7 +351,9 @@ def test_nan_genes_are_missing_with_one_warning(adata: ad.AnnData, tmp_path: Pat
 
 def test_constant_and_all_nan_fields(adata: ad.AnnData, tmp_path: Path) -> None:
     adata.obs["const"] = 7.0
-    dec = decode(cl.ex.export(adata, tmp_path / "ds", obs_continuous_quantization=8, var_quantization=8))
+    dec = decode(
+        cl.ex.export(adata, tmp_path / "ds", obs_continuous_quantization=8, var_quantization=8)
+    )
     assert (dec.continuous["const"] == 7.0).all()
     assert np.isnan(dec.continuous["all_nan"]).all()
     assert (dec.genes["GENE000"] == 0).all()  # all-zero gene
@@ -318,7 +366,9 @@ def test_nan_warning_names_the_field(adata: ad.AnnData, tmp_path: Path) -> None:
         cl.ex.export(adata, tmp_path / "ds", obs_keys=["score"])
 
 
-def test_manifest_path_uses_index_and_index_order_interleaves(adata: ad.AnnData, tmp_path: Path) -> None:
+def test_manifest_path_uses_index_and_index_order_interleaves(
+    adata: ad.AnnData, tmp_path: Path
+) -> None:
     out = cl.ex.export(adata, tmp_path / "ds", obs_keys=["score", "cell_type", "n_genes"])
     obs = json.loads((out / "obs_manifest.json").read_text())
     assert [e[:2] for e in obs["_continuousFields"]] == [[0, "score"], [2, "n_genes"]]
@@ -339,10 +389,16 @@ def test_identity_metadata(adata: ad.AnnData, tmp_path: Path) -> None:
     ident = json.loads((out / "dataset_identity.json").read_text())
     assert ident["id"] == "My-atlas-v2" and ident["name"] == "My atlas (v2)"
     assert ident["description"] == "Lung cells"
-    assert ident["source"] == {"name": "HLCA", "url": "https://example.org", "citation": "Someone 2023"}
+    assert ident["source"] == {
+        "name": "HLCA",
+        "url": "https://example.org",
+        "citation": "Someone 2023",
+    }
     assert ident["cellucid_data_version"] == cl.__version__
     assert list(ident)[:3] == ["version", "id", "name"]
-    default = json.loads((cl.ex.export(adata, tmp_path / "plain") / "dataset_identity.json").read_text())
+    default = json.loads(
+        (cl.ex.export(adata, tmp_path / "plain") / "dataset_identity.json").read_text()
+    )
     assert (default["id"], default["name"]) == ("plain", "plain")
 
 
@@ -358,7 +414,14 @@ def test_catalog(adata: ad.AnnData, tmp_path: Path) -> None:
         "default": "b",
         "datasets": [
             {"id": "a", "path": "a/", "name": "a", "description": "", "n_cells": 50, "n_genes": 0},
-            {"id": "b", "path": "b/", "name": "b", "description": "second", "n_cells": 300, "n_genes": 40},
+            {
+                "id": "b",
+                "path": "b/",
+                "name": "b",
+                "description": "second",
+                "n_cells": 300,
+                "n_genes": 40,
+            },
         ],
     }
     assert json.loads(cl.ex.write_catalog(root).read_text())["default"] == "a"
@@ -386,7 +449,9 @@ def test_overwrite_and_no_partial_output(adata: ad.AnnData, tmp_path: Path) -> N
     assert not (target / "var_manifest.json").exists()
 
 
-def test_failure_while_writing_genes_cleans_up(adata: ad.AnnData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_while_writing_genes_cleans_up(
+    adata: ad.AnnData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from cellucid.ex import _export
 
     def boom(*args: object, **kwargs: object) -> None:
@@ -401,9 +466,24 @@ def test_failure_while_writing_genes_cleans_up(adata: ad.AnnData, tmp_path: Path
 @pytest.mark.parametrize(
     ("mutate", "kwargs", "error", "match"),
     [
-        (lambda a: a.obsm.__delitem__("X_umap") or a.obsm.__delitem__("X_umap_3d"), {}, KeyError, "No embedding for basis 'umap'.*X_pca"),
-        (lambda a: a.obsm["X_umap"].__setitem__((slice(0, 4), 0), np.nan), {}, ValueError, r"NaN or Inf in 4 of 300 rows"),
-        (lambda a: a.obsm.__setitem__("X_umap", np.zeros((300, 5))), {}, ValueError, "has 5 columns"),
+        (
+            lambda a: a.obsm.__delitem__("X_umap") or a.obsm.__delitem__("X_umap_3d"),
+            {},
+            KeyError,
+            "No embedding for basis 'umap'.*X_pca",
+        ),
+        (
+            lambda a: a.obsm["X_umap"].__setitem__((slice(0, 4), 0), np.nan),
+            {},
+            ValueError,
+            r"NaN or Inf in 4 of 300 rows",
+        ),
+        (
+            lambda a: a.obsm.__setitem__("X_umap", np.zeros((300, 5))),
+            {},
+            ValueError,
+            "has 5 columns",
+        ),
         (None, {"obs_keys": ["score", "nope"]}, KeyError, r"obs_keys \['nope'\].*columns are"),
         (None, {"var_names": ["GENE001", "nope"]}, KeyError, r"var_names \['nope'\]"),
         (None, {"latent_key": "X_nope"}, KeyError, "latent_key 'X_nope'.*keys are"),
@@ -415,12 +495,41 @@ def test_failure_while_writing_genes_cleans_up(adata: ad.AnnData, tmp_path: Path
         (None, {"layout": "old"}, ValueError, "layout must be one of"),
         (None, {"dataset_id": "bad id/"}, ValueError, "not a valid id"),
         (None, {"centroid_outlier_quantile": 1.5}, ValueError, "centroid_outlier_quantile"),
-        (lambda a: a.var.__setitem__("symbol", ["dup"] * a.n_vars), {"gene_id_column": "symbol"}, ValueError, r"Gene names must be unique.*duplicated: \['dup'\]"),
-        (lambda a: a.var.__setitem__("symbol", [""] * a.n_vars), {"gene_id_column": "symbol"}, ValueError, "gene names are empty"),
-        (lambda a: setattr(a, "obs", a.obs.assign(cell_type=a.obs["cell_type"].cat.rename_categories(lambda c: c + " "))), {}, ValueError, "leading/trailing whitespace"),
-        (lambda a: a.obsm.__setitem__("velocity_umap", np.full((300, 2), np.inf)), {}, ValueError, r"velocity_umap.*NaN or Inf"),
+        (
+            lambda a: a.var.__setitem__("symbol", ["dup"] * a.n_vars),
+            {"gene_id_column": "symbol"},
+            ValueError,
+            r"Gene names must be unique.*duplicated: \['dup'\]",
+        ),
+        (
+            lambda a: a.var.__setitem__("symbol", [""] * a.n_vars),
+            {"gene_id_column": "symbol"},
+            ValueError,
+            "gene names are empty",
+        ),
+        (
+            lambda a: setattr(
+                a,
+                "obs",
+                a.obs.assign(cell_type=a.obs["cell_type"].cat.rename_categories(lambda c: c + " ")),
+            ),
+            {},
+            ValueError,
+            "leading/trailing whitespace",
+        ),
+        (
+            lambda a: a.obsm.__setitem__("velocity_umap", np.full((300, 2), np.inf)),
+            {},
+            ValueError,
+            r"velocity_umap.*NaN or Inf",
+        ),
         (None, {"use_raw": True}, ValueError, "adata.raw is None"),
-        (None, {"layout": "legacy"}, ValueError, "'HLA-A/B' and .* both become the file name|both become"),
+        (
+            None,
+            {"layout": "legacy"},
+            ValueError,
+            "'HLA-A/B' and .* both become the file name|both become",
+        ),
     ],
 )
 def test_bad_input_fails_before_writing(adata, tmp_path, mutate, kwargs, error, match) -> None:
@@ -437,7 +546,15 @@ def test_pbmc68k_reduced_exports(tmp_path: Path) -> None:
     import scanpy as sc
 
     adata = sc.datasets.pbmc68k_reduced()
-    dec = decode(cl.ex.export(adata, tmp_path / "pbmc", compression=6, var_quantization=8, obs_continuous_quantization=8))
+    dec = decode(
+        cl.ex.export(
+            adata,
+            tmp_path / "pbmc",
+            compression=6,
+            var_quantization=8,
+            obs_continuous_quantization=8,
+        )
+    )
     assert dec.identity["stats"]["n_cells"] == 700 and dec.identity["stats"]["n_genes"] == 765
     assert dec.categories["bulk_labels"] == list(adata.obs["bulk_labels"].cat.categories)
     assert dec.identity["stats"]["n_edges"] == sparse.triu(adata.obsp["connectivities"], k=1).nnz

@@ -36,7 +36,9 @@ def reference_input() -> ad.AnnData:
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_legacy_payloads_equal_reference(variant: str, reference_input: ad.AnnData, tmp_path: Path) -> None:
+def test_legacy_payloads_equal_reference(
+    variant: str, reference_input: ad.AnnData, tmp_path: Path
+) -> None:
     options = VARIANTS[variant]
     out = cl.ex.export(
         reference_input,
@@ -56,7 +58,9 @@ def test_legacy_payloads_equal_reference(variant: str, reference_input: ad.AnnDa
     assert different == []
     # compressed exactly where the reference compressed
     gz_ours = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.gz"))
-    gz_ref = sorted(p.relative_to(LEGACY / variant).as_posix() for p in (LEGACY / variant).rglob("*.gz"))
+    gz_ref = sorted(
+        p.relative_to(LEGACY / variant).as_posix() for p in (LEGACY / variant).rglob("*.gz")
+    )
     assert gz_ours == gz_ref
 
 
@@ -79,7 +83,9 @@ def test_legacy_manifests_match_reference_structure(
         ours = json.loads((out / name).read_text())
         ref = json.loads((ref_root / name).read_text())
         assert ours.keys() == ref.keys(), name
-    obs, ref_obs = (json.loads((root / "obs_manifest.json").read_text()) for root in (out, ref_root))
+    obs, ref_obs = (
+        json.loads((root / "obs_manifest.json").read_text()) for root in (out, ref_root)
+    )
     assert obs["_obsSchemas"] == ref_obs["_obsSchemas"]
     assert [f[0] for f in obs["_continuousFields"]] == [f[0] for f in ref_obs["_continuousFields"]]
     for ours_f, ref_f in zip(obs["_continuousFields"], ref_obs["_continuousFields"], strict=True):
@@ -92,8 +98,12 @@ def test_legacy_manifests_match_reference_structure(
             assert [c["n_points"] for c in ours_f[4][dim]] == [c["n_points"] for c in cents]
             for a, b in zip(ours_f[4][dim], cents, strict=True):
                 assert a["position"] == pytest.approx(b["position"], abs=1e-6)
-    var, ref_var = (json.loads((root / "var_manifest.json").read_text()) for root in (out, ref_root))
+    var, ref_var = (
+        json.loads((root / "var_manifest.json").read_text()) for root in (out, ref_root)
+    )
     assert var["_varSchema"] == ref_var["_varSchema"]
     assert var["fields"] == ref_var["fields"]
-    conn, ref_conn = (json.loads((root / "connectivity_manifest.json").read_text()) for root in (out, ref_root))
+    conn, ref_conn = (
+        json.loads((root / "connectivity_manifest.json").read_text()) for root in (out, ref_root)
+    )
     assert conn == ref_conn

@@ -9,4 +9,4 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 from . import ex, pp
 
-__all__ = ["__version__", "ex", "pp"]
+__all__ = ["__version__", "ex", "logging", "pp"]

@@ -272,12 +272,11 @@ def export(
         write_identity(stage, identity)
         written_bytes, written_files = writer.bytes_written, writer.files_written
     logger.info(
-        "exported %s: %s cells, %d dimensions %s, %d obs fields, %d genes, %s edges, %d vector fields; "
+        "exported %s: %s cells, embeddings %s, %d obs fields, %d genes, %s edges, %d vector fields; "
         "%d payload files, %.1f MB in %.1f s",
         out_dir,
         f"{n_cells:,}",
-        len(normalized),
-        sorted(normalized),
+        "/".join(f"{d}D" for d in normalized),
         len(obs_fields),
         n_genes,
         f"{n_edges:,}" if n_edges is not None else "no",

@@ -17,7 +17,7 @@ def check_target(out_dir: Path, *, overwrite: bool) -> None:
             msg = f"{out_dir} exists and is not a folder."
             raise FileExistsError(msg)
         if not overwrite:
-            msg = f"{out_dir} exists; pass overwrite=True to replace it."
+            msg = f"{out_dir} exists; pass overwrite=True (--overwrite on the command line) to replace it."
             raise FileExistsError(msg)
 
 

@@ -1,0 +1,342 @@
+"""The ``cellucid`` command line: export, validate, catalog, inspect.
+
+Exit codes: 0 success, 1 failure (invalid export, bad input data), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _bits(value: str) -> int:
+    if value not in ("8", "16"):
+        msg = f"must be 8 or 16, not {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return int(value)
+
+
+def _level(value: str) -> int | None:
+    level = int(value)
+    if not 0 <= level <= 9:
+        msg = f"must be a gzip level 0-9 (0: uncompressed), not {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return level or None
+
+
+def _csv(value: str) -> list[str]:
+    return [v for v in value.split(",") if v]
+
+
+def _add_export(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "export",
+        help="export an .h5ad or .zarr file to a dataset folder",
+        description="Export an AnnData file (.h5ad or .zarr) to a dataset folder the Cellucid viewer opens. "
+        "Embeddings, latent space, vector fields, kNN graph, obs columns and genes are found in the file; "
+        "each option overrides one discovery.",
+    )
+    p.add_argument("input", type=Path, help="the .h5ad file or .zarr store")
+    p.add_argument("out_dir", type=Path, help="the dataset folder to create")
+    found = p.add_argument_group("what to export")
+    found.add_argument(
+        "--basis",
+        default="umap",
+        help="embedding name: umap reads obsm X_umap, X_umap_3d, ... (default: umap)",
+    )
+    latent = found.add_mutually_exclusive_group()
+    latent.add_argument(
+        "--latent-key",
+        help="obsm key of the latent space for outlier quantiles (default: X_scVI, else X_pca)",
+    )
+    latent.add_argument(
+        "--no-latent", action="store_true", help="write outlier quantiles as unavailable"
+    )
+    vectors = found.add_mutually_exclusive_group()
+    vectors.add_argument(
+        "--vector-fields",
+        type=_csv,
+        metavar="KEY,...",
+        help="obsm keys of vector fields (default: discovered)",
+    )
+    vectors.add_argument("--no-vector-fields", action="store_true", help="skip vector fields")
+    graph = found.add_mutually_exclusive_group()
+    graph.add_argument(
+        "--connectivities-key",
+        help="obsp key of the kNN graph (default: from uns['neighbors'], else connectivities)",
+    )
+    graph.add_argument("--no-graph", action="store_true", help="skip the kNN graph")
+    found.add_argument(
+        "--obs-keys",
+        type=_csv,
+        metavar="KEY,...",
+        help="obs columns to export, comma-separated (default: all)",
+    )
+    genes = found.add_mutually_exclusive_group()
+    genes.add_argument(
+        "--genes",
+        type=_csv,
+        metavar="NAME,...",
+        help="genes to export, comma-separated (default: all)",
+    )
+    genes.add_argument(
+        "--genes-file", type=Path, metavar="FILE", help="file with one gene name per line"
+    )
+    genes.add_argument("--no-genes", action="store_true", help="export no genes")
+    source = found.add_mutually_exclusive_group()
+    source.add_argument("--layer", help="take gene values from this layer instead of X")
+    source.add_argument(
+        "--use-raw", action="store_true", help="take gene values and names from raw"
+    )
+    found.add_argument(
+        "--gene-id-column",
+        help="var column with the gene names users search for (default: var_names)",
+    )
+    enc = p.add_argument_group("encoding")
+    enc.add_argument(
+        "--quantize-genes",
+        type=_bits,
+        metavar="8|16",
+        help="store gene values as 8- or 16-bit codes",
+    )
+    enc.add_argument(
+        "--quantize-obs",
+        type=_bits,
+        metavar="8|16",
+        help="store continuous obs values as 8- or 16-bit codes",
+    )
+    enc.add_argument(
+        "--categorical-dtype",
+        choices=["auto", "uint8", "uint16"],
+        default="auto",
+        help="category codes dtype (default: auto)",
+    )
+    enc.add_argument(
+        "--compression",
+        type=_level,
+        metavar="N",
+        help="gzip level 1-9 for every payload (default: none)",
+    )
+    enc.add_argument(
+        "--centroid-quantile",
+        type=float,
+        default=0.95,
+        metavar="Q",
+        help="fraction of a category's cells its centroid averages (default: 0.95)",
+    )
+    enc.add_argument(
+        "--centroid-min-points",
+        type=int,
+        default=10,
+        metavar="N",
+        help="fewest cells for a centroid (default: 10)",
+    )
+    enc.add_argument(
+        "--layout",
+        choices=["current", "legacy"],
+        default="current",
+        help="file layout (default: current)",
+    )
+    meta = p.add_argument_group("dataset metadata")
+    meta.add_argument("--name", help="dataset name shown in the viewer (default: the folder name)")
+    meta.add_argument("--description", default="", help="dataset description")
+    meta.add_argument(
+        "--id", dest="dataset_id", help="dataset id in a catalog (default: from the name)"
+    )
+    meta.add_argument("--source-name", help="where the data comes from")
+    meta.add_argument("--source-url", help="link to the data source")
+    meta.add_argument("--source-citation", help="how to cite the data")
+    run = p.add_argument_group("running")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    run.add_argument(
+        "--jobs", type=int, metavar="N", help="threads compressing files (default: all cores)"
+    )
+    run.add_argument(
+        "--backed", action="store_true", help="read .h5ad in backed mode: genes stream from disk"
+    )
+    p.set_defaults(run=_export)
+
+
+def _read_input(path: Path, *, backed: bool) -> object:
+    import anndata as ad
+
+    if not path.exists():
+        msg = f"{path} does not exist."
+        raise FileNotFoundError(msg)
+    if path.suffix == ".zarr" or path.is_dir():
+        if backed:
+            msg = "--backed works with .h5ad files; .zarr stores are read lazily only through anndata's read_lazy."
+            raise ValueError(msg)
+        return ad.read_zarr(path)
+    return ad.read_h5ad(path, backed="r" if backed else None)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .ex import export
+
+    var_names = args.genes
+    if args.genes_file is not None:
+        var_names = [
+            line.strip() for line in args.genes_file.read_text().splitlines() if line.strip()
+        ]
+    elif args.no_genes:
+        var_names = []
+    adata = _read_input(args.input, backed=args.backed)
+    out = export(
+        adata,
+        args.out_dir,
+        basis=args.basis,
+        latent_key=False if args.no_latent else args.latent_key,
+        vector_fields=False if args.no_vector_fields else (args.vector_fields or True),
+        connectivities_key=False if args.no_graph else args.connectivities_key,
+        obs_keys=args.obs_keys,
+        var_names=var_names,
+        layer=args.layer,
+        use_raw=args.use_raw,
+        gene_id_column=args.gene_id_column,
+        var_quantization=args.quantize_genes,
+        obs_continuous_quantization=args.quantize_obs,
+        obs_categorical_dtype=args.categorical_dtype,
+        compression=args.compression,
+        centroid_outlier_quantile=args.centroid_quantile,
+        centroid_min_points=args.centroid_min_points,
+        dataset_name=args.name,
+        dataset_description=args.description,
+        dataset_id=args.dataset_id,
+        source_name=args.source_name,
+        source_url=args.source_url,
+        source_citation=args.source_citation,
+        layout=args.layout,
+        overwrite=args.overwrite,
+        n_jobs=args.jobs,
+    )
+    print(out)
+    return EXIT_OK
+
+
+def _add_validate(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "validate",
+        help="check an export (or an exports root with datasets.json) against the format",
+        description="Check a dataset folder, or an exports root with datasets.json and every dataset under it, "
+        "against every rule the viewer enforces. Exit 0 when valid, 1 with the list of problems otherwise.",
+    )
+    p.add_argument("path", type=Path, help="a dataset folder or an exports root")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=_validate)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .ex import validate
+
+    report = validate(args.path)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _add_catalog(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "catalog",
+        help="write datasets.json for the dataset folders under a root",
+        description="Write EXPORTS_ROOT/datasets.json listing every dataset folder directly under EXPORTS_ROOT.",
+    )
+    p.add_argument("exports_root", type=Path, help="the folder holding one folder per dataset")
+    p.add_argument(
+        "--default",
+        metavar="ID",
+        help="id of the dataset the viewer opens first (default: the first)",
+    )
+    p.set_defaults(run=_catalog)
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    from .ex import write_catalog
+
+    print(write_catalog(args.exports_root, default=args.default))
+    return EXIT_OK
+
+
+def _add_info(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "info",
+        help="summarize an export: cells, genes, fields, dimensions, sizes",
+        description="Print a short summary of a dataset folder (or of every dataset of an exports root).",
+    )
+    p.add_argument("path", type=Path, help="a dataset folder or an exports root")
+    p.set_defaults(run=_info)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .ex._info import summarize
+
+    print(summarize(args.path))
+    return EXIT_OK
+
+
+def _add_versions(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "versions",
+        help="print package versions for bug reports",
+        description="Print the versions of cellucid, its dependencies, Python and the OS (through session-info).",
+    )
+    p.set_defaults(run=_versions)
+
+
+def _versions(args: argparse.Namespace) -> int:
+    from .logging import print_versions
+
+    print_versions()
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the ``cellucid`` command."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="cellucid",
+        description="Export AnnData to the Cellucid WebGL viewer, and check exports before publishing them.",
+        epilog="Exit codes: 0 success, 1 failure (invalid export or bad input), 2 usage error.",
+    )
+    parser.add_argument("--version", action="version", version=f"cellucid {__version__}")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log more (-vv: debug)"
+    )
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="log errors only")
+    commands = parser.add_subparsers(
+        title="commands", dest="command", required=True, metavar="COMMAND"
+    )
+    for add in (_add_export, _add_validate, _add_catalog, _add_info, _add_versions):
+        add(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``cellucid`` command; return its exit code."""
+    from .logging import set_verbosity
+
+    args = build_parser().parse_args(argv)
+    set_verbosity(0 if args.quiet else 2 + min(args.verbose, 1) if args.verbose else 2)
+    # data warnings (NaN fields, a symmetrized graph) read as log lines here, and -q silences them
+    warnings.showwarning = lambda message, category, *_, **__: print(
+        f"WARNING: {message}", file=sys.stderr
+    )
+    if args.quiet:
+        warnings.simplefilter("ignore", UserWarning)
+    try:
+        return args.run(args)
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"cellucid {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,6 +12,7 @@ import pandas as pd
 from scipy import sparse
 
 from .._format import DIMENSIONS, Layout, safe_filename_component
+from ._genes import is_dask
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -58,7 +59,18 @@ class Collected:
     genes: GeneSource | None = None
 
 
+def frame(df: object) -> pd.DataFrame:
+    """Return ``obs``/``var`` as a pandas DataFrame (a lazily read one is loaded: it is small)."""
+    return df if isinstance(df, pd.DataFrame) else df.to_memory()
+
+
+def computed(value: object) -> object:
+    """Return a dask array's values (computed on the user's scheduler); anything else as is."""
+    return value.compute() if is_dask(value) else value
+
+
 def _dense(value: object) -> np.ndarray:
+    value = computed(value)
     value = value.toarray() if sparse.issparse(value) else np.asarray(value)
     return value.reshape(value.shape[0], -1) if value.ndim != 2 else value
 
@@ -200,7 +212,7 @@ def collect_graph(
             msg = f"connectivities_key {connectivities_key!r} is not in adata.obsp; keys are {list(adata.obsp.keys())}."
             raise KeyError(msg)
         return None, None
-    return adata.obsp[connectivities_key], connectivities_key
+    return computed(adata.obsp[connectivities_key]), connectivities_key
 
 
 def obs_kind(series: pd.Series) -> FieldKind:
@@ -215,7 +227,8 @@ def obs_kind(series: pd.Series) -> FieldKind:
 
 def collect_obs(adata: AnnData, obs_keys: Sequence[str] | None, layout: Layout) -> list[ObsField]:
     """Return the ``obs`` columns to export, in order, with their kinds."""
-    columns = [str(c) for c in adata.obs.columns]
+    obs = frame(adata.obs)
+    columns = [str(c) for c in obs.columns]
     keys = columns if obs_keys is None else [str(k) for k in obs_keys]
     unknown = [k for k in keys if k not in columns]
     if unknown:
@@ -227,7 +240,7 @@ def collect_obs(adata: AnnData, obs_keys: Sequence[str] | None, layout: Layout) 
         raise ValueError(msg)
     if layout.name == "legacy":
         _refuse_name_collisions(keys, "obs columns")
-    return [ObsField(i, k, obs_kind(adata.obs[k]), adata.obs[k]) for i, k in enumerate(keys)]
+    return [ObsField(i, k, obs_kind(obs[k]), obs[k]) for i, k in enumerate(keys)]
 
 
 def _refuse_name_collisions(names: Sequence[str], what: str) -> None:
@@ -261,14 +274,14 @@ def collect_genes(
         if adata.raw is None:
             msg = "use_raw=True but adata.raw is None."
             raise ValueError(msg)
-        matrix, var = adata.raw.X, adata.raw.var
+        matrix, var = adata.raw.X, frame(adata.raw.var)
     elif layer is not None:
         if layer not in adata.layers:
             msg = f"layer {layer!r} is not in adata.layers; layers are {list(adata.layers.keys())}."
             raise KeyError(msg)
-        matrix, var = adata.layers[layer], adata.var
+        matrix, var = adata.layers[layer], frame(adata.var)
     else:
-        matrix, var = adata.X, adata.var
+        matrix, var = adata.X, frame(adata.var)
     if matrix is None or var.shape[0] == 0:
         if var_names:
             msg = "var_names were given but the data has no genes."

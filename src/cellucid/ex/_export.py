@@ -13,6 +13,7 @@ from ..pp import graph_edges
 from . import _collect as collect
 from ._arithmetic import arithmetic
 from ._connectivity import write_connectivity
+from ._genes import DEFAULT_MEMORY_BUDGET
 from ._identity import created_at, dataset_id_for, source_entry, write_identity
 from ._obs import encode_obs, write_obs
 from ._payload import PayloadWriter
@@ -56,6 +57,7 @@ def export(
     layout: LayoutName = "current",
     overwrite: bool = False,
     n_jobs: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: bool | None = None,
 ) -> Path:
     """Export an AnnData as a dataset folder the Cellucid viewer opens.
@@ -134,6 +136,10 @@ def export(
     n_jobs
         Threads compressing and writing files; all cores by default. The output does not
         depend on it.
+    memory_budget
+        Bytes one block of gene values may take. Genes are exported in blocks of columns,
+        so the expression matrix is never densified nor re-laid-out whole; a backed or
+        dask matrix is streamed from disk block by block. The output does not depend on it.
     progress
         Show a progress bar over genes; by default on a terminal or in a notebook, not in CI.
 
@@ -164,6 +170,9 @@ def export(
         centroid_min_points=centroid_min_points,
     )
     check_target(out_dir, overwrite=overwrite)
+    if isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget <= 0:
+        msg = f"memory_budget must be a positive number of bytes, got {memory_budget!r}."
+        raise ValueError(msg)
     arith = arithmetic(settings.layout)
     name = dataset_name if dataset_name is not None else out_dir.resolve().name
     if not name:
@@ -236,6 +245,7 @@ def export(
                 settings=settings,
                 arith=arith,
                 progress=progress_enabled(progress),
+                memory_budget=memory_budget,
             )
             n_genes = len(found.genes.names)
         writer.close()

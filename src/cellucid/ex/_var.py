@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 
 import numpy as np
 from scipy import sparse
@@ -12,41 +11,10 @@ from .._format import EXT, MANIFEST_FORMAT, QUANT_DTYPE, VAR_DIR, VAR_MANIFEST, 
 from ..pp._quantize import finite_range
 from ._arithmetic import Arithmetic
 from ._collect import GeneSource
+from ._genes import DEFAULT_MEMORY_BUDGET, gene_blocks
 from ._payload import PayloadWriter, dumps_manifest, write_json
 from ._progress import progress_bar
 from ._settings import ExportSettings
-
-#: values per column block: bounds the memory of one block of densified gene columns
-BLOCK_VALUES = 1 << 25
-
-
-def _csc_columns(matrix: object, columns: np.ndarray) -> sparse.csc_matrix:
-    """Return the chosen columns of a sparse matrix as CSC (the one re-layout of a CSR matrix)."""
-    csc = (
-        matrix if sparse.issparse(matrix) and matrix.format == "csc" else sparse.csc_matrix(matrix)
-    )
-    if columns.shape[0] != csc.shape[1] or np.any(columns != np.arange(csc.shape[1])):
-        csc = csc[:, columns]
-    csc = sparse.csc_matrix(csc)
-    csc.sort_indices()  # ascending rows per column for cache-friendly scatter
-    return csc
-
-
-def _dense_blocks(
-    matrix: object, columns: np.ndarray, n_cells: int
-) -> Iterator[tuple[np.ndarray, object]]:
-    step = max(1, BLOCK_VALUES // max(n_cells, 1))
-    for start in range(0, columns.shape[0], step):
-        block = np.asarray(matrix[:, columns[start : start + step]], dtype=np.float32)
-        yield np.ascontiguousarray(block.T), None
-
-
-def _sparse_blocks(
-    csc: sparse.csc_matrix, n_cells: int
-) -> Iterator[tuple[np.ndarray, sparse.csc_matrix]]:
-    step = max(1, BLOCK_VALUES // max(n_cells, 1))
-    for start in range(0, csc.shape[1], step):
-        yield None, csc[:, start : start + step]
 
 
 def _sparse_range(block: sparse.csc_matrix, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,20 +46,17 @@ def write_var(
     settings: ExportSettings,
     arith: Arithmetic,
     progress: bool,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> None:
-    """Write one payload per gene and the var manifest."""
+    """Write one payload per gene and the var manifest, streaming blocks of genes within ``memory_budget``."""
     layout, comp, bits = settings.layout, settings.compression, settings.var_quantization
     ext = EXT[QUANT_DTYPE[bits]] if bits else EXT["float32"]
-    is_sparse = sparse.issparse(genes.matrix)
-    blocks = (
-        _sparse_blocks(_csc_columns(genes.matrix, genes.columns), n_cells)
-        if is_sparse
-        else _dense_blocks(genes.matrix, genes.columns, n_cells)
-    )
+    blocks = gene_blocks(genes.matrix, genes.columns, n_cells=n_cells, memory_budget=memory_budget)
     fields: list[list] = []
     non_finite: list[str] = []
     with progress_bar(total=len(genes.names), desc="genes", unit="gene", enabled=progress) as bar:
-        for dense, csc in blocks:
+        for block in blocks:
+            dense, csc = block.dense, block.csc
             first = len(fields)
             if csc is None:
                 lo, hi = finite_range(dense, axis=1)

@@ -1,0 +1,137 @@
+"""Backed and dask inputs stream genes block by block and give byte-identical exports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+from conftest import make_adata
+from scipy import sparse
+
+import cellucid as cl
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+OPTIONS = {
+    "dataset_name": "same",
+    "compression": 6,
+    "var_quantization": 8,
+    "obs_continuous_quantization": 8,
+}
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[ad.AnnData, Path]:
+    """An in-memory AnnData, its .h5ad and .zarr copies, and the reference in-memory export."""
+    root = tmp_path_factory.mktemp("large")
+    adata = make_adata(400, 37)
+    adata.write_h5ad(root / "data.h5ad")
+    adata.write_zarr(root / "data.zarr")
+    return adata, root
+
+
+@pytest.fixture(autouse=True)
+def _fixed_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+
+
+@pytest.fixture(scope="module")
+def reference(
+    source: tuple[ad.AnnData, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, bytes]:
+    import os
+
+    os.environ["SOURCE_DATE_EPOCH"] = "1700000000"
+    adata, _ = source
+    return files(cl.ex.export(adata, tmp_path_factory.mktemp("ref") / "ds", **OPTIONS))
+
+
+@pytest.mark.parametrize("budget", [8_000, 60_000, 512 * 2**20])
+def test_backed_h5ad(source, reference, tmp_path: Path, budget: int) -> None:
+    _, root = source
+    backed = ad.read_h5ad(root / "data.h5ad", backed="r")
+    assert not sparse.issparse(backed.X) and type(backed.X).__name__.endswith("CSRDataset")
+    assert (
+        files(cl.ex.export(backed, tmp_path / "ds", memory_budget=budget, **OPTIONS)) == reference
+    )
+
+
+def test_backed_csc_and_dense(source, reference, tmp_path: Path) -> None:
+    adata, root = source
+    for name, matrix in (("csc", sparse.csc_matrix(adata.X)), ("dense", adata.X.toarray())):
+        copy = adata.copy()
+        copy.X = matrix
+        copy.write_h5ad(root / f"{name}.h5ad")
+        backed = ad.read_h5ad(root / f"{name}.h5ad", backed="r")
+        out = cl.ex.export(backed, tmp_path / name, memory_budget=30_000, **OPTIONS)
+        assert files(out) == reference, name
+
+
+def test_in_memory_sources_and_budgets(source, reference, tmp_path: Path) -> None:
+    adata, _ = source
+    for i, matrix in enumerate(
+        (adata.X, sparse.csc_matrix(adata.X), adata.X.toarray(), sparse.csr_array(adata.X))
+    ):
+        copy = adata.copy()
+        copy.X = matrix
+        out = cl.ex.export(copy, tmp_path / str(i), memory_budget=5_000, **OPTIONS)
+        assert files(out) == reference, type(matrix)
+
+
+def test_read_lazy_zarr_sparse_chunks(source, reference, tmp_path: Path) -> None:
+    from anndata.experimental import read_lazy
+
+    _, root = source
+    lazy = read_lazy(root / "data.zarr")
+    assert type(lazy.X).__module__.startswith("dask")
+    assert files(cl.ex.export(lazy, tmp_path / "ds", memory_budget=40_000, **OPTIONS)) == reference
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse"])
+def test_user_built_dask(source, reference, tmp_path: Path, kind: str) -> None:
+    import dask.array as da
+
+    adata, _ = source
+    copy = adata.copy()
+    dense = adata.X.toarray()
+    if kind == "dense":
+        copy.X = da.from_array(dense, chunks=(97, 11))
+    else:
+        copy.X = da.from_array(dense, chunks=(97, 37)).map_blocks(
+            sparse.csr_matrix, dtype=np.float32
+        )
+    copy.obsm["X_umap_3d"] = da.from_array(adata.obsm["X_umap_3d"], chunks=(100, 3))
+    assert files(cl.ex.export(copy, tmp_path / "ds", **OPTIONS)) == reference
+
+
+def test_distributed_local_cluster(source, reference, tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    from anndata.experimental import read_lazy
+
+    _, root = source
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        lazy = read_lazy(root / "data.zarr")
+        out = cl.ex.export(lazy, tmp_path / "ds", memory_budget=40_000, **OPTIONS)
+        # the blocks were computed on the cluster's workers
+        assert client.run(lambda: True)
+    assert files(out) == reference
+
+
+def test_bad_memory_budget(source, tmp_path: Path) -> None:
+    adata, _ = source
+    with pytest.raises(ValueError, match="memory_budget must be a positive"):
+        cl.ex.export(adata, tmp_path / "ds", memory_budget=0)

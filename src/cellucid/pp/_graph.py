@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -11,9 +10,6 @@ from scipy import sparse
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
-
-logger = logging.getLogger("cellucid")
-
 
 class Edges(NamedTuple):
     """Upper-triangle edges of a symmetric graph, sorted by (src, dst)."""
@@ -55,31 +51,33 @@ def graph_edges(
     (array([0, 1]), array([1, 2]), array([0.5, 1. ]), 2)
 
     """
-    g = sparse.csr_matrix(connectivities)
+    g = sparse.csr_matrix(connectivities, copy=True)  # ours to sort in place
     if g.shape[0] != g.shape[1]:
         msg = f"{name} must be square, got shape {g.shape}."
         raise ValueError(msg)
     bad = ~np.isfinite(g.data) | (g.data < 0)
     if bad.any():
-        msg = (
-            f"{name} has {int(bad.sum()):,} negative or non-finite weights; "
-            "edge weights must be finite and >= 0."
-        )
+        msg = f"{name} has {int(bad.sum()):,} negative or non-finite weights; edge weights must be finite and >= 0."
         raise ValueError(msg)
     n = g.shape[0]
-    upper = sparse.triu(g, k=1, format="csr")
-    lower_t = sparse.tril(g, k=-1, format="csr").T.tocsr()
-    if (upper != lower_t).nnz:
+    g.sum_duplicates()  # also sorts the indices of each row
+    # the transpose, re-laid-out as CSR in one linear pass, has sorted indices too
+    gt = g.T.tocsr()
+    symmetric = (
+        np.array_equal(g.indptr, gt.indptr) and np.array_equal(g.indices, gt.indices) and np.array_equal(g.data, gt.data)
+    )
+    if not symmetric:
         warnings.warn(
-            f"{name} is not symmetric; symmetrizing it by the element-wise maximum.",
-            UserWarning,
-            stacklevel=3,
+            f"{name} is not symmetric; symmetrizing it by the element-wise maximum.", UserWarning, stacklevel=3
         )
-        upper = upper.maximum(lower_t)
-    upper.eliminate_zeros()
-    upper.sort_indices()
-    src = np.repeat(np.arange(n, dtype=np.int64), np.diff(upper.indptr))
-    dst = upper.indices.astype(np.int64)
+        g = g.maximum(gt).tocsr()
+        g.sort_indices()
+    del gt
+    rows = np.repeat(np.arange(n, dtype=np.int32 if n < 2**31 else np.int64), np.diff(g.indptr))
+    # rows ascend and each row's indices ascend, so the kept entries are sorted by (src, dst)
+    keep = (g.indices > rows) & (g.data != 0)
+    src = rows[keep].astype(np.int64)
+    dst = g.indices[keep].astype(np.int64)
     degree = np.bincount(src, minlength=n) + np.bincount(dst, minlength=n)
     max_neighbors = int(degree.max()) if src.size else 0
-    return Edges(src, dst, upper.data.astype(np.float64), max_neighbors)
+    return Edges(src, dst, g.data[keep].astype(np.float64), max_neighbors)

@@ -64,12 +64,15 @@ class PayloadWriter:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.n_jobs) if self.n_jobs > 1 else None
         self._pending: deque[Future] = deque()
+        self._folders: set[Path] = set()
 
     def write(self, relpath: str, array: np.ndarray) -> str:
         """Queue ``array`` for ``root/relpath`` (+ ``.gz``); return the path as manifests give it."""
         relpath = gz(relpath, self.compression)
         target = self.root / relpath
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent not in self._folders:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(target.parent)
         if self._pool is None:
             self._write_file(target, array)
             return relpath

@@ -145,3 +145,29 @@ def test_h5ad_round_trip_matches_in_memory_export(h5ad: Path, tmp_path: Path) ->
                 path.read_bytes()
                 == (tmp_path / "cli" / path.relative_to(tmp_path / "mem")).read_bytes()
             ), path
+
+
+def test_validate_exit_codes_and_json(h5ad: Path, tmp_path: Path) -> None:
+    root = tmp_path / "exports"
+    assert run("export", h5ad, root / "a", "--compression", "6").returncode == 0
+    assert run("catalog", root).returncode == 0
+    for path in (root, root / "a"):
+        result = run("validate", path)
+        assert result.returncode == 0, result.stdout
+    report = json.loads(run("validate", root, "--json").stdout)
+    assert report["ok"] is True and report["problems"] == []
+    # break two rules: a manifest key too many, and a truncated payload
+    manifest = json.loads((root / "a" / "obs_manifest.json").read_text())
+    manifest["extra"] = 1
+    (root / "a" / "obs_manifest.json").write_text(json.dumps(manifest))
+    points = root / "a" / "points_2d.bin.gz"
+    points.write_bytes(points.read_bytes()[:-3])
+    result = run("validate", root)
+    assert result.returncode == 1
+    assert "obs.keys" in result.stdout and "points_2d.bin.gz" in result.stdout
+    report = json.loads(run("validate", root, "--json").stdout)
+    assert report["ok"] is False
+    assert {p["rule"] for p in report["problems"]} >= {"obs.keys"}
+    assert {p["file"] for p in report["problems"]} >= {"a/obs_manifest.json", "a/points_2d.bin.gz"}
+    missing = run("validate", tmp_path / "nope")
+    assert missing.returncode == 1 and "error" in missing.stderr

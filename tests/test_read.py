@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib
 import json
 import os
 import shutil
@@ -16,9 +15,10 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
+import cellucid as cl
 import cellucid.pp as clpp
 from cellucid._format import safe_filename_component
-from cellucid.ex._read import read
+from cellucid.ex import read
 
 LEGACY_DATA = Path(__file__).parent / "data" / "legacy"
 UPSTREAM_DATASETS = (
@@ -382,11 +382,8 @@ def test_legacy_sanitized_names(tmp_path: Path) -> None:
 
 @pytest.fixture
 def export():
-    """``cellucid.ex.export``; skips only while it is not there yet."""
-    ex = importlib.import_module("cellucid.ex")
-    if not hasattr(ex, "export"):
-        pytest.skip("cellucid.ex.export is not written yet")
-    return ex.export
+    """``cellucid.ex.export``."""
+    return cl.ex.export
 
 
 def make_adata(seed: int = 0) -> ad.AnnData:

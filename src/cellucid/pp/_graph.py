@@ -11,6 +11,7 @@ from scipy import sparse
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
+
 class Edges(NamedTuple):
     """Upper-triangle edges of a symmetric graph, sorted by (src, dst)."""
 
@@ -64,11 +65,15 @@ def graph_edges(
     # the transpose, re-laid-out as CSR in one linear pass, has sorted indices too
     gt = g.T.tocsr()
     symmetric = (
-        np.array_equal(g.indptr, gt.indptr) and np.array_equal(g.indices, gt.indices) and np.array_equal(g.data, gt.data)
+        np.array_equal(g.indptr, gt.indptr)
+        and np.array_equal(g.indices, gt.indices)
+        and np.array_equal(g.data, gt.data)
     )
     if not symmetric:
         warnings.warn(
-            f"{name} is not symmetric; symmetrizing it by the element-wise maximum.", UserWarning, stacklevel=3
+            f"{name} is not symmetric; symmetrizing it by the element-wise maximum.",
+            UserWarning,
+            stacklevel=3,
         )
         g = g.maximum(gt).tocsr()
         g.sort_indices()

@@ -16,7 +16,7 @@ from ._connectivity import write_connectivity
 from ._genes import DEFAULT_MEMORY_BUDGET
 from ._identity import created_at, dataset_id_for, source_entry, write_identity
 from ._obs import encode_obs, write_obs
-from ._payload import PayloadWriter
+from ._payload import PayloadWriter, default_n_jobs
 from ._points import normalize_embeddings, write_points, write_vectors
 from ._progress import progress_enabled
 from ._publish import check_target, staged
@@ -211,7 +211,12 @@ def export(
     # 2. transform everything but the genes (which stream while writing)
     normalized = normalize_embeddings(found.embeddings, arith)
     encoded_obs = encode_obs(
-        found.obs_fields, embeddings=normalized, latent=found.latent, settings=settings, arith=arith
+        found.obs_fields,
+        embeddings=normalized,
+        latent=found.latent,
+        settings=settings,
+        arith=arith,
+        n_jobs=n_jobs or default_n_jobs(),
     )
     edges = (
         graph_edges(found.graph, name=f"obsp[{found.graph_key!r}]")

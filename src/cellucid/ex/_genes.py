@@ -107,6 +107,13 @@ def gene_blocks(
         yield from _row_streamed_dense_blocks(matrix, columns, n_cells, memory_budget)
 
 
+def _column_selector(columns: np.ndarray) -> slice | np.ndarray:
+    """Return a slice when the columns are consecutive (scipy's fast path), else the index array."""
+    if columns.size and np.all(np.diff(columns) == 1):
+        return slice(int(columns[0]), int(columns[-1]) + 1)
+    return columns
+
+
 def _in_memory_sparse_blocks(
     matrix: object, columns: np.ndarray, budget: int
 ) -> Iterator[GeneBlock]:
@@ -120,7 +127,7 @@ def _in_memory_sparse_blocks(
         per_column = np.bincount(matrix.indices, minlength=matrix.shape[1])[columns]
     for s, e in _cuts(per_column * _BYTES_PER_STORED_VALUE, budget):
         # scipy's column selection is one C pass over the stored values of a CSR matrix
-        yield _as_block(s, matrix[:, columns[s:e]])
+        yield _as_block(s, matrix[:, _column_selector(columns[s:e])])
 
 
 def _backed_sparse_blocks(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,38 +64,42 @@ def encode_obs(
     latent: np.ndarray | None,
     settings: ExportSettings,
     arith: Arithmetic,
+    n_jobs: int = 1,
 ) -> list[EncodedField]:
     """Encode every field in memory (codes, centroids, quantiles); raises before anything is written."""
     bits = settings.obs_continuous_quantization
-    encoded = []
-    for f in fields:
+
+    def encode(f: ObsField) -> EncodedField:
         enc = EncodedField(f)
         if f.kind == "continuous":
             values = continuous_values(f.values)
             warn_non_finite(values, f"obs[{f.key!r}]")
             enc.payloads["values"], enc.entry_tail = encode_values(values, bits, arith)
-        else:
-            codes = category_codes(
-                f.values, dtype=settings.obs_categorical_dtype, name=f"obs[{f.key!r}]"
+            return enc
+        codes = category_codes(
+            f.values, dtype=settings.obs_categorical_dtype, name=f"obs[{f.key!r}]"
+        )
+        labels = [arith.label(c, field=f.key) for c in codes.categories]
+        centroids = _centroids(codes.codes, len(labels), labels, embeddings, settings)
+        quantiles = (
+            np.full(codes.codes.shape[0], np.nan, dtype=np.float32)
+            if latent is None
+            else outlier_quantiles(
+                latent,
+                codes.codes,
+                n_categories=len(labels),
+                min_points=settings.centroid_min_points,
             )
-            labels = [arith.label(c, field=f.key) for c in codes.categories]
-            centroids = _centroids(codes.codes, len(labels), labels, embeddings, settings)
-            quantiles = (
-                np.full(codes.codes.shape[0], np.nan, dtype=np.float32)
-                if latent is None
-                else outlier_quantiles(
-                    latent,
-                    codes.codes,
-                    n_categories=len(labels),
-                    min_points=settings.centroid_min_points,
-                )
-            )
-            enc.payloads["codes"] = codes.codes
-            enc.payloads["outliers"], outlier_bounds = encode_values(quantiles, bits, arith)
-            enc.entry_tail = [labels, codes.dtype, codes.missing, centroids, *outlier_bounds]
-            enc.n_categories, enc.codes_dtype = len(labels), codes.dtype
-        encoded.append(enc)
-    return encoded
+        )
+        enc.payloads["codes"] = codes.codes
+        enc.payloads["outliers"], outlier_bounds = encode_values(quantiles, bits, arith)
+        enc.entry_tail = [labels, codes.dtype, codes.missing, centroids, *outlier_bounds]
+        enc.n_categories, enc.codes_dtype = len(labels), codes.dtype
+        return enc
+
+    # fields are independent and numpy's sorts and sums release the GIL: encode them on all cores
+    with ThreadPoolExecutor(max(1, n_jobs)) as pool:
+        return list(pool.map(encode, fields))
 
 
 def _centroids(
@@ -148,11 +153,17 @@ def write_obs(
         stem = f"{OBS_DIR}/{layout.stem(f.index, f.key)}"
         head = layout.entry_head(f.index, f.key)
         if f.kind == "continuous":
-            writer.write(f"{stem}.values.{ext}", enc.payloads["values"])
+            writer.write(
+                f"{stem}.values.{ext}", enc.payloads["values"], run_length=bits is not None
+            )
             continuous.append([*head, *enc.entry_tail])
         else:
-            writer.write(f"{stem}.codes.{EXT[enc.codes_dtype]}", enc.payloads["codes"])
-            writer.write(f"{stem}.outliers.{ext}", enc.payloads["outliers"])
+            writer.write(
+                f"{stem}.codes.{EXT[enc.codes_dtype]}", enc.payloads["codes"], run_length=True
+            )
+            writer.write(
+                f"{stem}.outliers.{ext}", enc.payloads["outliers"], run_length=bits is not None
+            )
             categorical.append([*head, *enc.entry_tail])
     schemas: dict[str, dict] = {}
     pattern = f"{OBS_DIR}/{layout.placeholder}"

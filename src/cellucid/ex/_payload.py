@@ -25,18 +25,40 @@ def gzip_header(level: int) -> bytes:
     return struct.pack("<4sIBB", b"\x1f\x8b\x08\x00", 0, xfl, 0xFF)
 
 
-def gzip_bytes(data: bytes | memoryview, level: int) -> bytes:
-    """Compress ``data`` to one gzip member with a reproducible header (see :func:`gzip_header`)."""
-    deflate = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, 0)
-    body = deflate.compress(data) + deflate.flush()
+def _deflate(data: bytes | memoryview, level: int, strategy: int) -> bytes:
+    deflate = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, strategy)
+    return deflate.compress(data) + deflate.flush()
+
+
+def gzip_bytes(data: bytes | memoryview, level: int, *, run_length: bool = False) -> bytes:
+    """Compress ``data`` to one gzip member with a reproducible header (see :func:`gzip_header`).
+
+    ``run_length`` suits quantized codes and category codes: long runs of one code (the
+    zero of sparse expression, a missing value) between literals. There, deflate's
+    run-length strategy is both smaller and ~8x faster than a level-6 search (measured
+    on 8-bit gene columns: ratio 0.083 at 410 MB/s against 0.096 at 54 MB/s). At level 9
+    both are tried and the smaller kept.
+    """
+    if not run_length:
+        body = _deflate(data, level, zlib.Z_DEFAULT_STRATEGY)
+    elif level < 9:
+        body = _deflate(data, level, zlib.Z_RLE)
+    else:
+        body = min(
+            _deflate(data, level, zlib.Z_RLE),
+            _deflate(data, level, zlib.Z_DEFAULT_STRATEGY),
+            key=len,
+        )
     trailer = struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
     return gzip_header(level) + body + trailer
 
 
-def encode_payload(array: np.ndarray, compression: int | None) -> bytes | memoryview:
+def encode_payload(
+    array: np.ndarray, compression: int | None, *, run_length: bool = False
+) -> bytes | memoryview:
     """Return the bytes of a payload file: the raw little-endian array, gzipped if asked."""
     raw = memoryview(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
-    return gzip_bytes(raw, compression) if compression else raw
+    return gzip_bytes(raw, compression, run_length=run_length) if compression else raw
 
 
 def default_n_jobs() -> int:
@@ -66,23 +88,26 @@ class PayloadWriter:
         self._pending: deque[Future] = deque()
         self._folders: set[Path] = set()
 
-    def write(self, relpath: str, array: np.ndarray) -> str:
-        """Queue ``array`` for ``root/relpath`` (+ ``.gz``); return the path as manifests give it."""
+    def write(self, relpath: str, array: np.ndarray, *, run_length: bool = False) -> str:
+        """Queue ``array`` for ``root/relpath`` (+ ``.gz``); return the path as manifests give it.
+
+        ``run_length`` marks codes (quantized values, categories), see :func:`gzip_bytes`.
+        """
         relpath = gz(relpath, self.compression)
         target = self.root / relpath
         if target.parent not in self._folders:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._folders.add(target.parent)
         if self._pool is None:
-            self._write_file(target, array)
+            self._write_file(target, array, run_length)
             return relpath
         while len(self._pending) >= 2 * self.n_jobs:
             self._pending.popleft().result()
-        self._pending.append(self._pool.submit(self._write_file, target, array))
+        self._pending.append(self._pool.submit(self._write_file, target, array, run_length))
         return relpath
 
-    def _write_file(self, target: Path, array: np.ndarray) -> None:
-        data = encode_payload(array, self.compression)
+    def _write_file(self, target: Path, array: np.ndarray, run_length: bool) -> None:
+        data = encode_payload(array, self.compression, run_length=run_length)
         with open(target, "wb") as f:
             f.write(data)
         with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 from scipy import sparse
@@ -11,7 +12,7 @@ from .._format import EXT, MANIFEST_FORMAT, QUANT_DTYPE, VAR_DIR, VAR_MANIFEST, 
 from ..pp._quantize import finite_range
 from ._arithmetic import Arithmetic
 from ._collect import GeneSource
-from ._genes import DEFAULT_MEMORY_BUDGET, gene_blocks
+from ._genes import DEFAULT_MEMORY_BUDGET, GeneBlock, gene_blocks
 from ._payload import PayloadWriter, dumps_manifest, write_json
 from ._progress import progress_bar
 from ._settings import ExportSettings
@@ -38,6 +39,43 @@ def _sparse_range(block: sparse.csc_matrix, n_cells: int) -> tuple[np.ndarray, n
     return lo, hi
 
 
+def _payloads(
+    block: GeneBlock, n_cells: int, bits: int | None, arith: Arithmetic
+) -> Iterator[tuple[np.ndarray, list[float], bool]]:
+    """Yield each gene's payload, its manifest bounds (quantized) and whether all its values were finite.
+
+    Genes are encoded one at a time so that temporaries stay the size of one gene.
+    """
+    dense, csc = block.dense, block.csc
+    lo, hi = finite_range(dense, axis=1) if csc is None else _sparse_range(csc, n_cells)
+    vmin, vmax = arith.bounds(lo, hi) if bits else (lo, hi)
+    for j in range(block.n_genes):
+        if csc is None:
+            values = dense[j]
+            finite = bool(np.isfinite(values).all())
+            if bits:
+                payload = arith.encode(values, vmin[j], vmax[j], bits=bits)
+            else:
+                payload = (
+                    values if finite else np.where(np.isinf(values), np.float32(np.nan), values)
+                )
+        else:
+            rows = csc.indices[csc.indptr[j] : csc.indptr[j + 1]]
+            values = csc.data[csc.indptr[j] : csc.indptr[j + 1]]
+            finite = bool(np.isfinite(values).all())
+            if bits:
+                # every implicit zero gets the code of 0; only the stored values are encoded
+                zero = arith.encode(np.zeros(1, np.float32), vmin[j], vmax[j], bits=bits)[0]
+                payload = np.full(n_cells, zero, dtype=QUANT_DTYPE[bits])
+                payload[rows] = arith.encode(values, vmin[j], vmax[j], bits=bits)
+            else:
+                payload = np.zeros(n_cells, dtype=np.float32)
+                payload[rows] = (
+                    values if finite else np.where(np.isinf(values), np.float32(np.nan), values)
+                )
+        yield payload, ([float(vmin[j]), float(vmax[j])] if bits else []), finite
+
+
 def write_var(
     writer: PayloadWriter,
     genes: GeneSource,
@@ -56,61 +94,18 @@ def write_var(
     non_finite: list[str] = []
     with progress_bar(total=len(genes.names), desc="genes", unit="gene", enabled=progress) as bar:
         for block in blocks:
-            dense, csc = block.dense, block.csc
-            first = len(fields)
-            if csc is None:
-                lo, hi = finite_range(dense, axis=1)
-                bad = ~np.isfinite(dense).all(axis=1)
-            else:
-                lo, hi = _sparse_range(csc, n_cells)
-                bad = np.zeros(csc.shape[1], dtype=bool)
-                bad_data = ~np.isfinite(csc.data)
-                if bad_data.any():
-                    bad[np.searchsorted(csc.indptr, np.flatnonzero(bad_data), side="right") - 1] = (
-                        True
-                    )
-            if bits:
-                vmin, vmax = arith.bounds(lo, hi)
-                codes = (
-                    arith.encode(dense, vmin[:, None], vmax[:, None], bits=bits)
-                    if csc is None
-                    else None
-                )
-                if csc is not None:
-                    per_value = np.repeat(np.arange(csc.shape[1]), np.diff(csc.indptr))
-                    data_codes = arith.encode(csc.data, vmin[per_value], vmax[per_value], bits=bits)
-                    zero_codes = arith.encode(
-                        np.zeros(csc.shape[1], np.float32), vmin, vmax, bits=bits
-                    )
-            n_block = dense.shape[0] if csc is None else csc.shape[1]
-            for j in range(n_block):
-                name = genes.names[first + j]
-                if bad[j]:
+            for j, (payload, bounds, finite) in enumerate(_payloads(block, n_cells, bits, arith)):
+                index = block.start + j
+                name = genes.names[index]
+                if not finite:
                     non_finite.append(name)
-                if csc is None:
-                    payload = (
-                        codes[j]
-                        if bits
-                        else np.where(np.isinf(dense[j]), np.float32(np.nan), dense[j])
-                    )
-                else:
-                    s, e = csc.indptr[j], csc.indptr[j + 1]
-                    if bits:
-                        payload = np.full(n_cells, zero_codes[j], dtype=QUANT_DTYPE[bits])
-                        payload[csc.indices[s:e]] = data_codes[s:e]
-                    else:
-                        payload = np.zeros(n_cells, dtype=np.float32)
-                        values = csc.data[s:e]
-                        payload[csc.indices[s:e]] = np.where(np.isinf(values), np.nan, values)
-                index = first + j
-                writer.write(f"{VAR_DIR}/{layout.stem(index, name)}.values.{ext}", payload)
-                fields.append(
-                    [
-                        *layout.entry_head(index, name),
-                        *([float(vmin[j]), float(vmax[j])] if bits else []),
-                    ]
+                writer.write(
+                    f"{VAR_DIR}/{layout.stem(index, name)}.values.{ext}",
+                    payload,
+                    run_length=bits is not None,
                 )
-            bar.update(n_block)
+                fields.append([*layout.entry_head(index, name), *bounds])
+            bar.update(block.n_genes)
     if non_finite:
         warnings.warn(
             f"{len(non_finite):,} genes have NaN or ±Inf values, exported as missing: "

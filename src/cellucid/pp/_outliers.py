@@ -73,7 +73,8 @@ def outlier_quantiles(
     valid &= np.isin(codes, np.flatnonzero(counts >= min_points))
     if not valid.any():
         return out
-    c, x = codes[valid].astype(np.int64), x[valid]
+    c = codes[valid].astype(np.int64)
+    x = x if valid.all() else x[valid]  # no copy of a large latent space when every cell counts
     counts = np.bincount(c, minlength=n_categories)
     centers = group_means(x, c, counts).astype(np.float32)
     dist = latent_distances(x, centers, c)

@@ -39,7 +39,7 @@ def graph_edges(
 
     Returns
     -------
-    Edge sources and destinations (``src < dst``, increasing by ``(src, dst)``, int64),
+    Edge sources and destinations (``src < dst``, increasing by ``(src, dst)``; int32 below 2**31 cells),
     float64 weights and the largest number of neighbours of a cell.
 
     Examples
@@ -49,10 +49,10 @@ def graph_edges(
     >>> g = np.array([[0, 0.5, 0], [0.5, 0, 1], [0, 1, 0]])
     >>> e = cl.pp.graph_edges(g)
     >>> e.src, e.dst, e.weights, e.max_neighbors
-    (array([0, 1]), array([1, 2]), array([0.5, 1. ]), 2)
+    (array([0, 1], dtype=int32), array([1, 2], dtype=int32), array([0.5, 1. ]), 2)
 
     """
-    g = sparse.csr_matrix(connectivities, copy=True)  # ours to sort in place
+    g = sparse.csr_matrix(connectivities)  # shares the caller's arrays: never modified in place
     if g.shape[0] != g.shape[1]:
         msg = f"{name} must be square, got shape {g.shape}."
         raise ValueError(msg)
@@ -61,7 +61,9 @@ def graph_edges(
         msg = f"{name} has {int(bad.sum()):,} negative or non-finite weights; edge weights must be finite and >= 0."
         raise ValueError(msg)
     n = g.shape[0]
-    g.sum_duplicates()  # also sorts the indices of each row
+    if not g.has_canonical_format:  # unsorted or duplicated indices: sort a copy
+        g = g.copy()
+        g.sum_duplicates()
     # the transpose, re-laid-out as CSR in one linear pass, has sorted indices too
     gt = g.T.tocsr()
     symmetric = (
@@ -81,8 +83,8 @@ def graph_edges(
     rows = np.repeat(np.arange(n, dtype=np.int32 if n < 2**31 else np.int64), np.diff(g.indptr))
     # rows ascend and each row's indices ascend, so the kept entries are sorted by (src, dst)
     keep = (g.indices > rows) & (g.data != 0)
-    src = rows[keep].astype(np.int64)
-    dst = g.indices[keep].astype(np.int64)
+    src = rows[keep]
+    dst = g.indices[keep].astype(rows.dtype, copy=False)
     degree = np.bincount(src, minlength=n) + np.bincount(dst, minlength=n)
     max_neighbors = int(degree.max()) if src.size else 0
     return Edges(src, dst, g.data[keep].astype(np.float64), max_neighbors)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from contextlib import AbstractContextManager
-
-from tqdm.auto import tqdm
 
 
 def progress_enabled(progress: bool | None) -> bool:
@@ -19,5 +18,14 @@ def progress_enabled(progress: bool | None) -> bool:
 
 
 def progress_bar(*, total: int, desc: str, unit: str, enabled: bool) -> AbstractContextManager:
-    """Return a tqdm bar, or a silent one when disabled."""
+    """Return a tqdm bar (a notebook widget where ipywidgets exists), or a silent one when disabled."""
+    # imported here: tqdm.auto warns at import in a notebook without ipywidgets
+    if (
+        enabled
+        and "ipykernel" in sys.modules
+        and importlib.util.find_spec("ipywidgets") is not None
+    ):
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False)

@@ -369,11 +369,14 @@ def validate(path: str | Path, *, strict: bool = False) -> ValidationReport:
 
     Examples
     --------
-    >>> report = validate("exports/pbmc3k")  # doctest: +SKIP
-    >>> report.ok, report.layout  # doctest: +SKIP
+    >>> import scanpy as sc
+    >>> import cellucid as cl
+    >>> out = cl.ex.export(sc.datasets.pbmc68k_reduced(), "exports/pbmc", overwrite=True)
+    >>> report = cl.ex.validate(out)
+    >>> report.ok, report.layout
     (True, 'current')
-    >>> for problem in report.problems:  # doctest: +SKIP
-    ...     print(problem.file, problem.rule)
+    >>> print(report)
+    exports/pbmc: valid current-layout export, no problems
     """
     path = Path(path)
     if not path.exists():

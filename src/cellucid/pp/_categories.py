@@ -17,7 +17,19 @@ CodesDtype = Literal["auto", "uint8", "uint16"]
 
 
 class CategoryCodes(NamedTuple):
-    """Codes of categorical values, their categories and the code of a missing value."""
+    """Codes of categorical values, their categories and the code of a missing value.
+
+    Attributes
+    ----------
+    codes
+        One code per value: the position of its category, or ``missing``.
+    categories
+        The categories, in code order.
+    dtype
+        ``"uint8"`` or ``"uint16"``.
+    missing
+        The code of a missing value: 255 or 65535.
+    """
 
     codes: np.ndarray
     categories: list

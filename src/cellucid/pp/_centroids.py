@@ -16,7 +16,15 @@ if TYPE_CHECKING:
 
 
 class Centroids(NamedTuple):
-    """One position per category (NaN where skipped) and the cells each one averages."""
+    """One position per category (NaN where skipped) and the cells each one averages.
+
+    Attributes
+    ----------
+    positions
+        ``(n_categories, n_dims)`` centroids; NaN rows for categories too small for one.
+    n_points
+        Cells each centroid averages (0 for skipped categories).
+    """
 
     positions: np.ndarray
     n_points: np.ndarray

@@ -12,7 +12,17 @@ if TYPE_CHECKING:
 
 
 class NormalizedCoords(NamedTuple):
-    """Coordinates in [-1, 1] and the transform that made them: ``(x - center) * scale``."""
+    """Coordinates in [-1, 1] and the transform that made them: ``(x - center) * scale``.
+
+    Attributes
+    ----------
+    coords
+        The normalized coordinates, float64, ``(n_cells, n_dims)``.
+    center
+        The middle of the bounding box, per axis.
+    scale
+        ``2 / max(axis ranges)``; multiply vectors living in the embedding by it.
+    """
 
     coords: np.ndarray
     center: np.ndarray

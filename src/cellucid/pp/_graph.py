@@ -13,7 +13,17 @@ if TYPE_CHECKING:
 
 
 class Edges(NamedTuple):
-    """Upper-triangle edges of a symmetric graph, sorted by (src, dst)."""
+    """Upper-triangle edges of a symmetric graph, sorted by (src, dst).
+
+    Attributes
+    ----------
+    src, dst
+        Edge ends, ``src < dst``.
+    weights
+        float64 edge weights, all > 0.
+    max_neighbors
+        The largest number of edges at one cell.
+    """
 
     src: np.ndarray
     dst: np.ndarray

@@ -18,7 +18,15 @@ _STEP_EPSILON = 1e-8
 
 
 class Quantized(NamedTuple):
-    """Codes of quantized values and the bounds to decode them."""
+    """Codes of quantized values and the bounds to decode them.
+
+    Attributes
+    ----------
+    codes
+        ``uint8`` or ``uint16`` codes; the top code means missing.
+    vmin, vmax
+        The bounds :func:`dequantize` needs.
+    """
 
     codes: np.ndarray
     vmin: float

@@ -9,6 +9,7 @@ import struct
 import threading
 import zlib
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -88,9 +89,16 @@ class PayloadWriter:
         self._pending: deque[Future] = deque()
         self._folders: set[Path] = set()
 
-    def write(self, relpath: str, array: np.ndarray, *, run_length: bool = False) -> str:
+    def write(
+        self,
+        relpath: str,
+        array: np.ndarray | Callable[[], np.ndarray],
+        *,
+        run_length: bool = False,
+    ) -> str:
         """Queue ``array`` for ``root/relpath`` (+ ``.gz``); return the path as manifests give it.
 
+        ``array`` may be a function returning it, to build the payload on a writer thread.
         ``run_length`` marks codes (quantized values, categories), see :func:`gzip_bytes`.
         """
         relpath = gz(relpath, self.compression)
@@ -106,8 +114,12 @@ class PayloadWriter:
         self._pending.append(self._pool.submit(self._write_file, target, array, run_length))
         return relpath
 
-    def _write_file(self, target: Path, array: np.ndarray, run_length: bool) -> None:
-        data = encode_payload(array, self.compression, run_length=run_length)
+    def _write_file(
+        self, target: Path, array: np.ndarray | Callable[[], np.ndarray], run_length: bool
+    ) -> None:
+        data = encode_payload(
+            array() if callable(array) else array, self.compression, run_length=run_length
+        )
         with open(target, "wb") as f:
             f.write(data)
         with self._lock:

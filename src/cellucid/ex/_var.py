@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 
 import numpy as np
 from scipy import sparse
@@ -39,41 +40,60 @@ def _sparse_range(block: sparse.csc_matrix, n_cells: int) -> tuple[np.ndarray, n
     return lo, hi
 
 
+def _without_inf(values: np.ndarray) -> np.ndarray:
+    return np.where(np.isinf(values), np.float32(np.nan), values)
+
+
+def _gene_payload(
+    block: GeneBlock,
+    j: int,
+    n_cells: int,
+    bits: int | None,
+    arith: Arithmetic,
+    vmin: float,
+    vmax: float,
+) -> np.ndarray:
+    """Build gene ``j``'s payload (run on a writer thread, beside the compression)."""
+    if block.csc is None:
+        values = block.dense[j]
+        return arith.encode(values, vmin, vmax, bits=bits) if bits else _without_inf(values)
+    csc = block.csc
+    rows = csc.indices[csc.indptr[j] : csc.indptr[j + 1]]
+    values = csc.data[csc.indptr[j] : csc.indptr[j + 1]]
+    if bits:
+        # every implicit zero gets the code of 0; only the stored values are encoded
+        zero = arith.encode(np.zeros(1, np.float32), vmin, vmax, bits=bits)[0]
+        payload = np.full(n_cells, zero, dtype=QUANT_DTYPE[bits])
+        payload[rows] = arith.encode(values, vmin, vmax, bits=bits)
+    else:
+        payload = np.zeros(n_cells, dtype=np.float32)
+        payload[rows] = _without_inf(values)
+    return payload
+
+
 def _payloads(
     block: GeneBlock, n_cells: int, bits: int | None, arith: Arithmetic
-) -> Iterator[tuple[np.ndarray, list[float], bool]]:
-    """Yield each gene's payload, its manifest bounds (quantized) and whether all its values were finite.
+) -> Iterator[tuple[Callable[[], np.ndarray], list[float], bool]]:
+    """Yield, per gene, a function building its payload, its manifest bounds and whether its values were finite.
 
-    Genes are encoded one at a time so that temporaries stay the size of one gene.
+    Genes are encoded one at a time (temporaries stay the size of one gene), on the
+    writer's threads.
     """
     dense, csc = block.dense, block.csc
     lo, hi = finite_range(dense, axis=1) if csc is None else _sparse_range(csc, n_cells)
     vmin, vmax = arith.bounds(lo, hi) if bits else (lo, hi)
+    finite = np.isfinite(dense).all(axis=1) if csc is None else _columns_finite(csc)
     for j in range(block.n_genes):
-        if csc is None:
-            values = dense[j]
-            finite = bool(np.isfinite(values).all())
-            if bits:
-                payload = arith.encode(values, vmin[j], vmax[j], bits=bits)
-            else:
-                payload = (
-                    values if finite else np.where(np.isinf(values), np.float32(np.nan), values)
-                )
-        else:
-            rows = csc.indices[csc.indptr[j] : csc.indptr[j + 1]]
-            values = csc.data[csc.indptr[j] : csc.indptr[j + 1]]
-            finite = bool(np.isfinite(values).all())
-            if bits:
-                # every implicit zero gets the code of 0; only the stored values are encoded
-                zero = arith.encode(np.zeros(1, np.float32), vmin[j], vmax[j], bits=bits)[0]
-                payload = np.full(n_cells, zero, dtype=QUANT_DTYPE[bits])
-                payload[rows] = arith.encode(values, vmin[j], vmax[j], bits=bits)
-            else:
-                payload = np.zeros(n_cells, dtype=np.float32)
-                payload[rows] = (
-                    values if finite else np.where(np.isinf(values), np.float32(np.nan), values)
-                )
-        yield payload, ([float(vmin[j]), float(vmax[j])] if bits else []), finite
+        build = partial(_gene_payload, block, j, n_cells, bits, arith, vmin[j], vmax[j])
+        yield build, ([float(vmin[j]), float(vmax[j])] if bits else []), bool(finite[j])
+
+
+def _columns_finite(csc: sparse.csc_matrix) -> np.ndarray:
+    """Whether every stored value of each column is finite."""
+    finite = np.ones(csc.shape[1], dtype=bool)
+    bad = np.flatnonzero(~np.isfinite(csc.data))
+    finite[np.searchsorted(csc.indptr, bad, side="right") - 1] = False
+    return finite
 
 
 def write_var(

@@ -452,9 +452,12 @@ def gene_columns_u8(data: Path, scratch: Path, n_cols: int) -> list[bytes]:
 def _encoders() -> dict:
     import zlib
 
-    from cellucid.ex._payload import gzip_bytes  # noqa: F401  (what export uses today)
+    from cellucid.ex._payload import gzip_bytes
 
-    enc: dict = {}
+    enc: dict = {
+        # what export uses for quantized and category codes: deflate's run-length strategy
+        "cellucid codes (stdlib zlib, Z_RLE)": lambda b: gzip_bytes(b, 6, run_length=True),
+    }
     for lvl in (1, 6, 9):
         enc[f"zlib {lvl} (stdlib {zlib.ZLIB_RUNTIME_VERSION})"] = (
             lambda b, lvl=lvl: zlib.compress(b, lvl, wbits=31)

@@ -171,3 +171,19 @@ def test_validate_exit_codes_and_json(h5ad: Path, tmp_path: Path) -> None:
     assert {p["file"] for p in report["problems"]} >= {"a/obs_manifest.json", "a/points_2d.bin.gz"}
     missing = run("validate", tmp_path / "nope")
     assert missing.returncode == 1 and "error" in missing.stderr
+
+
+def test_backed_export_equals_in_memory(h5ad: Path, tmp_path: Path) -> None:
+    env_epoch = {"SOURCE_DATE_EPOCH": "0"}
+    for mode, extra in (("mem", []), ("backed", ["--backed"])):
+        result = subprocess.run(
+            [sys.executable, "-m", "cellucid", "export", str(h5ad), str(tmp_path / mode), "--name", "x", *extra],
+            capture_output=True, text=True, env={**os.environ, "CI": "1", **env_epoch}, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    for path in (tmp_path / "mem").rglob("*"):
+        if path.is_file():
+            assert (
+                path.read_bytes()
+                == (tmp_path / "backed" / path.relative_to(tmp_path / "mem")).read_bytes()
+            )

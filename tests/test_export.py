@@ -362,8 +362,9 @@ def test_constant_and_all_nan_fields(adata: ad.AnnData, tmp_path: Path) -> None:
 
 
 def test_nan_warning_names_the_field(adata: ad.AnnData, tmp_path: Path) -> None:
-    with pytest.warns(UserWarning, match=r"obs\['score'\] has 3 NaN and 1 ±Inf"):
+    with pytest.warns(UserWarning, match=r"obs\['score'\] has 3 NaN and 1 ±Inf") as record:
         cl.ex.export(adata, tmp_path / "ds", obs_keys=["score"])
+    assert record[0].filename == __file__  # points at the export call, not at a worker thread
 
 
 def test_manifest_path_uses_index_and_index_order_interleaves(

@@ -28,18 +28,16 @@ class EncodedField:
     entry_tail: list = field(default_factory=list)
     n_categories: int = 0
     codes_dtype: str | None = None
+    warning: str | None = None
 
 
-def warn_non_finite(values: np.ndarray, what: str) -> None:
-    """Warn once about NaN and ±Inf values, which are written as missing."""
+def non_finite_warning(values: np.ndarray, what: str) -> str | None:
+    """Return the warning about NaN and ±Inf values (written as missing), if there are any."""
     n_nan = int(np.isnan(values).sum())
     n_inf = int(np.isinf(values).sum())
     if n_nan or n_inf:
-        warnings.warn(
-            f"{what} has {n_nan:,} NaN and {n_inf:,} ±Inf of {values.size:,} values; they are exported as missing.",
-            UserWarning,
-            stacklevel=4,
-        )
+        return f"{what} has {n_nan:,} NaN and {n_inf:,} ±Inf of {values.size:,} values; they are exported as missing."
+    return None
 
 
 def encode_values(
@@ -73,7 +71,7 @@ def encode_obs(
         enc = EncodedField(f)
         if f.kind == "continuous":
             values = continuous_values(f.values)
-            warn_non_finite(values, f"obs[{f.key!r}]")
+            enc.warning = non_finite_warning(values, f"obs[{f.key!r}]")
             enc.payloads["values"], enc.entry_tail = encode_values(values, bits, arith)
             return enc
         codes = category_codes(
@@ -99,7 +97,11 @@ def encode_obs(
 
     # fields are independent and numpy's sorts and sums release the GIL: encode them on all cores
     with ThreadPoolExecutor(max(1, n_jobs)) as pool:
-        return list(pool.map(encode, fields))
+        encoded = list(pool.map(encode, fields))
+    for enc in encoded:  # warned here, in the caller's thread, so they point at the export call
+        if enc.warning:
+            warnings.warn(enc.warning, UserWarning, stacklevel=3)
+    return encoded
 
 
 def _centroids(

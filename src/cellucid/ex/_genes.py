@@ -93,8 +93,14 @@ def gene_blocks(
     """Yield the exported genes (``matrix[:, columns]``) in order, in blocks that fit ``memory_budget``."""
     n_columns = columns.shape[0]
     if is_dask(matrix):
-        # the user's scheduler (threads, processes or a distributed.Client) computes each block
-        for s, e in _dense_cuts(n_columns, n_cells, memory_budget):
+        # the user's scheduler (threads, processes or a distributed.Client) computes each block;
+        # each block reads every row chunk, so blocks are as wide as the budget allows
+        cuts = (
+            _cuts(np.full(n_columns, _dask_sparse_bytes_per_gene(matrix)), memory_budget)
+            if sparse.issparse(getattr(matrix, "_meta", None))
+            else _dense_cuts(n_columns, n_cells, memory_budget)
+        )
+        for s, e in cuts:
             yield _as_block(s, matrix[:, columns[s:e]].compute())
     elif sparse.issparse(matrix):
         yield from _in_memory_sparse_blocks(matrix, columns, memory_budget)
@@ -112,6 +118,14 @@ def _column_selector(columns: np.ndarray) -> slice | np.ndarray:
     if columns.size and np.all(np.diff(columns) == 1):
         return slice(int(columns[0]), int(columns[-1]) + 1)
     return columns
+
+
+def _dask_sparse_bytes_per_gene(matrix: object) -> float:
+    """Estimate a gene's block bytes from the density of the first chunk of a sparse dask array."""
+    first = matrix.blocks[(0,) * matrix.ndim].compute()
+    density = first.nnz / max(1, first.shape[0] * first.shape[1])
+    # a margin for genes denser than the first chunk's average
+    return 2 * density * matrix.shape[0] * _BYTES_PER_STORED_VALUE
 
 
 def _in_memory_sparse_blocks(

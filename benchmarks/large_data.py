@@ -33,7 +33,7 @@ OPTIONS = {
 }
 
 
-def _worker(mode: str, data: str, out: str, result: str) -> None:
+def _worker(mode: str, data: str, out: str, result: str, budget: str) -> None:
     import warnings
 
     import anndata as ad
@@ -56,7 +56,7 @@ def _worker(mode: str, data: str, out: str, result: str) -> None:
         client = distributed.Client(cluster)
         adata = read_lazy(data)
     start = time.perf_counter()
-    cl.ex.export(adata, out, progress=False, **OPTIONS)
+    cl.ex.export(adata, out, progress=False, memory_budget=int(budget), **OPTIONS)
     seconds = time.perf_counter() - start
     obs_obsm = (
         sum(v.nbytes for v in adata.obsm.values() if hasattr(v, "nbytes")) if mode != "dask" else 0
@@ -69,11 +69,11 @@ def _worker(mode: str, data: str, out: str, result: str) -> None:
     Path(result).write_text(json.dumps({"seconds": seconds, "obs_obsm_bytes": obs_obsm}))
 
 
-def _run(mode: str, data: Path, out: Path) -> dict:
+def _run(mode: str, data: Path, out: Path, budget: int) -> dict:
     result = out.with_suffix(".json")
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--worker", mode, str(data), str(out), str(result)]
+        [sys.executable, __file__, "--worker", mode, str(data), str(out), str(result), str(budget)]
     )
     _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "--scratch", default=tempfile.gettempdir(), help="where exports and .zarr copies go"
     )
     ap.add_argument("--modes", default="memory,backed,dask")
+    ap.add_argument("--memory-budget", type=int, default=512 * 2**20, help="export's memory_budget in bytes")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     rows = []
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         records = {}
         for mode in modes:
             source = zarr if mode == "dask" else data
-            records[mode] = _run(mode, source, scratch / mode)
+            records[mode] = _run(mode, source, scratch / mode, args.memory_budget)
             print(
                 f"{data.name} {mode}: {records[mode]['seconds']:.1f} s, peak RSS {records[mode]['peak_rss'] / 2**30:.2f} GiB",
                 flush=True,
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "--worker":
+    if len(sys.argv) == 7 and sys.argv[1] == "--worker":
         _worker(*sys.argv[2:])
         sys.exit(0)
     sys.exit(main())

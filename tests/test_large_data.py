@@ -55,14 +55,24 @@ def reference(
     return files(cl.ex.export(adata, tmp_path_factory.mktemp("ref") / "ds", **OPTIONS))
 
 
-@pytest.mark.parametrize("budget", [8_000, 60_000, 512 * 2**20])
-def test_backed_h5ad(source, reference, tmp_path: Path, budget: int) -> None:
+@pytest.mark.parametrize(
+    ("budget", "spilled"), [(8_000, True), (60_000, True), (512 * 2**20, False)]
+)
+def test_backed_h5ad(source, reference, tmp_path, monkeypatch, budget: int, spilled: bool) -> None:
+    from cellucid.ex import _genes
+
+    calls = []
+    spill = _genes._spilled_blocks
+    monkeypatch.setattr(
+        _genes, "_spilled_blocks", lambda *a, **k: calls.append(1) or spill(*a, **k)
+    )
     _, root = source
     backed = ad.read_h5ad(root / "data.h5ad", backed="r")
     assert not sparse.issparse(backed.X) and type(backed.X).__name__.endswith("CSRDataset")
-    assert (
-        files(cl.ex.export(backed, tmp_path / "ds", memory_budget=budget, **OPTIONS)) == reference
-    )
+    out = cl.ex.export(backed, tmp_path / "ds", memory_budget=budget, **OPTIONS)
+    assert files(out) == reference
+    # a budget smaller than the matrix transposes it in one pass through spill files, removed after
+    assert bool(calls) == spilled
 
 
 def test_backed_csc_and_dense(source, reference, tmp_path: Path) -> None:
@@ -87,13 +97,25 @@ def test_in_memory_sources_and_budgets(source, reference, tmp_path: Path) -> Non
         assert files(out) == reference, type(matrix)
 
 
-def test_read_lazy_zarr_sparse_chunks(source, reference, tmp_path: Path) -> None:
+def test_read_lazy_zarr_sparse_chunks(source, reference, tmp_path, monkeypatch) -> None:
     from anndata.experimental import read_lazy
 
+    from cellucid.ex import _genes
+
+    calls = []
+    spill = _genes._spilled_blocks
+    monkeypatch.setattr(
+        _genes, "_spilled_blocks", lambda *a, **k: calls.append(1) or spill(*a, **k)
+    )
     _, root = source
     lazy = read_lazy(root / "data.zarr")
     assert type(lazy.X).__module__.startswith("dask")
     assert files(cl.ex.export(lazy, tmp_path / "ds", memory_budget=40_000, **OPTIONS)) == reference
+    assert calls  # the dask matrix was read once, through spill files
+    assert (
+        files(cl.ex.export(lazy, tmp_path / "big", memory_budget=512 * 2**20, **OPTIONS))
+        == reference
+    )
 
 
 @pytest.mark.parametrize("kind", ["dense", "sparse"])

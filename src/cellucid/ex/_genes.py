@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import sparse
@@ -88,24 +89,41 @@ def _row_chunks(n_cells: int, bytes_per_row: float, budget: int) -> list[tuple[i
 
 
 def gene_blocks(
-    matrix: object, columns: np.ndarray, *, n_cells: int, memory_budget: int = DEFAULT_MEMORY_BUDGET
+    matrix: object,
+    columns: np.ndarray,
+    *,
+    n_cells: int,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    spill_dir: Path | None = None,
 ) -> Iterator[GeneBlock]:
-    """Yield the exported genes (``matrix[:, columns]``) in order, in blocks that fit ``memory_budget``."""
+    """Yield the exported genes (``matrix[:, columns]``) in order, in blocks that fit ``memory_budget``.
+
+    A cell-major matrix that is not in memory (backed CSR, dask with sparse chunks) is read
+    once: its values are spilled to one file per block of genes under ``spill_dir``, then
+    read back block by block.
+    """
     n_columns = columns.shape[0]
-    if is_dask(matrix):
-        # the user's scheduler (threads, processes or a distributed.Client) computes each block;
-        # each block reads every row chunk, so blocks are as wide as the budget allows
-        cuts = (
-            _cuts(np.full(n_columns, _dask_sparse_bytes_per_gene(matrix)), memory_budget)
-            if sparse.issparse(getattr(matrix, "_meta", None))
-            else _dense_cuts(n_columns, n_cells, memory_budget)
+    if is_dask(matrix) and sparse.issparse(getattr(matrix, "_meta", None)):
+        # the user's scheduler (threads, processes or a distributed.Client) computes the row chunks
+        per_gene = _dask_sparse_bytes_per_gene(matrix)
+        cuts = _cuts(np.full(n_columns, per_gene), memory_budget // 2)
+        if len(cuts) == 1 or spill_dir is None:
+            for s, e in cuts:
+                yield _as_block(s, matrix[:, columns[s:e]].compute())
+            return
+        per_row = per_gene * matrix.shape[1] / max(1, n_cells)
+        chunks = (
+            (r0, matrix[r0:r1].compute())
+            for r0, r1 in _row_chunks(n_cells, per_row, memory_budget // 4)
         )
-        for s, e in cuts:
+        yield from _spilled_blocks(chunks, columns, matrix.shape[1], cuts, n_cells, spill_dir)
+    elif is_dask(matrix):
+        for s, e in _dense_cuts(n_columns, n_cells, memory_budget):
             yield _as_block(s, matrix[:, columns[s:e]].compute())
     elif sparse.issparse(matrix):
         yield from _in_memory_sparse_blocks(matrix, columns, memory_budget)
     elif is_backed_sparse(matrix):
-        yield from _backed_sparse_blocks(matrix, columns, n_cells, memory_budget)
+        yield from _backed_sparse_blocks(matrix, columns, n_cells, memory_budget, spill_dir)
     elif isinstance(matrix, np.ndarray):
         for s, e in _dense_cuts(n_columns, n_cells, memory_budget):
             yield _as_block(s, matrix[:, columns[s:e]])
@@ -145,7 +163,7 @@ def _in_memory_sparse_blocks(
 
 
 def _backed_sparse_blocks(
-    matrix: object, columns: np.ndarray, n_cells: int, budget: int
+    matrix: object, columns: np.ndarray, n_cells: int, budget: int, spill_dir: Path | None
 ) -> Iterator[GeneBlock]:
     n_stored = _backed_nnz(matrix)
     if _backed_format(matrix) == "csc":
@@ -155,11 +173,73 @@ def _backed_sparse_blocks(
         return
     # CSR on disk: a column of it is spread over the whole file, so stream row chunks per block
     per_gene = n_stored / max(1, matrix.shape[1]) * _BYTES_PER_STORED_VALUE
-    per_row = n_stored / max(1, n_cells) * 8
-    for s, e in _cuts(np.full(columns.shape[0], per_gene), budget // 2):
+    per_row = n_stored / max(1, n_cells) * _BYTES_PER_STORED_VALUE
+    cuts = _cuts(np.full(columns.shape[0], per_gene), budget // 2)
+    if len(cuts) > 1 and spill_dir is not None:
+        chunks = ((r0, matrix[r0:r1]) for r0, r1 in _row_chunks(n_cells, per_row, budget // 4))
+        yield from _spilled_blocks(chunks, columns, matrix.shape[1], cuts, n_cells, spill_dir)
+        return
+    for s, e in cuts:
         wanted = columns[s:e]
         parts = [matrix[r0:r1][:, wanted] for r0, r1 in _row_chunks(n_cells, per_row, budget // 2)]
         yield _as_block(s, sparse.vstack(parts, format="csr"))
+
+
+#: one spilled stored value: its row, its column within the block, its value
+_SPILL_RECORD = np.dtype([("row", "<i4"), ("col", "<i4"), ("value", "<f4")])
+
+
+def _spilled_blocks(
+    chunks: Iterator[tuple[int, object]],
+    columns: np.ndarray,
+    n_all: int,
+    cuts: list[tuple[int, int]],
+    n_cells: int,
+    spill_dir: Path,
+) -> Iterator[GeneBlock]:
+    """Transpose a cell-major matrix in one pass over its row chunks, spilling to disk.
+
+    Each chunk's values are appended to the file of their block of genes (in row order), so
+    that a block is then read back whole, within the memory budget, with the matrix read once.
+    """
+    position = np.full(n_all, -1, dtype=np.int64)  # a matrix column -> its place in the export
+    position[columns] = np.arange(columns.shape[0])
+    starts = np.array([s for s, _ in cuts], dtype=np.int64)
+    spill_dir.mkdir(parents=True, exist_ok=True)
+    paths = [spill_dir / f"block-{b}.bin" for b in range(len(cuts))]
+    try:
+        files = [open(path, "wb") for path in paths]  # noqa: SIM115  (closed below, all together)
+        try:
+            for r0, chunk in chunks:
+                coo = sparse.coo_matrix(chunk)
+                place = position[coo.col]
+                kept = place >= 0
+                rows, place, values = coo.row[kept] + r0, place[kept], coo.data[kept]
+                block = np.searchsorted(starts, place, side="right") - 1
+                order = np.argsort(
+                    block.astype(np.uint16 if len(cuts) <= 65536 else np.int64), kind="stable"
+                )
+                bounds = np.concatenate([[0], np.cumsum(np.bincount(block, minlength=len(cuts)))])
+                for b in np.flatnonzero(np.diff(bounds)):
+                    taken = order[bounds[b] : bounds[b + 1]]
+                    records = np.empty(taken.shape[0], dtype=_SPILL_RECORD)
+                    records["row"], records["col"] = rows[taken], place[taken] - starts[b]
+                    records["value"] = values[taken]
+                    records.tofile(files[b])
+        finally:
+            for f in files:
+                f.close()
+        for b, (s, e) in enumerate(cuts):
+            records = np.fromfile(paths[b], dtype=_SPILL_RECORD)
+            paths[b].unlink()
+            values = sparse.csc_matrix(
+                (records["value"], (records["row"], records["col"])), shape=(n_cells, e - s)
+            )
+            del records
+            yield _as_block(s, values)
+    finally:
+        for path in paths:
+            path.unlink(missing_ok=True)
 
 
 def _backed_nnz(matrix: object) -> int:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 from scipy import sparse
@@ -96,6 +99,14 @@ def _columns_finite(csc: sparse.csc_matrix) -> np.ndarray:
     return finite
 
 
+@contextmanager
+def _removed_after(folder: Path) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def write_var(
     writer: PayloadWriter,
     genes: GeneSource,
@@ -109,10 +120,20 @@ def write_var(
     """Write one payload per gene and the var manifest, streaming blocks of genes within ``memory_budget``."""
     layout, comp, bits = settings.layout, settings.compression, settings.var_quantization
     ext = EXT[QUANT_DTYPE[bits]] if bits else EXT["float32"]
-    blocks = gene_blocks(genes.matrix, genes.columns, n_cells=n_cells, memory_budget=memory_budget)
+    spill_dir = writer.root / ".spill"  # inside the staging folder, removed before publishing
+    blocks = gene_blocks(
+        genes.matrix,
+        genes.columns,
+        n_cells=n_cells,
+        memory_budget=memory_budget,
+        spill_dir=spill_dir,
+    )
     fields: list[list] = []
     non_finite: list[str] = []
-    with progress_bar(total=len(genes.names), desc="genes", unit="gene", enabled=progress) as bar:
+    with (
+        progress_bar(total=len(genes.names), desc="genes", unit="gene", enabled=progress) as bar,
+        _removed_after(spill_dir),
+    ):
         for block in blocks:
             for j, (payload, bounds, finite) in enumerate(_payloads(block, n_cells, bits, arith)):
                 index = block.start + j

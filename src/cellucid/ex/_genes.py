@@ -8,8 +8,10 @@ and row-major on-disk matrices are streamed by row chunks, once per block of gen
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -112,8 +114,9 @@ def gene_blocks(
                 yield _as_block(s, matrix[:, columns[s:e]].compute())
             return
         per_row = per_gene * matrix.shape[1] / max(1, n_cells)
-        chunks = (
-            (r0, matrix[r0:r1].compute())
+        # the cluster computes the next row chunk while this process spills the current one
+        chunks = _prefetched(
+            (r0, partial(_computed, matrix[r0:r1]))
             for r0, r1 in _row_chunks(n_cells, per_row, memory_budget // 4)
         )
         yield from _spilled_blocks(chunks, columns, matrix.shape[1], cuts, n_cells, spill_dir)
@@ -183,6 +186,23 @@ def _backed_sparse_blocks(
         wanted = columns[s:e]
         parts = [matrix[r0:r1][:, wanted] for r0, r1 in _row_chunks(n_cells, per_row, budget // 2)]
         yield _as_block(s, sparse.vstack(parts, format="csr"))
+
+
+def _computed(array: object) -> object:
+    return array.compute()
+
+
+def _prefetched(tasks: Iterator[tuple[int, Callable[[], object]]]) -> Iterator[tuple[int, object]]:
+    """Yield ``(key, task())`` in order, running the next task in a thread meanwhile."""
+    with ThreadPoolExecutor(1) as pool:
+        pending = None
+        for key, task in tasks:
+            submitted = (key, pool.submit(task))
+            if pending is not None:
+                yield pending[0], pending[1].result()
+            pending = submitted
+        if pending is not None:
+            yield pending[0], pending[1].result()
 
 
 #: one spilled stored value: its row, its column within the block, its value

@@ -138,8 +138,9 @@ def export(
         depend on it.
     memory_budget
         Bytes one block of gene values may take. Genes are exported in blocks of columns,
-        so the expression matrix is never densified nor re-laid-out whole; a backed or
-        dask matrix is streamed from disk block by block. The output does not depend on it.
+        so the expression matrix is never densified nor re-laid-out whole. A backed CSR or
+        sparse dask matrix is read once, by row chunks, its values spilled to one
+        temporary file per block inside the staging folder. The output does not depend on it.
     progress
         Show a progress bar over genes; by default on a terminal or in a notebook, not in CI.
 

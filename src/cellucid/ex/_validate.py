@@ -1189,24 +1189,42 @@ class _DatasetChecker:
                         path, "vectors.finite", f"{bad} NaN/Inf value(s)", "finite float32 vectors"
                     )
 
-    # -- obs manifest --
-    def check_obs(self, man: object) -> None:
-        rel = OBS_MANIFEST
-        if not self.check_keys(rel, man, "obs.keys", OBS_MANIFEST_KEYS):
-            return
+    # -- obs and var manifests --
+    def check_compact_head(
+        self, rel: str, man: object, prefix: str, keys: frozenset
+    ) -> int | bool | None:
+        """Check what the obs and var manifests share: key set, ``_format``, ``n_points``.
+
+        Returns False when the key set is wrong (nothing more to check), else ``n_points``
+        (None when unusable).
+        """
+        if not self.check_keys(rel, man, f"{prefix}.keys", keys):
+            return False
         assert isinstance(man, dict)
         if "_format" in man and man["_format"] != MANIFEST_FORMAT:
-            self.add(rel, "obs.format", _raw(man["_format"]), MANIFEST_FORMAT)
+            self.add(rel, f"{prefix}.format", _raw(man["_format"]), MANIFEST_FORMAT)
         n_points = man.get("n_points")
         if "n_points" in man and not (_is_int(n_points) and n_points > 0):
-            self.add(rel, "obs.n_points", _raw(n_points), "an integer > 0")
-            n_points = None
-        elif n_points is not None:
-            n_points = int(n_points)
-            if self.n_cells is not None and n_points != self.n_cells:
-                self.add(
-                    rel, "obs.n_cells", f"n_points {n_points}", f"stats.n_cells = {self.n_cells}"
-                )
+            self.add(rel, f"{prefix}.n_points", _raw(n_points), "an integer > 0")
+            return None
+        if n_points is None:
+            return None
+        if self.n_cells is not None and int(n_points) != self.n_cells:
+            self.add(
+                rel,
+                f"{prefix}.n_cells",
+                f"n_points {int(n_points)}",
+                f"stats.n_cells = {self.n_cells}",
+            )
+        return int(n_points)
+
+    def check_obs(self, man: object) -> None:
+        rel = OBS_MANIFEST
+        head = self.check_compact_head(rel, man, "obs", OBS_MANIFEST_KEYS)
+        if head is False:
+            return
+        assert isinstance(man, dict)
+        n_points = head
         q = man.get("centroid_outlier_quantile")
         if "centroid_outlier_quantile" in man and not (q is None or (_is_number(q) and 0 < q < 1)):
             self.add(rel, "obs.quantile", _raw(q), "null or a number strictly between 0 and 1")
@@ -1767,21 +1785,11 @@ class _DatasetChecker:
     # -- var manifest --
     def check_var(self, man: object) -> None:
         rel = VAR_MANIFEST
-        if not self.check_keys(rel, man, "var.keys", VAR_MANIFEST_KEYS):
+        head = self.check_compact_head(rel, man, "var", VAR_MANIFEST_KEYS)
+        if head is False:
             return
         assert isinstance(man, dict)
-        if "_format" in man and man["_format"] != MANIFEST_FORMAT:
-            self.add(rel, "var.format", _raw(man["_format"]), MANIFEST_FORMAT)
-        n_points = man.get("n_points")
-        if "n_points" in man and not (_is_int(n_points) and n_points > 0):
-            self.add(rel, "var.n_points", _raw(n_points), "an integer > 0")
-            n_points = None
-        elif n_points is not None:
-            n_points = int(n_points)
-            if self.n_cells is not None and n_points != self.n_cells:
-                self.add(
-                    rel, "var.n_cells", f"n_points {n_points}", f"stats.n_cells = {self.n_cells}"
-                )
+        n_points = head
         gid = man.get("var_gene_id_column")
         if "var_gene_id_column" in man and not (gid is None or _is_nonempty_str(gid)):
             self.add(rel, "var.gene_id_column", _raw(gid), "null or a non-empty string")

@@ -157,3 +157,12 @@ def test_bad_memory_budget(source, tmp_path: Path) -> None:
     adata, _ = source
     with pytest.raises(ValueError, match="memory_budget must be a positive"):
         cl.ex.export(adata, tmp_path / "ds", memory_budget=0)
+
+
+def test_backed_gene_subset_in_any_order(source, tmp_path: Path) -> None:
+    adata, root = source
+    genes = [adata.var_names[i] for i in (30, 2, 17, 5, 36, 0)]
+    expected = files(cl.ex.export(adata, tmp_path / "mem", var_names=genes, **OPTIONS))
+    backed = ad.read_h5ad(root / "data.h5ad", backed="r")
+    out = cl.ex.export(backed, tmp_path / "backed", var_names=genes, memory_budget=4_000, **OPTIONS)
+    assert files(out) == expected

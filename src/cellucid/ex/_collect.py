@@ -327,7 +327,7 @@ def collect_genes(
     return GeneSource(matrix, np.asarray(columns, dtype=np.int64), chosen, gene_id_column)
 
 
-def check_lengths(adata: AnnData, collected: Collected) -> None:
+def check_lengths(collected: Collected) -> None:
     """Refuse arrays whose number of rows differs from the number of cells."""
     n = collected.n_cells
     arrays = {f"obsm[{collected.embedding_keys[d]!r}]": a for d, a in collected.embeddings.items()}

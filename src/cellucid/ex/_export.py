@@ -207,7 +207,7 @@ def export(
         ),
     )
     found.graph, found.graph_key = collect.collect_graph(adata, connectivities_key)
-    collect.check_lengths(adata, found)
+    collect.check_lengths(found)
 
     # 2. transform everything but the genes (which stream while writing)
     normalized = normalize_embeddings(found.embeddings, arith)

@@ -69,6 +69,82 @@ def computed(value: object) -> object:
     return value.compute() if is_dask(value) else value
 
 
+def _width(value: object) -> int:
+    """Columns of an obsm value, read from its shape (a lazy array is not computed for it)."""
+    shape = value.shape
+    return int(shape[1]) if len(shape) == 2 else 1
+
+
+def vector_field_pattern(basis: str) -> re.Pattern:
+    """``<field>_<basis>`` or ``<field>_<basis>_<d>d``."""
+    return re.compile(rf"^(?P<field>.+_{re.escape(basis)})(?:_(?P<dim>[123])d)?$")
+
+
+def graph_key(adata: AnnData | Source, connectivities_key: str | None) -> str:
+    """Return the obsp key of the kNN graph: given, or named by ``uns["neighbors"]``, else ``connectivities``."""
+    if connectivities_key is not None:
+        return connectivities_key
+    neighbors = adata.uns.get("neighbors", {})
+    return (
+        neighbors.get("connectivities_key", "connectivities")
+        if isinstance(neighbors, dict)
+        else "connectivities"
+    )
+
+
+@dataclass(frozen=True)
+class Source:
+    """The parts of an AnnData export reads whole, with lazy (dask) ones computed together."""
+
+    obsm: dict
+    obsp: dict
+    uns: object
+
+
+def materialize(
+    adata: AnnData,
+    *,
+    basis: str,
+    latent_key: str | Literal[False] | None,
+    vector_fields: bool | Sequence[str],
+    connectivities_key: str | Literal[False] | None,
+) -> Source:
+    """Return ``obsm``/``obsp`` with every lazy array the export needs computed in one go.
+
+    One ``dask.compute`` call lets the user's scheduler load them in parallel; lazy arrays
+    the export does not use stay lazy.
+    """
+    obsm = {k: adata.obsm[k] for k in adata.obsm}
+    obsp = {k: adata.obsp[k] for k in adata.obsp}
+    latent = (
+        latent_key if latent_key is not None else next((k for k in LATENT_KEYS if k in obsm), None)
+    )
+    pattern = vector_field_pattern(basis)
+    embedding_names = {f"X_{basis}", *(f"X_{basis}_{d}d" for d in DIMENSIONS)}
+
+    def needed(key: str) -> bool:
+        if key in embedding_names or key == latent:
+            return True
+        return (
+            key in vector_fields
+            if not isinstance(vector_fields, bool)
+            else vector_fields and bool(pattern.match(key))
+        )
+
+    wanted = [("obsm", k) for k, v in obsm.items() if is_dask(v) and needed(k)]
+    if connectivities_key is not False:
+        key = graph_key(adata, connectivities_key)
+        if is_dask(obsp.get(key)):
+            wanted.append(("obsp", key))
+    if wanted:
+        import dask
+
+        values = dask.compute(*[(obsm if where == "obsm" else obsp)[k] for where, k in wanted])
+        for (where, key), value in zip(wanted, values, strict=True):
+            (obsm if where == "obsm" else obsp)[key] = value
+    return Source(obsm, obsp, adata.uns)
+
+
 def _dense(value: object) -> np.ndarray:
     value = computed(value)
     value = value.toarray() if sparse.issparse(value) else np.asarray(value)
@@ -86,20 +162,22 @@ def _require_finite(array: np.ndarray, what: str) -> None:
         raise ValueError(msg)
 
 
-def collect_embeddings(adata: AnnData, basis: str) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+def collect_embeddings(
+    adata: AnnData | Source, basis: str
+) -> tuple[dict[int, np.ndarray], dict[int, str]]:
     """Find ``X_<basis>_1d/_2d/_3d`` and ``X_<basis>`` (by its width) in ``adata.obsm``."""
     found: dict[int, str] = {}
     for dim in DIMENSIONS:
         key = f"X_{basis}_{dim}d"
         if key in adata.obsm:
-            width = _dense(adata.obsm[key]).shape[1]
+            width = _width(adata.obsm[key])
             if width != dim:
                 msg = f"adata.obsm[{key!r}] has {width} columns; a {dim}-D embedding needs {dim}."
                 raise ValueError(msg)
             found[dim] = key
     implicit = f"X_{basis}"
     if implicit in adata.obsm:
-        width = _dense(adata.obsm[implicit]).shape[1]
+        width = _width(adata.obsm[implicit])
         if width not in DIMENSIONS:
             msg = (
                 f"adata.obsm[{implicit!r}] has {width} columns; the viewer shows 1, 2 or 3 "
@@ -123,7 +201,7 @@ def collect_embeddings(adata: AnnData, basis: str) -> tuple[dict[int, np.ndarray
 
 
 def collect_latent(
-    adata: AnnData, latent_key: str | Literal[False] | None
+    adata: AnnData | Source, latent_key: str | Literal[False] | None
 ) -> tuple[np.ndarray | None, str | None]:
     """Return the latent space for outlier quantiles, or ``(None, None)`` without one."""
     if latent_key is False:
@@ -141,7 +219,7 @@ def collect_latent(
 
 
 def collect_vector_fields(
-    adata: AnnData,
+    adata: AnnData | Source,
     basis: str,
     embeddings: dict[int, np.ndarray],
     vector_fields: bool | Sequence[str],
@@ -153,7 +231,7 @@ def collect_vector_fields(
     """
     if vector_fields is False:
         return {}
-    pattern = re.compile(rf"^(?P<field>.+_{re.escape(basis)})(?:_(?P<dim>[123])d)?$")
+    pattern = vector_field_pattern(basis)
     keys = list(adata.obsm.keys()) if vector_fields is True else list(vector_fields)
     if vector_fields is not True:
         unknown = [k for k in keys if k not in adata.obsm]
@@ -169,7 +247,7 @@ def collect_vector_fields(
                 msg = f"vector field key {key!r} is not named <field>_{basis} or <field>_{basis}_<d>d."
                 raise ValueError(msg)
             continue
-        width = _dense(adata.obsm[key]).shape[1]
+        width = _width(adata.obsm[key])
         dim = int(match["dim"]) if match["dim"] else width
         if width != dim or dim not in DIMENSIONS:
             msg = f"adata.obsm[{key!r}] has {width} columns, which is no 1-, 2- or 3-D vector field {key!r}."
@@ -194,19 +272,13 @@ def collect_vector_fields(
 
 
 def collect_graph(
-    adata: AnnData, connectivities_key: str | Literal[False] | None
+    adata: AnnData | Source, connectivities_key: str | Literal[False] | None
 ) -> tuple[object | None, str | None]:
     """Return the kNN graph from ``adata.obsp`` (found through ``uns["neighbors"]``), if any."""
     if connectivities_key is False:
         return None, None
     explicit = connectivities_key is not None
-    if not explicit:
-        neighbors = adata.uns.get("neighbors", {})
-        connectivities_key = (
-            neighbors.get("connectivities_key", "connectivities")
-            if isinstance(neighbors, dict)
-            else "connectivities"
-        )
+    connectivities_key = graph_key(adata, connectivities_key)
     if connectivities_key not in adata.obsp:
         if explicit:
             msg = f"connectivities_key {connectivities_key!r} is not in adata.obsp; keys are {list(adata.obsp.keys())}."

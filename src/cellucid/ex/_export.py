@@ -187,15 +187,22 @@ def export(
     if n_cells == 0:
         msg = "adata has no cells; the viewer needs at least one."
         raise ValueError(msg)
-    embeddings, embedding_keys = collect.collect_embeddings(adata, basis)
-    latent, used_latent_key = collect.collect_latent(adata, latent_key)
+    loaded = collect.materialize(
+        adata,
+        basis=basis,
+        latent_key=latent_key,
+        vector_fields=vector_fields,
+        connectivities_key=connectivities_key,
+    )
+    embeddings, embedding_keys = collect.collect_embeddings(loaded, basis)
+    latent, used_latent_key = collect.collect_latent(loaded, latent_key)
     found = collect.Collected(
         n_cells=n_cells,
         embeddings=embeddings,
         embedding_keys=embedding_keys,
         latent=latent,
         latent_key=used_latent_key,
-        vector_fields=collect.collect_vector_fields(adata, basis, embeddings, vector_fields),
+        vector_fields=collect.collect_vector_fields(loaded, basis, embeddings, vector_fields),
         obs_fields=collect.collect_obs(adata, obs_keys, settings.layout),
         genes=collect.collect_genes(
             adata,
@@ -206,7 +213,7 @@ def export(
             layout=settings.layout,
         ),
     )
-    found.graph, found.graph_key = collect.collect_graph(adata, connectivities_key)
+    found.graph, found.graph_key = collect.collect_graph(loaded, connectivities_key)
     collect.check_lengths(found)
 
     # 2. transform everything but the genes (which stream while writing)

@@ -166,3 +166,20 @@ def test_backed_gene_subset_in_any_order(source, tmp_path: Path) -> None:
     backed = ad.read_h5ad(root / "data.h5ad", backed="r")
     out = cl.ex.export(backed, tmp_path / "backed", var_names=genes, memory_budget=4_000, **OPTIONS)
     assert files(out) == expected
+
+
+def test_unused_lazy_arrays_are_never_computed(source, reference, tmp_path: Path) -> None:
+    import dask.array as da
+
+    adata, _ = source
+    copy = adata.copy()
+
+    def refuse(block: np.ndarray) -> np.ndarray:
+        msg = "an obsm array the export does not use was computed"
+        raise AssertionError(msg)
+
+    lazy = da.zeros((copy.n_obs, 4), chunks=(100, 4))
+    copy.obsm["X_unused"] = lazy.map_blocks(refuse, dtype=np.float64, meta=np.empty((0, 0)))
+    copy.obsm["X_umap_3d"] = da.from_array(adata.obsm["X_umap_3d"], chunks=(100, 3))
+    copy.obsp["connectivities"] = da.from_array(adata.obsp["connectivities"], chunks=(200, 400))
+    assert files(cl.ex.export(copy, tmp_path / "ds", **OPTIONS)) == reference

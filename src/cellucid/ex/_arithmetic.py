@@ -37,6 +37,11 @@ def json_label(category: object, *, field: str) -> str | int | float | bool:
     return label
 
 
+def missing_as_nan(values: np.ndarray) -> np.ndarray:
+    """Return float32 values with ±Inf as NaN: an unquantized payload's missing value."""
+    return np.where(np.isinf(values), np.float32(np.nan), values).astype(np.float32, copy=False)
+
+
 def _normalize_current(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     norm = normalize_coords(coords)
     return norm.coords.astype(np.float32), norm.coords, norm.scale

@@ -12,7 +12,7 @@ import pandas as pd
 from .._format import EXT, MANIFEST_FORMAT, OBS_DIR, OBS_MANIFEST, QUANT_DTYPE, gz
 from ..pp import category_centroids, category_codes, outlier_quantiles
 from ..pp._quantize import finite_range
-from ._arithmetic import Arithmetic
+from ._arithmetic import Arithmetic, missing_as_nan
 from ._collect import ObsField
 from ._payload import PayloadWriter, dumps_manifest, write_json
 from ._points import NormalizedEmbedding
@@ -45,7 +45,7 @@ def encode_values(
 ) -> tuple[np.ndarray, list]:
     """Return a continuous payload and the bounds to put in its manifest entry (none when float32)."""
     if bits is None:
-        return np.where(np.isinf(values), np.float32(np.nan), values).astype(np.float32), []
+        return missing_as_nan(values), []
     vmin, vmax = arith.bounds(*finite_range(values))
     return arith.encode(values, vmin, vmax, bits=bits), [float(vmin), float(vmax)]
 

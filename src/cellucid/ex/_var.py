@@ -14,7 +14,7 @@ from scipy import sparse
 
 from .._format import EXT, MANIFEST_FORMAT, QUANT_DTYPE, VAR_DIR, VAR_MANIFEST, gz
 from ..pp._quantize import finite_range
-from ._arithmetic import Arithmetic
+from ._arithmetic import Arithmetic, missing_as_nan
 from ._collect import GeneSource
 from ._genes import DEFAULT_MEMORY_BUDGET, GeneBlock, gene_blocks
 from ._payload import PayloadWriter, dumps_manifest, write_json
@@ -43,10 +43,6 @@ def _sparse_range(block: sparse.csc_matrix, n_cells: int) -> tuple[np.ndarray, n
     return lo, hi
 
 
-def _without_inf(values: np.ndarray) -> np.ndarray:
-    return np.where(np.isinf(values), np.float32(np.nan), values)
-
-
 def _gene_payload(
     block: GeneBlock,
     j: int,
@@ -59,7 +55,7 @@ def _gene_payload(
     """Build gene ``j``'s payload (run on a writer thread, beside the compression)."""
     if block.csc is None:
         values = block.dense[j]
-        return arith.encode(values, vmin, vmax, bits=bits) if bits else _without_inf(values)
+        return arith.encode(values, vmin, vmax, bits=bits) if bits else missing_as_nan(values)
     csc = block.csc
     rows = csc.indices[csc.indptr[j] : csc.indptr[j + 1]]
     values = csc.data[csc.indptr[j] : csc.indptr[j + 1]]
@@ -70,7 +66,7 @@ def _gene_payload(
         payload[rows] = arith.encode(values, vmin, vmax, bits=bits)
     else:
         payload = np.zeros(n_cells, dtype=np.float32)
-        payload[rows] = _without_inf(values)
+        payload[rows] = missing_as_nan(values)
     return payload
 
 

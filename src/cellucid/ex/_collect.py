@@ -64,11 +64,6 @@ def frame(df: object) -> pd.DataFrame:
     return df if isinstance(df, pd.DataFrame) else df.to_memory()
 
 
-def computed(value: object) -> object:
-    """Return a dask array's values (computed on the user's scheduler); anything else as is."""
-    return value.compute() if is_dask(value) else value
-
-
 def _width(value: object) -> int:
     """Columns of an obsm value, read from its shape (a lazy array is not computed for it)."""
     shape = value.shape
@@ -146,7 +141,6 @@ def materialize(
 
 
 def _dense(value: object) -> np.ndarray:
-    value = computed(value)
     value = value.toarray() if sparse.issparse(value) else np.asarray(value)
     return value.reshape(value.shape[0], -1) if value.ndim != 2 else value
 
@@ -284,7 +278,7 @@ def collect_graph(
             msg = f"connectivities_key {connectivities_key!r} is not in adata.obsp; keys are {list(adata.obsp.keys())}."
             raise KeyError(msg)
         return None, None
-    return computed(adata.obsp[connectivities_key]), connectivities_key
+    return adata.obsp[connectivities_key], connectivities_key
 
 
 def obs_kind(series: pd.Series) -> FieldKind:

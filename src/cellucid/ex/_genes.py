@@ -45,6 +45,11 @@ def is_dask(matrix: object) -> bool:
     return type(matrix).__module__.split(".")[0] == "dask" and hasattr(matrix, "compute")
 
 
+def computed(value: object) -> object:
+    """Return a dask array's values (computed on the user's scheduler); anything else as is."""
+    return value.compute() if is_dask(value) else value
+
+
 def is_backed_sparse(matrix: object) -> bool:
     """Whether ``matrix`` is an anndata backed sparse dataset (``read_h5ad(..., backed="r")``)."""
     try:
@@ -96,7 +101,7 @@ def gene_blocks(
     *,
     n_cells: int,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    spill_dir: Path | None = None,
+    spill_dir: Path,
 ) -> Iterator[GeneBlock]:
     """Yield the exported genes (``matrix[:, columns]``) in order, in blocks that fit ``memory_budget``.
 
@@ -109,14 +114,13 @@ def gene_blocks(
         # the user's scheduler (threads, processes or a distributed.Client) computes the row chunks
         per_gene = _dask_sparse_bytes_per_gene(matrix)
         cuts = _cuts(np.full(n_columns, per_gene), memory_budget // 2)
-        if len(cuts) == 1 or spill_dir is None:
-            for s, e in cuts:
-                yield _as_block(s, matrix[:, columns[s:e]].compute())
+        if len(cuts) == 1:
+            yield _as_block(0, matrix[:, columns].compute())
             return
         per_row = per_gene * matrix.shape[1] / max(1, n_cells)
         # the cluster computes the next row chunk while this process spills the current one
         chunks = _prefetched(
-            (r0, partial(_computed, matrix[r0:r1]))
+            (r0, partial(computed, matrix[r0:r1]))
             for r0, r1 in _row_chunks(n_cells, per_row, memory_budget // 4)
         )
         yield from _spilled_blocks(chunks, columns, matrix.shape[1], cuts, n_cells, spill_dir)
@@ -166,7 +170,7 @@ def _in_memory_sparse_blocks(
 
 
 def _backed_sparse_blocks(
-    matrix: object, columns: np.ndarray, n_cells: int, budget: int, spill_dir: Path | None
+    matrix: object, columns: np.ndarray, n_cells: int, budget: int, spill_dir: Path
 ) -> Iterator[GeneBlock]:
     n_stored = _backed_nnz(matrix)
     if _backed_format(matrix) == "csc":
@@ -174,22 +178,16 @@ def _backed_sparse_blocks(
         for s, e in _cuts(np.full(columns.shape[0], average), budget):
             yield _as_block(s, matrix[:, columns[s:e]])
         return
-    # CSR on disk: a column of it is spread over the whole file, so stream row chunks per block
+    # CSR on disk: a gene's values are spread over the whole file; read it once, by row chunks
     per_gene = n_stored / max(1, matrix.shape[1]) * _BYTES_PER_STORED_VALUE
     per_row = n_stored / max(1, n_cells) * _BYTES_PER_STORED_VALUE
     cuts = _cuts(np.full(columns.shape[0], per_gene), budget // 2)
-    if len(cuts) > 1 and spill_dir is not None:
+    if len(cuts) > 1:
         chunks = ((r0, matrix[r0:r1]) for r0, r1 in _row_chunks(n_cells, per_row, budget // 4))
         yield from _spilled_blocks(chunks, columns, matrix.shape[1], cuts, n_cells, spill_dir)
         return
-    for s, e in cuts:
-        wanted = columns[s:e]
-        parts = [matrix[r0:r1][:, wanted] for r0, r1 in _row_chunks(n_cells, per_row, budget // 2)]
-        yield _as_block(s, sparse.vstack(parts, format="csr"))
-
-
-def _computed(array: object) -> object:
-    return array.compute()
+    parts = [matrix[r0:r1][:, columns] for r0, r1 in _row_chunks(n_cells, per_row, budget // 2)]
+    yield _as_block(0, sparse.vstack(parts, format="csr"))
 
 
 def _prefetched(tasks: Iterator[tuple[int, Callable[[], object]]]) -> Iterator[tuple[int, object]]:

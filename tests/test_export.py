@@ -338,6 +338,44 @@ def test_gene_sources(adata: ad.AnnData, tmp_path: Path, matrix: str) -> None:
         np.testing.assert_allclose(values, expected[:, j], atol=step(16, *fields[j][2:]))
 
 
+@pytest.mark.parametrize("matrix", ["csr", "non-canonical csr", "csc", "dense"])
+@pytest.mark.parametrize("bits", [8, None])
+def test_gene_subset_in_any_order_across_many_blocks(
+    adata: ad.AnnData, tmp_path: Path, matrix: str, bits: int | None
+) -> None:
+    X = adata.X.toarray()
+    X[5, 7], X[6, 9], X[7, 9] = np.nan, np.inf, -np.inf
+    X[:, 11] = 2.5  # a gene without implicit zeros
+    expected = X.copy()
+    if matrix == "dense":
+        adata.X = X
+    elif matrix == "csc":
+        adata.X = sparse.csc_matrix(X)
+    else:
+        adata.X = sparse.csr_matrix(X)
+        if matrix == "non-canonical csr":  # unsorted columns within rows, duplicates that add up
+            csr = adata.X
+            coo = csr.tocoo()
+            order = np.lexsort((-coo.col, coo.row))
+            values, columns = np.repeat(coo.data[order] / 2, 2), np.repeat(coo.col[order], 2)
+            adata.X = sparse.csr_matrix((values, columns, 2 * csr.indptr), shape=X.shape)
+            assert not adata.X.has_canonical_format
+    # every other gene, shuffled: blocks of genes span columns that are not exported
+    wanted = list(np.random.default_rng(3).permutation(adata.var_names[::2]))
+    out = cl.ex.export(
+        adata, tmp_path / "ds", var_names=wanted, var_quantization=bits, memory_budget=6_000
+    )
+    dec = decode(out)
+    assert list(dec.genes) == wanted
+    fields = dec.var_manifest["fields"]
+    for j, name in enumerate(wanted):
+        source = expected[:, adata.var_names.get_loc(name)]
+        tol = step(bits, *fields[j][2:]) if bits else 0
+        finite = np.isfinite(source)
+        np.testing.assert_allclose(dec.genes[name][finite], source[finite], atol=tol, rtol=0)
+        assert np.isnan(dec.genes[name][~finite]).all()
+
+
 def test_nan_genes_are_missing_with_one_warning(adata: ad.AnnData, tmp_path: Path) -> None:
     X = adata.X.toarray()
     X[0, 1] = np.nan

@@ -124,6 +124,12 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
         help="gzip level 1-9 for every payload (default: none)",
     )
     enc.add_argument(
+        "--gzip-encoder",
+        choices=["auto", "zlib", "zlib-ng"],
+        default="auto",
+        help="deflate implementation; auto: zlib-ng when installed (default: auto)",
+    )
+    enc.add_argument(
         "--centroid-quantile",
         type=float,
         default=0.95,
@@ -204,6 +210,7 @@ def _export(args: argparse.Namespace) -> int:
         obs_continuous_quantization=args.quantize_obs,
         obs_categorical_dtype=args.categorical_dtype,
         compression=args.compression,
+        gzip_encoder=args.gzip_encoder,
         centroid_outlier_quantile=args.centroid_quantile,
         centroid_min_points=args.centroid_min_points,
         dataset_name=args.name,
@@ -332,7 +339,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("ignore", UserWarning)
     try:
         return args.run(args)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError) as e:
+    except (
+        ValueError,
+        KeyError,
+        ImportError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+    ) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"cellucid {args.command}: error: {message}", file=sys.stderr)
         return EXIT_FAILED

@@ -5,94 +5,100 @@ from __future__ import annotations
 import shutil
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 
 import numpy as np
-from scipy import sparse
 
 from .._format import EXT, MANIFEST_FORMAT, QUANT_DTYPE, VAR_DIR, VAR_MANIFEST, gz
 from ..pp._quantize import finite_range
 from ._arithmetic import Arithmetic, missing_as_nan
 from ._collect import GeneSource
-from ._genes import DEFAULT_MEMORY_BUDGET, GeneBlock, gene_blocks
+from ._genes import (
+    DEFAULT_MEMORY_BUDGET,
+    GeneBlock,
+    StoredSummary,
+    StoredValues,
+    gene_blocks,
+    read_ahead,
+)
 from ._payload import PayloadWriter, dumps_manifest, write_json
 from ._progress import progress_bar
 from ._settings import ExportSettings
 
 
-def _sparse_range(block: sparse.csc_matrix, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
-    """Finite min and max per column, counting implicit zeros (NaN where no finite value)."""
-    data = block.data.astype(np.float32, copy=False)
-    nnz = np.diff(block.indptr)
-    finite = np.isfinite(data)
-    starts = block.indptr[:-1]
-    has = nnz > 0
-    lo = np.full(block.shape[1], np.inf)
-    hi = np.full(block.shape[1], -np.inf)
-    if data.size:
-        lo[has] = np.minimum.reduceat(np.where(finite, data, np.inf), starts[has])
-        hi[has] = np.maximum.reduceat(np.where(finite, data, -np.inf), starts[has])
-    implicit_zero = nnz < n_cells
-    lo[implicit_zero] = np.minimum(lo[implicit_zero], 0.0)
-    hi[implicit_zero] = np.maximum(hi[implicit_zero], 0.0)
+class _BlockEncoder:
+    """Turn blocks of genes into payloads, one gene per row, on reused memory.
+
+    A sparse block's parts are encoded in parallel, straight into the payloads (every
+    implicit zero gets the code of 0). Freshly allocated pages are slow to fault in (here:
+    slower than filling them), so two payload buffers alternate between blocks: the
+    caller waits for block ``b - 1``'s files before encoding block ``b + 1``.
+    """
+
+    def __init__(self, n_cells: int, bits: int | None, arith: Arithmetic, pool: Executor) -> None:
+        self.n_cells, self.bits, self.arith, self.pool = n_cells, bits, arith, pool
+        self.dtype = np.dtype(QUANT_DTYPE[bits] if bits else np.float32)
+        self._buffers = [np.empty(0, np.uint8)] * 2
+        self._next = 0
+
+    def __call__(self, block: GeneBlock) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Return the block's payloads, their bounds and whether each gene's values were finite.
+
+        The bounds are the quantization bounds (unquantized: the finite minima and maxima).
+        """
+        bits, arith = self.bits, self.arith
+        if block.dense is not None:
+            dense = block.dense
+            lo, hi = finite_range(dense, axis=1)
+            finite = np.isfinite(dense).all(axis=1)
+            if not bits:
+                return missing_as_nan(dense), lo, hi, finite
+            vmin, vmax = arith.bounds(lo, hi)
+            return arith.encode(dense, vmin[:, None], vmax[:, None], bits=bits), vmin, vmax, finite
+        lo, hi = _with_implicit_zeros(block.summary, self.n_cells)
+        vmin, vmax = arith.bounds(lo, hi) if bits else (lo, hi)
+        payloads = self._buffer(block.genes.shape[0])
+        payloads[:] = (
+            arith.encode(np.zeros(vmin.shape, np.float32), vmin, vmax, bits=bits)[:, None]
+            if bits
+            else 0
+        )
+        flat = payloads.reshape(-1)
+
+        def encode_part(part: Callable[[], StoredValues]) -> None:
+            gene, row, value = part()
+            gene = gene.astype(np.intp)
+            at = gene * self.n_cells
+            at += row
+            flat[at] = (
+                arith.encode(value, vmin[gene], vmax[gene], bits=bits)
+                if bits
+                else missing_as_nan(value)
+            )
+
+        for _ in self.pool.map(encode_part, block.parts):
+            pass
+        return payloads, vmin, vmax, ~block.summary.non_finite
+
+    def _buffer(self, n_genes: int) -> np.ndarray:
+        nbytes = n_genes * self.n_cells * self.dtype.itemsize
+        slot, self._next = self._next, 1 - self._next
+        if self._buffers[slot].nbytes < nbytes:
+            self._buffers[slot] = np.empty(nbytes, dtype=np.uint8)
+        return self._buffers[slot][:nbytes].view(self.dtype).reshape(n_genes, self.n_cells)
+
+
+def _with_implicit_zeros(summary: StoredSummary, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Finite min and max per gene, counting implicit zeros (NaN where no finite value)."""
+    implicit_zero = summary.count < n_cells
+    lo = np.where(implicit_zero, np.minimum(summary.lo, 0.0), summary.lo).astype(np.float64)
+    hi = np.where(implicit_zero, np.maximum(summary.hi, 0.0), summary.hi).astype(np.float64)
     none = ~np.isfinite(lo)
     lo[none] = np.nan
     hi[none] = np.nan
     return lo, hi
-
-
-def _gene_payload(
-    block: GeneBlock,
-    j: int,
-    n_cells: int,
-    bits: int | None,
-    arith: Arithmetic,
-    vmin: float,
-    vmax: float,
-) -> np.ndarray:
-    """Build gene ``j``'s payload (run on a writer thread, beside the compression)."""
-    if block.csc is None:
-        values = block.dense[j]
-        return arith.encode(values, vmin, vmax, bits=bits) if bits else missing_as_nan(values)
-    csc = block.csc
-    rows = csc.indices[csc.indptr[j] : csc.indptr[j + 1]]
-    values = csc.data[csc.indptr[j] : csc.indptr[j + 1]]
-    if bits:
-        # every implicit zero gets the code of 0; only the stored values are encoded
-        zero = arith.encode(np.zeros(1, np.float32), vmin, vmax, bits=bits)[0]
-        payload = np.full(n_cells, zero, dtype=QUANT_DTYPE[bits])
-        payload[rows] = arith.encode(values, vmin, vmax, bits=bits)
-    else:
-        payload = np.zeros(n_cells, dtype=np.float32)
-        payload[rows] = missing_as_nan(values)
-    return payload
-
-
-def _payloads(
-    block: GeneBlock, n_cells: int, bits: int | None, arith: Arithmetic
-) -> Iterator[tuple[Callable[[], np.ndarray], list[float], bool]]:
-    """Yield, per gene, a function building its payload, its manifest bounds and whether its values were finite.
-
-    Genes are encoded one at a time (temporaries stay the size of one gene), on the
-    writer's threads.
-    """
-    dense, csc = block.dense, block.csc
-    lo, hi = finite_range(dense, axis=1) if csc is None else _sparse_range(csc, n_cells)
-    vmin, vmax = arith.bounds(lo, hi) if bits else (lo, hi)
-    finite = np.isfinite(dense).all(axis=1) if csc is None else _columns_finite(csc)
-    for j in range(block.n_genes):
-        build = partial(_gene_payload, block, j, n_cells, bits, arith, vmin[j], vmax[j])
-        yield build, ([float(vmin[j]), float(vmax[j])] if bits else []), bool(finite[j])
-
-
-def _columns_finite(csc: sparse.csc_matrix) -> np.ndarray:
-    """Whether every stored value of each column is finite."""
-    finite = np.ones(csc.shape[1], dtype=bool)
-    bad = np.flatnonzero(~np.isfinite(csc.data))
-    finite[np.searchsorted(csc.indptr, bad, side="right") - 1] = False
-    return finite
 
 
 @contextmanager
@@ -117,32 +123,43 @@ def write_var(
     layout, comp, bits = settings.layout, settings.compression, settings.var_quantization
     ext = EXT[QUANT_DTYPE[bits]] if bits else EXT["float32"]
     spill_dir = writer.root / ".spill"  # inside the staging folder, removed before publishing
-    blocks = gene_blocks(
-        genes.matrix,
-        genes.columns,
-        n_cells=n_cells,
-        memory_budget=memory_budget,
-        spill_dir=spill_dir,
+    # the next block is gathered while this one is encoded
+    blocks = read_ahead(
+        gene_blocks(
+            genes.matrix,
+            genes.columns,
+            n_cells=n_cells,
+            payload_bytes=np.dtype(QUANT_DTYPE[bits] if bits else np.float32).itemsize,
+            memory_budget=memory_budget,
+            spill_dir=spill_dir,
+        )
     )
-    fields: list[list] = []
-    non_finite: list[str] = []
+    fields: list[list] = [[] for _ in genes.names]
+    non_finite_at: list[int] = []
     with (
         progress_bar(total=len(genes.names), desc="genes", unit="gene", enabled=progress) as bar,
         _removed_after(spill_dir),
+        ThreadPoolExecutor(writer.n_jobs) as pool,
     ):
+        encode = _BlockEncoder(n_cells, bits, arith, pool)
+        previous = writer.mark()
         for block in blocks:
-            for j, (payload, bounds, finite) in enumerate(_payloads(block, n_cells, bits, arith)):
-                index = block.start + j
+            payloads, vmin, vmax, finite = encode(block)
+            for j, index in enumerate(block.genes.tolist()):
                 name = genes.names[index]
-                if not finite:
-                    non_finite.append(name)
                 writer.write(
                     f"{VAR_DIR}/{layout.stem(index, name)}.values.{ext}",
-                    payload,
+                    payloads[j],
                     run_length=bits is not None,
                 )
-                fields.append([*layout.entry_head(index, name), *bounds])
-            bar.update(block.n_genes)
+                bounds = [float(vmin[j]), float(vmax[j])] if bits else []
+                fields[index] = [*layout.entry_head(index, name), *bounds]
+            non_finite_at.extend(block.genes[~finite].tolist())
+            bar.update(block.genes.shape[0])
+            # at most two blocks of payloads in memory: this one and the one being written
+            writer.wait_for(previous)
+            previous = writer.mark()
+    non_finite = [genes.names[i] for i in sorted(non_finite_at)]
     if non_finite:
         warnings.warn(
             f"{len(non_finite):,} genes have NaN or ±Inf values, exported as missing: "

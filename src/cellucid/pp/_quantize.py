@@ -72,14 +72,19 @@ def encode_with_bounds(
     values = np.asarray(values, dtype=np.float32)
     vmin = np.asarray(vmin, dtype=np.float64)
     span = np.asarray(vmax, dtype=np.float64) - vmin
-    # the format's formula, term by term: floor((v - vmin) * max_q / (vmax - vmin) + 1e-8)
+    # the format's formula, term by term: floor((v - vmin) * max_q / (vmax - vmin) + 1e-8);
+    # float32 values are widened first, as numpy would, but without its slow mixed-type loop
+    shape = np.broadcast_shapes(values.shape, vmin.shape, span.shape)
+    q = np.broadcast_to(values, shape).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        q = (values - vmin) * max_q / span
-    q = np.where(span > 0, q, 0.0)  # a constant field encodes every value as 0 (it decodes to vmin)
+        q -= vmin
+        q *= max_q
+        q /= span
+    q[np.broadcast_to(~(span > 0), shape)] = 0.0  # a constant field encodes every value as 0
     q += _STEP_EPSILON
     np.floor(q, out=q)
     np.clip(q, 0, max_q, out=q)
-    q[~np.isfinite(values)] = max_q + 1
+    q[np.broadcast_to(~np.isfinite(values), shape)] = max_q + 1
     return q.astype(QUANT_DTYPE[bits])
 
 

@@ -1,0 +1,98 @@
+"""gzip encoders: stdlib zlib and the optional zlib-ng write the same payloads, and codes alike."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+
+import cellucid as cl
+from cellucid.ex import _payload
+
+pytestmark = pytest.mark.filterwarnings("ignore:obs\\[:UserWarning")
+
+zlib_ng = pytest.importorskip("zlib_ng.zlib_ng")
+
+
+def _code_columns(seed: int) -> list[np.ndarray]:
+    """Columns of codes as the export writes them: runs of one code between other codes."""
+    rng = np.random.default_rng(seed)
+    columns = []
+    for size in (1, 3, 100, 65_536, 100_003, 1_000_000):
+        for density in (0.0, 0.05, 0.3, 1.0):
+            dtype = np.uint8 if rng.random() < 0.5 else np.uint16
+            column = np.full(size, rng.integers(0, 255), dtype=dtype)
+            stored = rng.random(size) < density
+            column[stored] = rng.geometric(0.1, stored.sum()).clip(0, 254)
+            columns.append(column)
+    return columns
+
+
+@pytest.mark.parametrize("level", [1, 6, 9])
+def test_run_length_codes_are_byte_identical_with_either_encoder(level: int) -> None:
+    for column in _code_columns(level):
+        raw = memoryview(column.view(np.uint8))
+        ours = _payload.gzip_bytes(raw, level, run_length=True, lib=zlib)
+        fast = _payload.gzip_bytes(raw, level, run_length=True, lib=zlib_ng)
+        assert gzip.decompress(fast) == gzip.decompress(ours) == column.tobytes()
+        # level 9 also tries deflate's search, and keeps it where it is smaller
+        assert ours == fast or level == 9
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_exports_with_either_encoder_hold_the_same_payloads(
+    adata: ad.AnnData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    options = {
+        "var_quantization": 8,
+        "obs_continuous_quantization": 8,
+        "compression": 6,
+        "dataset_name": "same",
+    }
+    stdlib = _files(cl.ex.export(adata, tmp_path / "zlib", gzip_encoder="zlib", **options))
+    fast = _files(cl.ex.export(adata, tmp_path / "ng", gzip_encoder="zlib-ng", **options))
+    assert stdlib.keys() == fast.keys()
+    differing = []
+    for name, data in stdlib.items():
+        if not name.endswith(".gz"):
+            assert fast[name] == data, name  # manifests and identity
+            continue
+        assert gzip.decompress(fast[name]) == gzip.decompress(data), name
+        if fast[name] != data:
+            differing.append(name)
+    # codes (genes, obs values, categories) are run-length deflated: the same bytes; only the
+    # float payloads (points, vectors, edges, outlier quantiles are quantized here) differ
+    assert differing
+    assert all(not name.startswith(("var/", "obs/")) for name in differing), differing
+
+
+def test_auto_uses_zlib_ng_when_installed(adata: ad.AnnData, tmp_path: Path) -> None:
+    options = {"compression": 6, "var_names": [], "obs_keys": []}
+    auto = _files(cl.ex.export(adata, tmp_path / "auto", **options))
+    fast = _files(cl.ex.export(adata, tmp_path / "ng", gzip_encoder="zlib-ng", **options))
+    assert auto["points_2d.bin.gz"] == fast["points_2d.bin.gz"]
+
+
+def test_zlib_ng_missing_or_unknown_encoder_fails_before_writing(
+    adata: ad.AnnData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError, match=r"gzip_encoder must be one of .*'brotli'"):
+        cl.ex.export(adata, tmp_path / "a", compression=6, gzip_encoder="brotli")
+    monkeypatch.setattr(_payload, "_zlib_ng", None)
+    with pytest.raises(ImportError, match=r"pip install zlib-ng"):
+        cl.ex.export(adata, tmp_path / "b", compression=6, gzip_encoder="zlib-ng")
+    assert not list(tmp_path.iterdir())
+    # without zlib-ng, "auto" is Python's zlib
+    auto = cl.ex.export(adata, tmp_path / "c", compression=6, var_names=[], obs_keys=[])
+    stdlib = cl.ex.export(
+        adata, tmp_path / "d", compression=6, var_names=[], obs_keys=[], gzip_encoder="zlib"
+    )
+    assert (auto / "points_2d.bin.gz").read_bytes() == (stdlib / "points_2d.bin.gz").read_bytes()

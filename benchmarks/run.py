@@ -151,12 +151,12 @@ def worker_ours(args) -> dict:
         setattr(E, name, timed(name, getattr(E, name)))
     for name in COLLECT_FUNCS:
         setattr(E.collect, name, timed("collect", getattr(E.collect, name)))
-    # sub-stages of write_var: the CSR -> CSC re-layout and the time the main thread
-    # waits for the compression pool (PayloadWriter.write blocks at 2 * n_jobs in flight)
+    # sub-stages of write_var: producing blocks of genes (in a thread of their own, one block
+    # ahead), encoding them into payloads, and the main thread's waits for the writer
     # (the hooks below follow src as it is: each is wrapped only where it exists)
-    if hasattr(V, "_csc_columns"):
-        V._csc_columns = timed("write_var.csr_to_csc", V._csc_columns)
-    if hasattr(V, "gene_blocks"):  # time spent producing the blocks (column selection / CSC)
+    if hasattr(V, "_BlockEncoder"):
+        V._BlockEncoder.__call__ = timed("write_var.encode", V._BlockEncoder.__call__)
+    if hasattr(V, "gene_blocks"):
         orig_blocks = V.gene_blocks
 
         def gene_blocks(*a, **k):
@@ -184,11 +184,6 @@ def worker_ours(args) -> dict:
 
     PayloadWriter.close = close
     logging.getLogger("cellucid").setLevel(logging.WARNING)
-    if args.ours_encoder and args.ours_encoder != "zlib":
-        import cellucid.ex._payload as P
-
-        P.gzip_bytes = prototype_gzip_bytes(args.ours_encoder)
-
     out = Path(args.out)
     settings = SETTINGS[args.setting]
     prof = None
@@ -198,7 +193,8 @@ def worker_ours(args) -> dict:
         prof = cProfile.Profile()
         prof.enable()
     t0 = time.perf_counter()
-    E.export(adata, out, overwrite=True, progress=False, n_jobs=args.n_jobs, **settings)
+    E.export(adata, out, overwrite=True, progress=False, n_jobs=args.n_jobs,
+             gzip_encoder=args.gzip_encoder, **settings)
     total = time.perf_counter() - t0
     if prof is not None:
         prof.disable()
@@ -213,53 +209,6 @@ def worker_ours(args) -> dict:
         "rss_kb": {"start": rss_start, "after_imports": rss_imports, "after_read": rss_after_read,
                    "peak_self": _proc_status_kb("VmHWM")},
     }
-
-
-def prototype_gzip_bytes(encoder: str):
-    """A drop-in for ``cellucid.ex._payload.gzip_bytes`` using another deflate encoder.
-
-    Same gzip member layout (our reproducible header, raw deflate body, CRC32 + size
-    trailer); only the deflate body differs. Levels map: zlib-ng as zlib; isal 1-9 ->
-    0-3 (1-2 -> 0, 3-4 -> 1, 5-6 -> 2, 7-9 -> 3); libdeflate as zlib.
-    """
-    import struct
-    import zlib
-
-    from cellucid.ex._payload import gzip_header
-
-    if encoder == "zlib-ng":
-        from zlib_ng import zlib_ng as z
-
-        def body(data, level):
-            c = z.compressobj(level, z.DEFLATED, -15, 8, 0)
-            return c.compress(data) + c.flush()
-
-        crc = z.crc32
-    elif encoder == "isal":
-        from isal import isal_zlib as z
-
-        def body(data, level):
-            return z.compress(data, {1: 0, 2: 0, 3: 1, 4: 1, 5: 2, 6: 2}.get(level, 3), wbits=-15)
-
-        crc = z.crc32
-    elif encoder == "libdeflate":
-        import deflate
-
-        def body(data, level):
-            return deflate.deflate_compress(data, level)
-
-        crc = deflate.crc32
-    else:
-        raise ValueError(encoder)
-
-    def gzip_bytes(data, level):
-        trailer = struct.pack("<II", crc(data) & 0xFFFFFFFF, len(data) & 0xFFFFFFFF)
-        return gzip_header(level) + body(data, level) + trailer
-
-    # self-check: the member must decompress to the input with the stdlib
-    sample = bytes(range(256)) * 64
-    assert zlib.decompress(gzip_bytes(memoryview(sample), 6), 31) == sample
-    return gzip_bytes
 
 
 def worker_ref(args) -> dict:
@@ -374,7 +323,7 @@ def _cpu_busy_s() -> float:
 
 def run_worker(python: str, kind: str, data: Path, setting: str, out: Path, scratch: Path,
                timeout: float | None, n_jobs: int | None, cprofile: str | None = None,
-               encoder: str | None = None) -> dict:
+               gzip_encoder: str = "auto") -> dict:
     """Run one export in a fresh subprocess; return its timings, peak RSS and output size."""
     result = scratch / f"result-{kind}.json"
     result.unlink(missing_ok=True)
@@ -382,8 +331,8 @@ def run_worker(python: str, kind: str, data: Path, setting: str, out: Path, scra
         shutil.rmtree(out)
     cmd = [python, str(Path(__file__).resolve()), "--worker", kind, "--data", str(data),
            "--setting", setting, "--out", str(out), "--result", str(result)]
-    if encoder and kind == "ours":
-        cmd += ["--ours-encoder", encoder]
+    if kind == "ours":
+        cmd += ["--gzip-encoder", gzip_encoder]
     if n_jobs:
         cmd += ["--n-jobs", str(n_jobs)]
     if cprofile:
@@ -458,6 +407,14 @@ def _encoders() -> dict:
         # what export uses for quantized and category codes: deflate's run-length strategy
         "cellucid codes (stdlib zlib, Z_RLE)": lambda b: gzip_bytes(b, 6, run_length=True),
     }
+    try:
+        from zlib_ng import zlib_ng
+
+        enc["cellucid codes (zlib-ng, Z_RLE)"] = lambda b: gzip_bytes(
+            b, 6, run_length=True, lib=zlib_ng
+        )
+    except ImportError:
+        pass
     for lvl in (1, 6, 9):
         enc[f"zlib {lvl} (stdlib {zlib.ZLIB_RUNTIME_VERSION})"] = (
             lambda b, lvl=lvl: zlib.compress(b, lvl, wbits=31)
@@ -559,6 +516,13 @@ def med(values):
     return statistics.median(values) if values else None
 
 
+def _resolved_encoder(name: str) -> str:
+    from cellucid.ex._payload import gzip_encoder
+
+    lib = gzip_encoder(name)
+    return "zlib-ng " + lib.ZLIBNG_VERSION if hasattr(lib, "ZLIBNG_VERSION") else "zlib " + lib.ZLIB_RUNTIME_VERSION
+
+
 def summarize(runs: list[dict]) -> dict:
     ok = [r for r in runs if not r.get("timed_out")]
     s = {"n": len(runs), "n_ok": len(ok), "timed_out": any(r.get("timed_out") for r in runs)}
@@ -591,14 +555,15 @@ def markdown(report: dict) -> str:
     lines = []
     meta = report["meta"]
     lines.append(f"cellucid at {meta.get('cellucid_git')}; machine: {meta['cpus']} cores, {meta['mem_gib']:.0f} GiB; Python {meta['python']}; "
-                 f"numpy {meta['numpy']}; repeats ours={meta['repeats']}, reference={meta['reference_repeats_note']}.")
+                 f"numpy {meta['numpy']}; repeats ours={meta['repeats']}, reference={meta['reference_repeats_note']}; "
+                 f"our gzip encoder: {meta.get('gzip_encoder_resolved', 'zlib')}; exports written to {meta.get('out_dir', 'the scratch folder')}.")
     lines.append("")
     lines.append("### End to end (median export time; the h5ad read is not included)")
     lines.append("")
     lines.append("| dataset | setting | ours s | reference s (runs) | ref/ours | ours peak RSS GB | ref peak RSS GB "
-                 "| input in memory GB | ours peak / input | ours out MB (files) | ref out MB (files) | out ours/ref "
+                 "| input in memory GB | ours peak / input | ours (peak − imports) / input | ours out MB (files) | ref out MB (files) | out ours/ref "
                  "| other load % (ours/ref) |")
-    lines.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    lines.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for row in report["results"]:
         o, r = row["ours"], row.get("ref")
         inp = o["input_bytes"]["total"]
@@ -616,6 +581,7 @@ def markdown(report: dict) -> str:
         )
         lines[-1] += (
             f"| {inp / 2**30:.2f} | {o['peak_rss_kb'] * 1024 / inp:.2f} "
+            f"| {(o['peak_rss_kb'] - o.get('rss_after_imports_kb', 0)) * 1024 / inp:.2f} "
             f"| {o['output_bytes'] / 1e6:.1f} ({o['output_files']:,}) "
         )
         if r and r.get("output_bytes"):
@@ -625,6 +591,8 @@ def markdown(report: dict) -> str:
             lines[-1] += "| — | — "
         lines[-1] += f"| {o['foreign_cpu_pct']:.0f}/{r['foreign_cpu_pct']:.0f} |" if r else f"| {o['foreign_cpu_pct']:.0f}/— |"
     lines.append("")
+    lines.append("'(peak − imports)': the peak RSS less the RSS of the worker after importing "
+                 "its libraries, before reading the data: what the input and the export take.")
     lines.append("'other load %': CPU used by other processes on this (shared) machine during the runs, "
                  "in % of one core (median); 200 would mean both cores were busy with other work.")
     lines.append("")
@@ -670,14 +638,18 @@ def markdown(report: dict) -> str:
         lines.append("")
         lines.append("| dataset | setting | raw gene bytes | write_var s | write_var MB/s (raw) | limit | limit MB/s | % of limit |")
         lines.append("|---|---|--:|--:|--:|---|--:|--:|")
-        zl6 = next(e for e in lim["encoders"] if e["encoder"].startswith("zlib 6"))
+        # the limit of the gene stage with codes: the run-length encoder the export used
+        codes = ("cellucid codes (zlib-ng, Z_RLE)" if "zlib-ng" in meta.get("gzip_encoder_resolved", "")
+                 else "cellucid codes (stdlib zlib, Z_RLE)")
+        zl6 = next((e for e in lim["encoders"] if e["encoder"] == codes),
+                   next(e for e in lim["encoders"] if e["encoder"].startswith("zlib 6")))
         for row in report["results"]:
             o = row["ours"]
             wv = o["stages"].get("write_var", 0.0) + o["stages"].get("drain", 0.0)
             item = 1 if row["setting"] == "8bit+gzip6" else 4
             raw = row["cells"] * row["genes"] * item
             if row["setting"] == "8bit+gzip6":
-                limit_name, limit = f"stdlib zlib 6, {nt} threads", zl6[f"MBps_{nt}t"]
+                limit_name, limit = f"{zl6['encoder']}, {nt} threads", zl6[f"MBps_{nt}t"]
             else:
                 limit_name, limit = "sequential write (fsync)", d["seq_write_fsync_MBps"]
             rate = raw / wv / 1e6 if wv else float("nan")
@@ -716,8 +688,11 @@ def main(argv=None) -> int:
     ap.add_argument("--n-jobs", type=int, default=None, help="n_jobs for our export (default: all cores)")
     ap.add_argument("--cprofile-dir", default=None,
                     help="write a cProfile of our first run of each case here")
-    ap.add_argument("--ours-encoder", choices=["zlib", "zlib-ng", "isal", "libdeflate"], default=None,
-                    help="PROTOTYPE: monkeypatch our gzip encoder (src/ unchanged) to measure the gain")
+    ap.add_argument("--gzip-encoder", choices=["auto", "zlib", "zlib-ng"], default="auto",
+                    help="gzip_encoder of our export (default: auto, zlib-ng when installed)")
+    ap.add_argument("--out-dir", default=None,
+                    help="where the exports are written (default: <data-dir>/scratch/out); "
+                         "e.g. a tmpfs folder to measure the exporters without the disk")
     ap.add_argument("--json", default=None, help="write all results here")
     ap.add_argument("--markdown", default=None, help="also write the Markdown tables here")
     ap.add_argument("--report-from", default=None, metavar="JSON", nargs="+",
@@ -785,7 +760,8 @@ def main(argv=None) -> int:
             "reference_repeats_note": note,
             "reference": REFERENCE_SPEC,
             "reference_timeout_s": args.reference_timeout,
-            "ours_encoder": args.ours_encoder or "zlib (as in src)",
+            "gzip_encoder": args.gzip_encoder,
+            "gzip_encoder_resolved": _resolved_encoder(args.gzip_encoder),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "cellucid_git": _git_describe(),
         },
@@ -811,7 +787,8 @@ def main(argv=None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=1))
 
-    out = scratch / "out"
+    out = Path(args.out_dir) if args.out_dir else scratch / "out"
+    report["meta"]["out_dir"] = str(out)
     for size in sizes:
         cells, genes = SIZES[size]
         large = cells * genes >= 1_000_000_000
@@ -825,7 +802,7 @@ def main(argv=None) -> int:
                     Path(args.cprofile_dir).mkdir(parents=True, exist_ok=True)
                     prof = str(Path(args.cprofile_dir) / f"ours-{size.replace(' ', '')}-{setting}.prof")
                 rec = run_worker(sys.executable, "ours", paths[size], setting, out, scratch, None,
-                                 args.n_jobs, prof, args.ours_encoder)
+                                 args.n_jobs, prof, args.gzip_encoder)
                 log(f"ours {size} {setting} run {i + 1}: {rec['export_s']:.2f} s, "
                     f"peak RSS {rec['peak_rss_kb'] / 2**20:.2f} GB")
                 runs.append(rec)

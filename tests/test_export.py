@@ -340,8 +340,9 @@ def test_gene_sources(adata: ad.AnnData, tmp_path: Path, matrix: str) -> None:
 
 @pytest.mark.parametrize("matrix", ["csr", "non-canonical csr", "csc", "dense"])
 @pytest.mark.parametrize("bits", [8, None])
+@pytest.mark.parametrize("budget", [1_000, 6_000])  # one gene per block, or several
 def test_gene_subset_in_any_order_across_many_blocks(
-    adata: ad.AnnData, tmp_path: Path, matrix: str, bits: int | None
+    adata: ad.AnnData, tmp_path: Path, matrix: str, bits: int | None, budget: int
 ) -> None:
     X = adata.X.toarray()
     X[5, 7], X[6, 9], X[7, 9] = np.nan, np.inf, -np.inf
@@ -363,7 +364,7 @@ def test_gene_subset_in_any_order_across_many_blocks(
     # every other gene, shuffled: blocks of genes span columns that are not exported
     wanted = list(np.random.default_rng(3).permutation(adata.var_names[::2]))
     out = cl.ex.export(
-        adata, tmp_path / "ds", var_names=wanted, var_quantization=bits, memory_budget=6_000
+        adata, tmp_path / "ds", var_names=wanted, var_quantization=bits, memory_budget=budget
     )
     dec = decode(out)
     assert list(dec.genes) == wanted

@@ -112,10 +112,17 @@ def _backed_format(matrix: object) -> str:
 def _as_block(genes: np.ndarray, values: object) -> GeneBlock:
     """Wrap computed cell × gene values as a block."""
     if sparse.issparse(values):
-        coo = sparse.coo_matrix(values)
-        coo.sum_duplicates()  # as scipy reads them: duplicates add up
+        coo = _canonical_coo(values)
         return _sparse_block(genes, StoredValues(coo.col, coo.row, _float32(coo.data)))
     return GeneBlock(genes, dense=np.ascontiguousarray(_float32(np.asarray(values)).T))
+
+
+def _canonical_coo(values: sparse.spmatrix | sparse.sparray) -> sparse.coo_matrix:
+    """Return a fresh sparse matrix's stored values with duplicates added up, as scipy reads them."""
+    if values.format not in ("csr", "csc"):
+        values = sparse.csr_matrix(values)  # the conversion adds duplicates up
+    values.sum_duplicates()  # in place, cheap when canonical (unlike a COO matrix's, which sorts)
+    return values.tocoo()
 
 
 def _float32(values: np.ndarray) -> np.ndarray:
@@ -168,10 +175,9 @@ def gene_blocks(
     if is_dask(matrix) and sparse.issparse(getattr(matrix, "_meta", None)):
         # the user's scheduler (threads, processes or a distributed.Client) computes the row chunks
         stored = _dask_stored_per_gene(matrix)
-        cuts = _cuts(
-            np.full(n_columns, payload + stored * _BYTES_PER_STORED_VALUE), memory_budget // 2
-        )
-        if len(cuts) == 1:
+        per_gene = payload + stored * _BYTES_PER_STORED_VALUE
+        layout = _ColumnBlocks.cut(columns, matrix.shape[1], per_gene, memory_budget // 2)
+        if len(layout.cuts) == 1:
             yield _as_block(np.arange(n_columns), matrix[:, columns].compute())
             return
         per_row = stored * _BYTES_PER_STORED_VALUE * matrix.shape[1] / max(1, n_cells)
@@ -180,7 +186,7 @@ def gene_blocks(
             (r0, computed(matrix[r0:r1]))
             for r0, r1 in _row_chunks(n_cells, per_row, memory_budget // 4)
         )
-        yield from _spilled_blocks(chunks, columns, matrix.shape[1], cuts, spill_dir)
+        yield from _spilled_blocks(chunks, layout, spill_dir)
     elif is_dask(matrix):
         for s, e in dense_cuts:
             yield _as_block(np.arange(s, e), matrix[:, columns[s:e]].compute())
@@ -208,61 +214,93 @@ def _dask_stored_per_gene(matrix: object) -> float:
 def _in_memory_sparse_blocks(
     matrix: object, columns: np.ndarray, payload: int, budget: int
 ) -> Iterator[GeneBlock]:
-    if matrix.format not in ("csr", "csc"):
-        matrix = sparse.csr_matrix(matrix)
-    if not matrix.has_canonical_format:  # duplicates add up; each row's columns sorted
+    if matrix.format != "csc":
+        yield from _csr_blocks(_canonical_csr(matrix), columns, payload, budget)
+        return
+    if not matrix.has_canonical_format:
         matrix = matrix.copy()
         matrix.sum_duplicates()
-    if matrix.format == "csr":
-        yield from _csr_blocks(matrix, columns, payload, budget)
-        return
     stored = np.diff(matrix.indptr)[columns]
     for s, e in _cuts(payload + stored * _BYTES_PER_STORED_VALUE, budget):
         yield _as_block(np.arange(s, e), matrix[:, columns[s:e]])
 
 
+@dataclass(frozen=True)
+class _ColumnBlocks:
+    """The exported genes in column order, cut into blocks of consecutive matrix columns.
+
+    In a canonical cell-major matrix, each row's values in one block are then one run of
+    the row's (sorted) stored values.
+    """
+
+    order: np.ndarray  # the genes' places in the export, in column order
+    cuts: list[tuple[int, int]]  # blocks, as ranges of ``order``
+    in_block: np.ndarray  # a matrix column -> its gene within its block (-1: not exported)
+    bounds: np.ndarray  # each block's first column, then one past the last exported column
+    gaps: list[bool]  # whether a block's columns include some that are not exported
+
+    @classmethod
+    def cut(cls, columns: np.ndarray, n_all: int, per_gene: float, budget: int) -> _ColumnBlocks:
+        """Cut the genes ``columns`` of an ``n_all``-column matrix into blocks of ``per_gene`` bytes each."""
+        order = np.argsort(columns, kind="stable")
+        by_column = columns[order]
+        cuts = _cuts(np.full(by_column.shape[0], per_gene), budget)
+        in_block = np.full(n_all, -1, dtype=np.int32)
+        for s, e in cuts:
+            in_block[by_column[s:e]] = np.arange(e - s, dtype=np.int32)
+        bounds = np.append(by_column[[s for s, _ in cuts]], by_column[-1] + 1)
+        # a block's columns run up to the next block's first one
+        gaps = [e - s < bounds[b + 1] - bounds[b] for b, (s, e) in enumerate(cuts)]
+        return cls(order, cuts, in_block, bounds, gaps)
+
+    def parts(self, matrix: sparse.csr_matrix, row_parts: list[tuple[int, int]]) -> list[list]:
+        """Return, per block, functions gathering its stored values of ``matrix`` part by part."""
+        runs = _run_starts(matrix, self.bounds)
+        return [
+            [
+                partial(_csr_part, matrix, runs[r0:r1, b : b + 2], r0, self.in_block, self.gaps[b])
+                for r0, r1 in row_parts
+            ]
+            for b in range(len(self.cuts))
+        ]
+
+
+def _canonical_csr(matrix: object) -> sparse.csr_matrix:
+    """Return ``matrix`` as CSR with sorted columns and duplicates added up (a copy only if needed)."""
+    matrix = (
+        matrix if sparse.issparse(matrix) and matrix.format == "csr" else sparse.csr_matrix(matrix)
+    )
+    if not matrix.has_canonical_format:
+        matrix = matrix.copy()
+        matrix.sum_duplicates()
+    return matrix
+
+
 def _csr_blocks(
     matrix: sparse.csr_matrix, columns: np.ndarray, payload: int, budget: int
 ) -> Iterator[GeneBlock]:
-    """Blocks of a canonical in-memory CSR matrix, gathered part by part, never re-laid out.
-
-    Genes are taken in column order, so that a block is a range of columns and each row's
-    values in it are one run of the row's (sorted) stored values: the runs are found once
-    for all blocks, and each part of a block (a range of rows) gathers its own values.
-    """
+    """Blocks of a canonical in-memory CSR matrix, gathered part by part, never re-laid out."""
     n_cells, n_all = matrix.shape
-    order = np.argsort(columns, kind="stable")  # exported genes in column order
-    by_column = columns[order]
-    cuts = _cuts(np.full(by_column.shape[0], payload), budget)
-    in_block = np.full(n_all, -1, dtype=np.int32)  # a column's gene within its block
-    for s, e in cuts:
-        in_block[by_column[s:e]] = np.arange(e - s, dtype=np.int32)
-    bounds = np.append(by_column[[s for s, _ in cuts]], by_column[-1] + 1)
-    runs = _run_starts(matrix, bounds)
-    per_row = max(1, matrix.indptr[-1]) / max(1, n_cells)
-    row_parts = _row_chunks(n_cells, per_row, _PART)
+    layout = _ColumnBlocks.cut(columns, n_all, payload, budget)
+    row_parts = _row_chunks(n_cells, max(1, matrix.indptr[-1]) / max(1, n_cells), _PART)
     everything = (
         StoredValues(matrix.indices[a:b], None, _float32(matrix.data[a:b]))
         for a, b in ((matrix.indptr[r0], matrix.indptr[r1]) for r0, r1 in row_parts)
     )
     by_matrix_column = summarize(everything, n_all)
-    for b, (s, e) in enumerate(cuts):
-        # columns in the block's range that are not exported are dropped
-        dropped = e - s < by_column[e - 1] - by_column[s] + 1
-        parts = [
-            partial(_csr_part, matrix, runs[r0:r1, b : b + 2], r0, in_block, dropped)
-            for r0, r1 in row_parts
-        ]
-        summary = StoredSummary(*(field[by_column[s:e]] for field in by_matrix_column))
-        yield GeneBlock(order[s:e], parts=parts, summary=summary)
+    for (s, e), parts in zip(layout.cuts, layout.parts(matrix, row_parts), strict=True):
+        genes = layout.order[s:e]
+        summary = StoredSummary(*(field[columns[genes]] for field in by_matrix_column))
+        yield GeneBlock(genes, parts=parts, summary=summary)
 
 
 def _csr_part(
     matrix: sparse.csr_matrix, runs: np.ndarray, r0: int, in_block: np.ndarray, dropped: bool
 ) -> StoredValues:
-    """Gather one block's stored values in rows ``r0 ..``: ``runs`` has each row's run (start, end)."""
-    lengths = runs[:, 1] - runs[:, 0]
-    at = _concatenated_ranges(runs[:, 0], lengths)
+    """Gather one block's stored values in rows ``r0 ..``: ``runs`` has each row's run (start, end) within the row."""
+    starts, ends = runs[:, 0].astype(np.int64), runs[:, 1].astype(np.int64)
+    lengths = ends - starts
+    at = _concatenated_ranges(matrix.indptr[r0 : r0 + runs.shape[0]] + starts, lengths)
     gene = in_block[matrix.indices[at]]
     row = np.repeat(np.arange(r0, r0 + runs.shape[0], dtype=np.int32), lengths)
     if dropped:
@@ -272,9 +310,14 @@ def _csr_part(
 
 
 def _run_starts(matrix: sparse.csr_matrix, bounds: np.ndarray) -> np.ndarray:
-    """Return ``out[r, k]``: the position of row ``r``'s first stored value in a column ``>= bounds[k]``."""
+    """Return ``out[r, k]``: how many of row ``r``'s stored values are in columns ``< bounds[k]``.
+
+    Counts fit the smallest unsigned type that holds the number of columns, so that many
+    blocks of a matrix of millions of cells stay small.
+    """
     n_cells, n_all = matrix.shape
-    out = np.empty((n_cells, bounds.shape[0]), dtype=np.int64)
+    dtype = np.uint16 if n_all < 2**16 else np.uint32 if n_all < 2**32 else np.uint64
+    out = np.empty((n_cells, bounds.shape[0]), dtype=dtype)
     indptr = matrix.indptr.astype(np.int64)
     per_row = 8 * max(1, indptr[-1]) / max(1, n_cells)
     for r0, r1 in _row_chunks(n_cells, per_row, 2**25):
@@ -283,7 +326,7 @@ def _run_starts(matrix: sparse.csr_matrix, bounds: np.ndarray) -> np.ndarray:
         rows = np.repeat(np.arange(r1 - r0, dtype=np.int64), np.diff(indptr[r0 : r1 + 1]))
         keys = rows * n_all + matrix.indices[a:b]
         wanted = np.arange(r1 - r0, dtype=np.int64)[:, None] * n_all + bounds[None, :]
-        out[r0:r1] = np.searchsorted(keys, wanted) + a
+        out[r0:r1] = np.searchsorted(keys, wanted) - (indptr[r0:r1, None] - a)
     return out
 
 
@@ -298,17 +341,17 @@ def _backed_sparse_blocks(
     matrix: object, columns: np.ndarray, n_cells: int, payload: int, budget: int, spill_dir: Path
 ) -> Iterator[GeneBlock]:
     average = _backed_nnz(matrix) / max(1, matrix.shape[1])
-    weights = np.full(columns.shape[0], payload + average * _BYTES_PER_STORED_VALUE)
+    per_gene = payload + average * _BYTES_PER_STORED_VALUE
     if _backed_format(matrix) == "csc":
-        for s, e in _cuts(weights, budget):
+        for s, e in _cuts(np.full(columns.shape[0], per_gene), budget):
             yield _as_block(np.arange(s, e), matrix[:, columns[s:e]])
         return
     # CSR on disk: a gene's values are spread over the whole file; read it once, by row chunks
     per_row = average * matrix.shape[1] / max(1, n_cells) * _BYTES_PER_STORED_VALUE
-    cuts = _cuts(weights, budget // 2)
-    if len(cuts) > 1:
+    layout = _ColumnBlocks.cut(columns, matrix.shape[1], per_gene, budget // 2)
+    if len(layout.cuts) > 1:
         chunks = ((r0, matrix[r0:r1]) for r0, r1 in _row_chunks(n_cells, per_row, budget // 4))
-        yield from _spilled_blocks(chunks, columns, matrix.shape[1], cuts, spill_dir)
+        yield from _spilled_blocks(chunks, layout, spill_dir)
         return
     parts = [matrix[r0:r1][:, columns] for r0, r1 in _row_chunks(n_cells, per_row, budget // 2)]
     yield _as_block(np.arange(columns.shape[0]), sparse.vstack(parts, format="csr"))
@@ -339,50 +382,34 @@ _SPILL_RECORD = np.dtype([("row", "<i4"), ("gene", "<i4"), ("value", "<f4")])
 
 
 def _spilled_blocks(
-    chunks: Iterator[tuple[int, object]],
-    columns: np.ndarray,
-    n_all: int,
-    cuts: list[tuple[int, int]],
-    spill_dir: Path,
+    chunks: Iterator[tuple[int, object]], layout: _ColumnBlocks, spill_dir: Path
 ) -> Iterator[GeneBlock]:
     """Transpose a cell-major matrix in one pass over its row chunks, spilling to disk.
 
     Each chunk's values are appended to the file of their block of genes, so that a block
     is then read back whole, within the memory budget, with the matrix read once.
     """
-    position = np.full(n_all, -1, dtype=np.int64)  # a matrix column -> its place in the export
-    position[columns] = np.arange(columns.shape[0])
-    starts = np.array([s for s, _ in cuts], dtype=np.int64)
     spill_dir.mkdir(parents=True, exist_ok=True)
-    paths = [spill_dir / f"block-{b}.bin" for b in range(len(cuts))]
+    paths = [spill_dir / f"block-{b}.bin" for b in range(len(layout.cuts))]
     try:
         files = [open(path, "wb") for path in paths]  # noqa: SIM115  (closed below, all together)
         try:
             for r0, chunk in chunks:
-                coo = sparse.coo_matrix(chunk)
-                coo.sum_duplicates()
-                place = position[coo.col]
-                kept = place >= 0
-                rows, place, values = coo.row[kept] + r0, place[kept], coo.data[kept]
-                block = np.searchsorted(starts, place, side="right") - 1
-                order = np.argsort(
-                    block.astype(np.uint16 if len(cuts) <= 65536 else np.int64), kind="stable"
-                )
-                bounds = np.concatenate([[0], np.cumsum(np.bincount(block, minlength=len(cuts)))])
-                for b in np.flatnonzero(np.diff(bounds)):
-                    taken = order[bounds[b] : bounds[b + 1]]
-                    records = np.empty(taken.shape[0], dtype=_SPILL_RECORD)
-                    records["row"], records["gene"] = rows[taken], place[taken] - starts[b]
-                    records["value"] = values[taken]
-                    records.tofile(files[b])
+                csr = _canonical_csr(chunk)
+                blocks = layout.parts(csr, [(0, csr.shape[0])])
+                for f, (part,) in zip(files, blocks, strict=True):
+                    gene, row, value = part()
+                    records = np.empty(gene.shape[0], dtype=_SPILL_RECORD)
+                    records["gene"], records["row"], records["value"] = gene, row + r0, value
+                    records.tofile(f)
         finally:
             for f in files:
                 f.close()
-        for b, (s, e) in enumerate(cuts):
-            records = np.fromfile(paths[b], dtype=_SPILL_RECORD)
-            paths[b].unlink()
+        for path, (s, e) in zip(paths, layout.cuts, strict=True):
+            records = np.fromfile(path, dtype=_SPILL_RECORD)
+            path.unlink()
             stored = StoredValues(records["gene"], records["row"], records["value"])
-            yield _sparse_block(np.arange(s, e), stored)
+            yield _sparse_block(layout.order[s:e], stored)
     finally:
         for path in paths:
             path.unlink(missing_ok=True)

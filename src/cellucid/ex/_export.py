@@ -144,8 +144,9 @@ def export(
         Threads compressing and writing files; all cores by default. The output does not
         depend on it.
     memory_budget
-        Bytes one block of gene values may take. Genes are exported in blocks of columns,
-        so the expression matrix is never densified nor re-laid-out whole. A backed CSR or
+        Bytes the blocks of genes in flight may take (two blocks of payloads: one being
+        encoded, one being written). Genes are exported in blocks of columns, so the
+        expression matrix is never densified nor re-laid-out. A backed CSR or
         sparse dask matrix is read once, by row chunks, its values spilled to one
         temporary file per block inside the staging folder. The output does not depend on it.
     progress

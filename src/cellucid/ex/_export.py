@@ -141,8 +141,8 @@ def export(
     overwrite
         Replace an existing ``out_dir``.
     n_jobs
-        Threads compressing and writing files; all cores by default. The output does not
-        depend on it.
+        Threads encoding genes and compressing and writing files; all cores by default. The
+        output does not depend on it.
     memory_budget
         Bytes the blocks of genes in flight may take (two blocks of payloads: one being
         encoded, one being written). Genes are exported in blocks of columns, so the

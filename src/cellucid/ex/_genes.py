@@ -60,13 +60,13 @@ class GeneBlock:
     summary: StoredSummary | None = None
 
 
-def summarize(parts: Iterable[StoredValues], n_genes: int) -> StoredSummary:
-    """Summarize stored values gene by gene, in one pass over their parts."""
+def summarize(parts: Iterable[tuple[np.ndarray, np.ndarray]], n_genes: int) -> StoredSummary:
+    """Summarize stored values gene by gene, in one pass over their parts' ``(gene, value)``."""
     lo = np.full(n_genes, np.inf, dtype=np.float32)
     hi = np.full(n_genes, -np.inf, dtype=np.float32)
     count = np.zeros(n_genes, dtype=np.int64)
     non_finite = np.zeros(n_genes, dtype=bool)
-    for gene, _, value in parts:
+    for gene, value in parts:
         np.add.at(count, gene, 1)
         finite = np.isfinite(value)
         if not finite.all():
@@ -83,7 +83,8 @@ def _sparse_block(genes: np.ndarray, stored: StoredValues) -> GeneBlock:
         partial(StoredValues._make, tuple(field[a : a + _PART] for field in stored))
         for a in range(0, stored.value.shape[0], _PART)
     ]
-    return GeneBlock(genes, parts=parts, summary=summarize((p() for p in parts), genes.shape[0]))
+    values = ((part.gene, part.value) for part in (p() for p in parts))
+    return GeneBlock(genes, parts=parts, summary=summarize(values, genes.shape[0]))
 
 
 def is_dask(matrix: object) -> bool:
@@ -284,10 +285,10 @@ def _csr_blocks(
     layout = _ColumnBlocks.cut(columns, n_all, payload, budget)
     row_parts = _row_chunks(n_cells, max(1, matrix.indptr[-1]) / max(1, n_cells), _PART)
     everything = (
-        StoredValues(matrix.indices[a:b], None, _float32(matrix.data[a:b]))
+        (matrix.indices[a:b], _float32(matrix.data[a:b]))
         for a, b in ((matrix.indptr[r0], matrix.indptr[r1]) for r0, r1 in row_parts)
     )
-    by_matrix_column = summarize(everything, n_all)
+    by_matrix_column = summarize(everything, n_all)  # per column of the matrix
     for (s, e), parts in zip(layout.cuts, layout.parts(matrix, row_parts), strict=True):
         genes = layout.order[s:e]
         summary = StoredSummary(*(field[columns[genes]] for field in by_matrix_column))

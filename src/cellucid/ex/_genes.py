@@ -27,12 +27,10 @@ DEFAULT_MEMORY_BUDGET = 512 * 2**20
 _BYTES_PER_STORED_VALUE = 24
 # a dense input value: the float32 block
 _BYTES_PER_DENSE_VALUE = 4
-# the most an in-memory CSR matrix's blocks take: larger blocks were no faster but took
-# more memory (100k x 20k, 8-bit: 7.2 s and 1.5 GB peak at 128 MiB, 7.8 s and 1.9 GB at 512)
-_CSR_BUDGET = 128 * 2**20
 # stored values in one part of a block: parts are encoded in parallel, each with
 # temporaries small enough to be reused rather than faulted in afresh
 _PART = 2**20
+_MIN_PARTS = 8
 
 
 class StoredValues(NamedTuple):
@@ -285,7 +283,7 @@ def _csr_blocks(
 ) -> Iterator[GeneBlock]:
     """Blocks of a canonical in-memory CSR matrix, gathered part by part, never re-laid out."""
     n_cells, n_all = matrix.shape
-    layout = _ColumnBlocks.cut(columns, n_all, payload, min(budget, _CSR_BUDGET))
+    layout = _ColumnBlocks.cut(columns, n_all, payload, budget)
     per_row = max(1, matrix.indptr[-1]) / max(1, n_cells)
     everything = (
         (matrix.indices[a:b], _float32(matrix.data[a:b]))
@@ -295,8 +293,10 @@ def _csr_blocks(
         )
     )
     by_matrix_column = summarize(everything, n_all)  # per column of the matrix
-    # parts of about _PART values of one block (of a block's share of each row)
-    row_parts = _row_chunks(n_cells, per_row / len(layout.cuts), _PART)
+    # parts of about _PART values of one block (its share of each row), and enough of
+    # them for every core even when blocks are small
+    rows = min(_PART / max(per_row / len(layout.cuts), 1.0), -(-n_cells // _MIN_PARTS))
+    row_parts = _row_chunks(n_cells, 1.0, max(1, int(rows)))
     for (s, e), parts in zip(layout.cuts, layout.parts(matrix, row_parts), strict=True):
         genes = layout.order[s:e]
         summary = StoredSummary(*(field[columns[genes]] for field in by_matrix_column))

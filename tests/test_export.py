@@ -338,7 +338,9 @@ def test_gene_sources(adata: ad.AnnData, tmp_path: Path, matrix: str) -> None:
         np.testing.assert_allclose(values, expected[:, j], atol=step(16, *fields[j][2:]))
 
 
-@pytest.mark.parametrize("matrix", ["csr", "non-canonical csr", "csc", "dense"])
+@pytest.mark.parametrize(
+    "matrix", ["csr", "non-canonical csr", "csc", "non-canonical csc", "dense"]
+)
 @pytest.mark.parametrize("bits", [8, None])
 @pytest.mark.parametrize("budget", [1_000, 6_000])  # one gene per block, or several
 def test_gene_subset_in_any_order_across_many_blocks(
@@ -348,19 +350,19 @@ def test_gene_subset_in_any_order_across_many_blocks(
     X[5, 7], X[6, 9], X[7, 9] = np.nan, np.inf, -np.inf
     X[:, 11] = 2.5  # a gene without implicit zeros
     expected = X.copy()
+    fmt = matrix.split()[-1]
     if matrix == "dense":
         adata.X = X
-    elif matrix == "csc":
-        adata.X = sparse.csc_matrix(X)
+    elif matrix.startswith("non-canonical"):  # unsorted indices, duplicates that add up
+        m = sparse.csr_matrix(X if fmt == "csr" else X.T)
+        coo = m.tocoo()
+        order = np.lexsort((-coo.col, coo.row))
+        values, indices = np.repeat(coo.data[order] / 2, 2), np.repeat(coo.col[order], 2)
+        m = sparse.csr_matrix((values, indices, 2 * m.indptr), shape=m.shape)
+        adata.X = m if fmt == "csr" else m.T  # the transpose of a CSR matrix is CSC
+        assert adata.X.format == fmt and not adata.X.has_canonical_format
     else:
-        adata.X = sparse.csr_matrix(X)
-        if matrix == "non-canonical csr":  # unsorted columns within rows, duplicates that add up
-            csr = adata.X
-            coo = csr.tocoo()
-            order = np.lexsort((-coo.col, coo.row))
-            values, columns = np.repeat(coo.data[order] / 2, 2), np.repeat(coo.col[order], 2)
-            adata.X = sparse.csr_matrix((values, columns, 2 * csr.indptr), shape=X.shape)
-            assert not adata.X.has_canonical_format
+        adata.X = sparse.csr_matrix(X) if fmt == "csr" else sparse.csc_matrix(X)
     # every other gene, shuffled: blocks of genes span columns that are not exported
     wanted = list(np.random.default_rng(3).permutation(adata.var_names[::2]))
     out = cl.ex.export(

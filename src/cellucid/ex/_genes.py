@@ -219,9 +219,7 @@ def _in_memory_sparse_blocks(
     if matrix.format != "csc":
         yield from _csr_blocks(_canonical_csr(matrix), columns, payload, budget)
         return
-    if not matrix.has_canonical_format:
-        matrix = matrix.copy()
-        matrix.sum_duplicates()
+    # each block's duplicates are added up as it is wrapped (_as_block), so no canonical copy
     stored = np.diff(matrix.indptr)[columns]
     for s, e in _cuts(payload + stored * _BYTES_PER_STORED_VALUE, budget):
         yield _as_block(np.arange(s, e), matrix[:, columns[s:e]])
@@ -325,8 +323,7 @@ def _run_starts(matrix: sparse.csr_matrix, bounds: np.ndarray) -> np.ndarray:
     blocks of a matrix of millions of cells stay small.
     """
     n_cells, n_all = matrix.shape
-    dtype = np.uint16 if n_all < 2**16 else np.uint32 if n_all < 2**32 else np.uint64
-    out = np.empty((n_cells, bounds.shape[0]), dtype=dtype)
+    out = np.empty((n_cells, bounds.shape[0]), dtype=np.min_scalar_type(n_all))
     indptr = matrix.indptr.astype(np.int64)
     per_row = 8 * max(1, indptr[-1]) / max(1, n_cells)
     for r0, r1 in _row_chunks(n_cells, per_row, 2**25):

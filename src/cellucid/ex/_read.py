@@ -281,32 +281,31 @@ def _payload_dtype(name: object, allowed: tuple[str, ...], what: str) -> np.dtyp
 # --- embeddings and vectors -------------------------------------------------------------------
 
 
-def _read_embeddings(root: Path, identity: dict, n_cells: int) -> dict[str, np.ndarray]:
-    embeddings = identity.get("embeddings") or {}
-    files = embeddings.get("files") or {}
-    obsm = {}
-    for dim in embeddings.get("available_dimensions") or []:
+def _read_per_dimension(root: Path, entry: dict, n_cells: int, what: str) -> dict[int, np.ndarray]:
+    """Read an identity entry's ``files`` for each of its ``available_dimensions`` (float32, n × d)."""
+    files = entry.get("files") or {}
+    out = {}
+    for dim in entry.get("available_dimensions") or []:
         relpath = files.get(f"{dim}d")
         if relpath is None:
-            msg = f"{IDENTITY_FILE} lists dimension {dim} but no file for it."
+            msg = f"{what} lists dimension {dim} but no file for it."
             raise ValueError(msg)
-        coords = _read_array(root, relpath, FLOAT_DTYPE, n_cells * dim)
-        obsm[f"X_{_BASIS}_{dim}d"] = coords.astype(np.float32).reshape(n_cells, dim)
-    return obsm
+        values = _read_array(root, relpath, FLOAT_DTYPE, n_cells * dim)
+        out[dim] = values.astype(np.float32).reshape(n_cells, dim)
+    return out
+
+
+def _read_embeddings(root: Path, identity: dict, n_cells: int) -> dict[str, np.ndarray]:
+    coords = _read_per_dimension(root, identity.get("embeddings") or {}, n_cells, IDENTITY_FILE)
+    return {f"X_{_BASIS}_{dim}d": values for dim, values in coords.items()}
 
 
 def _read_vector_fields(root: Path, identity: dict, n_cells: int) -> dict[str, np.ndarray]:
     fields = (identity.get("vector_fields") or {}).get("fields") or {}
     obsm = {}
     for field_id, meta in fields.items():
-        files = meta.get("files") or {}
-        for dim in meta.get("available_dimensions") or []:
-            relpath = files.get(f"{dim}d")
-            if relpath is None:
-                msg = f"Vector field {field_id!r} lists dimension {dim} but no file for it."
-                raise ValueError(msg)
-            vectors = _read_array(root, relpath, FLOAT_DTYPE, n_cells * dim)
-            obsm[f"{field_id}_{dim}d"] = vectors.astype(np.float32).reshape(n_cells, dim)
+        vectors = _read_per_dimension(root, meta, n_cells, f"Vector field {field_id!r}")
+        obsm.update({f"{field_id}_{dim}d": values for dim, values in vectors.items()})
     return obsm
 
 

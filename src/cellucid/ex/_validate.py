@@ -2130,28 +2130,23 @@ class _DatasetChecker:
                         f"compression {_raw(level)}",
                         f"{_raw(self.compressions[manifest])} ({manifest})",
                     )
-        if (
-            "var_quantization" in es
-            and self.var_schema_known
-            and es["var_quantization"] != self.var_schema_bits
-        ):
-            self.add(
-                rel,
-                "export_settings.mismatch",
-                f"var_quantization {_raw(es['var_quantization'])}",
-                f"{_raw(self.var_schema_bits)} ({VAR_MANIFEST})",
-            )
-        if (
-            "obs_continuous_quantization" in es
-            and self.obs_has_continuous
-            and es["obs_continuous_quantization"] != self.obs_schema_bits
-        ):
-            self.add(
-                rel,
-                "export_settings.mismatch",
-                f"obs_continuous_quantization {_raw(es['obs_continuous_quantization'])}",
-                f"{_raw(self.obs_schema_bits)} ({OBS_MANIFEST})",
-            )
+        quantizations = (
+            ("var_quantization", self.var_schema_known, self.var_schema_bits, VAR_MANIFEST),
+            (
+                "obs_continuous_quantization",
+                self.obs_has_continuous,
+                self.obs_schema_bits,
+                OBS_MANIFEST,
+            ),
+        )
+        for key, known, bits, manifest in quantizations:
+            if key in es and known and es[key] != bits:
+                self.add(
+                    rel,
+                    "export_settings.mismatch",
+                    f"{key} {_raw(es[key])}",
+                    f"{_raw(bits)} ({manifest})",
+                )
         dtype = es.get("obs_categorical_dtype")
         if dtype not in (None, "auto") and self.codes_dtypes and dtype not in self.codes_dtypes:
             self.add(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -116,12 +118,23 @@ def test_outlier_quantiles_against_loop() -> None:
     assert out[10] == out[11]
 
 
-def test_graph_edges() -> None:
-    g = sparse.random(500, 500, density=0.02, random_state=5, format="csr")
+@pytest.mark.parametrize("chunk_entries", [None, 1, 37])
+def test_graph_edges(chunk_entries: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    if chunk_entries is not None:  # edges found in many chunks of rows
+        monkeypatch.setattr("cellucid.pp._graph._CHUNK_ENTRIES", chunk_entries)
+    g = sparse.random(500, 500, density=0.02, random_state=5, format="lil")
+    g[:, 100:150] = g[100:150] = 0  # cells without neighbours (but the diagonal)
+    g = g.tocsr()
     g = g.maximum(g.T).tocsr()
-    g.setdiag(0.7)  # the diagonal is dropped
+    with warnings.catch_warnings():  # scipy: changing a CSR matrix's structure is slow
+        warnings.simplefilter("ignore", sparse.SparseEfficiencyWarning)
+        g.setdiag(np.r_[np.zeros(100), np.full(400, 0.7)])  # the diagonal is dropped, zero or not
+        j = g[3].indices[1]
+        g[3, j] = g[j, 3] = 0  # stored zeros are dropped
+    assert j in g[3].indices and g.getnnz(axis=1)[100:150].max() == 1
     e = cl.pp.graph_edges(g)
     upper = sparse.triu(g, k=1).tocoo()
+    upper.eliminate_zeros()
     order = np.lexsort((upper.col, upper.row))
     assert np.array_equal(e.src, upper.row[order]) and np.array_equal(e.dst, upper.col[order])
     assert np.array_equal(e.weights, upper.data[order])
@@ -137,6 +150,8 @@ def test_graph_edges() -> None:
     )
     with pytest.raises(ValueError, match="2 negative or non-finite"):
         cl.pp.graph_edges(np.array([[0, -1.0], [np.nan, 0]]))
+    with pytest.raises(ValueError, match="1 negative or non-finite"):
+        cl.pp.graph_edges(np.array([[0, np.inf], [1.0, 0]]))
 
 
 def test_anndata_level_wrappers() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .._format import (
     CONNECTIVITY_DIR,
     CONNECTIVITY_MANIFEST,
@@ -26,17 +28,23 @@ def write_connectivity(
         "max_neighbors": edges.max_neighbors,
         "index_bytes": dtype.itemsize,
         "index_dtype": dtype.name,
-        "sourcesPath": writer.write(f"{CONNECTIVITY_DIR}/edges.src.bin", edges.src.astype(dtype)),
+        "sourcesPath": writer.write(f"{CONNECTIVITY_DIR}/edges.src.bin", _as_index(edges.src, dtype)),
         "destinationsPath": writer.write(
-            f"{CONNECTIVITY_DIR}/edges.dst.bin", edges.dst.astype(dtype)
+            f"{CONNECTIVITY_DIR}/edges.dst.bin", _as_index(edges.dst, dtype)
         ),
     }
     if settings.layout.weighted_edges:
         manifest["weightsPath"] = writer.write(
-            f"{CONNECTIVITY_DIR}/edges.weights.f64.bin", edges.weights.astype(WEIGHT_DTYPE)
+            f"{CONNECTIVITY_DIR}/edges.weights.f64.bin", edges.weights.astype(WEIGHT_DTYPE, copy=False)
         )
         manifest["weight_dtype"] = "float64"
         manifest["weight_bytes"] = WEIGHT_DTYPE.itemsize
     manifest["compression"] = settings.compression
     write_json(writer.root / CONNECTIVITY_MANIFEST, dumps_manifest(manifest))
     return manifest["n_edges"]
+
+
+def _as_index(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Non-negative indices as ``dtype``; a view when only the sign differs (the bytes are the same)."""
+    signed = np.dtype(dtype.str.replace("u", "i"))
+    return values.view(dtype) if values.dtype == signed else values.astype(dtype)

@@ -260,6 +260,7 @@ def export(
             if edges is not None
             else None
         )
+        del edges  # the writer holds the arrays until they are written, then they are freed
         n_genes = 0
         if found.genes is not None:
             write_var(
@@ -287,7 +288,7 @@ def export(
                 "n_obs_fields": len(obs_fields),
                 "n_categorical_fields": len(obs_fields) - n_continuous,
                 "n_continuous_fields": n_continuous,
-                "has_connectivity": edges is not None,
+                "has_connectivity": n_edges is not None,
                 "n_edges": n_edges,
             },
             "embeddings": embeddings_entry,

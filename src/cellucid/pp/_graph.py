@@ -66,10 +66,12 @@ def graph_edges(
     if g.shape[0] != g.shape[1]:
         msg = f"{name} must be square, got shape {g.shape}."
         raise ValueError(msg)
-    bad = ~np.isfinite(g.data) | (g.data < 0)
-    if bad.any():
-        msg = f"{name} has {int(bad.sum()):,} negative or non-finite weights; edge weights must be finite and >= 0."
+    good = g.data >= 0  # False for NaN
+    good &= g.data < np.inf
+    if not good.all():
+        msg = f"{name} has {good.size - np.count_nonzero(good):,} negative or non-finite weights; edge weights must be finite and >= 0."
         raise ValueError(msg)
+    del good
     n = g.shape[0]
     if not g.has_canonical_format:  # unsorted or duplicated indices: sort a copy
         g = g.copy()
@@ -90,11 +92,36 @@ def graph_edges(
         g = g.maximum(gt).tocsr()
         g.sort_indices()
     del gt
-    rows = np.repeat(np.arange(n, dtype=np.int32 if n < 2**31 else np.int64), np.diff(g.indptr))
-    # rows ascend and each row's indices ascend, so the kept entries are sorted by (src, dst)
-    keep = (g.indices > rows) & (g.data != 0)
-    src = rows[keep]
-    dst = g.indices[keep].astype(rows.dtype, copy=False)
+    index = np.int32 if n < 2**31 else np.int64
+    # rows ascend and each row's indices ascend, so the kept entries are sorted by (src, dst);
+    # they are found a chunk of rows at a time, so no temporary is as large as the graph
+    step = max(1, _CHUNK_ENTRIES * n // max(1, g.nnz))
+    chunks = [(r0, min(r0 + step, n)) for r0 in range(0, n, step)]
+    keeps = []
+    for r0, r1 in chunks:
+        rows, entries = _chunk_rows(g, r0, r1, index)
+        keep = g.indices[entries] > rows
+        keep &= g.data[entries] != 0
+        keeps.append(keep)
+    n_edges = sum(int(np.count_nonzero(keep)) for keep in keeps)
+    src, dst = np.empty(n_edges, dtype=index), np.empty(n_edges, dtype=index)
+    weights = np.empty(n_edges, dtype=np.float64)
+    at = 0
+    for (r0, r1), keep in zip(chunks, keeps, strict=True):
+        rows, entries = _chunk_rows(g, r0, r1, index)
+        k = slice(at, at + np.count_nonzero(keep))
+        src[k], dst[k], weights[k] = rows[keep], g.indices[entries][keep], g.data[entries][keep]
+        at = k.stop
     degree = np.bincount(src, minlength=n) + np.bincount(dst, minlength=n)
-    max_neighbors = int(degree.max()) if src.size else 0
-    return Edges(src, dst, g.data[keep].astype(np.float64), max_neighbors)
+    max_neighbors = int(degree.max()) if n_edges else 0
+    return Edges(src, dst, weights, max_neighbors)
+
+
+# stored entries per chunk of rows when extracting edges
+_CHUNK_ENTRIES = 2**22
+
+
+def _chunk_rows(g: sparse.csr_matrix, r0: int, r1: int, dtype: type) -> tuple[np.ndarray, slice]:
+    """Return the row of each stored entry of rows ``r0 .. r1 - 1`` and those entries' slice."""
+    rows = np.repeat(np.arange(r0, r1, dtype=dtype), np.diff(g.indptr[r0 : r1 + 1]))
+    return rows, slice(int(g.indptr[r0]), int(g.indptr[r1]))

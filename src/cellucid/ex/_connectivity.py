@@ -28,14 +28,17 @@ def write_connectivity(
         "max_neighbors": edges.max_neighbors,
         "index_bytes": dtype.itemsize,
         "index_dtype": dtype.name,
-        "sourcesPath": writer.write(f"{CONNECTIVITY_DIR}/edges.src.bin", _as_index(edges.src, dtype)),
+        "sourcesPath": writer.write(
+            f"{CONNECTIVITY_DIR}/edges.src.bin", _as_index(edges.src, dtype)
+        ),
         "destinationsPath": writer.write(
             f"{CONNECTIVITY_DIR}/edges.dst.bin", _as_index(edges.dst, dtype)
         ),
     }
     if settings.layout.weighted_edges:
         manifest["weightsPath"] = writer.write(
-            f"{CONNECTIVITY_DIR}/edges.weights.f64.bin", edges.weights.astype(WEIGHT_DTYPE, copy=False)
+            f"{CONNECTIVITY_DIR}/edges.weights.f64.bin",
+            edges.weights.astype(WEIGHT_DTYPE, copy=False),
         )
         manifest["weight_dtype"] = "float64"
         manifest["weight_bytes"] = WEIGHT_DTYPE.itemsize

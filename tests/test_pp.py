@@ -80,6 +80,23 @@ def test_category_codes() -> None:
         cl.pp.category_codes(np.arange(70_000))
 
 
+@pytest.mark.parametrize("q", [0.0, 0.37, 0.9, 1.0])
+def test_group_quantiles_against_numpy(q: float) -> None:
+    from cellucid.pp._groups import group_quantiles
+
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 300, 5000)  # uint16 group sort
+    codes[codes == 7] = 8  # an empty group
+    codes[codes == 9] = 10
+    codes[0] = 9  # a group of one
+    values = rng.normal(size=5000).round(1)  # with ties
+    counts = np.bincount(codes, minlength=301)  # the last group empty too
+    out = group_quantiles(codes, values, counts, q)
+    assert np.isnan(out[[7, 300]]).all() and out[9] == values[0]
+    for g in np.flatnonzero(counts):
+        np.testing.assert_allclose(out[g], np.quantile(values[codes == g], q), rtol=1e-14)
+
+
 def test_category_centroids_against_loop() -> None:
     rng = np.random.default_rng(2)
     coords = rng.normal(size=(2000, 3))

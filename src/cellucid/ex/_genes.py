@@ -253,9 +253,17 @@ class _ColumnBlocks:
         gaps = [e - s < bounds[b + 1] - bounds[b] for b, (s, e) in enumerate(cuts)]
         return cls(order, cuts, in_block, bounds, gaps)
 
-    def parts(self, matrix: sparse.csr_matrix, row_parts: list[tuple[int, int]]) -> list[list]:
-        """Return, per block, functions gathering its stored values of ``matrix`` part by part."""
-        runs = _run_starts(matrix, self.bounds)
+    def parts(
+        self,
+        matrix: sparse.csr_matrix,
+        row_parts: list[tuple[int, int]],
+        runs: np.ndarray | None = None,
+    ) -> list[list]:
+        """Return, per block, functions gathering its stored values of ``matrix`` part by part.
+
+        ``runs`` is ``_run_starts(matrix, self.bounds)`` if the caller has it already.
+        """
+        runs = _run_starts(matrix, self.bounds) if runs is None else runs
         return [
             [
                 partial(_csr_part, matrix, runs[r0:r1, b : b + 2], r0, self.in_block, self.gaps[b])
@@ -290,12 +298,17 @@ def _csr_blocks(
             for r0, r1 in _row_chunks(n_cells, per_row, _PART)
         )
     )
-    by_matrix_column = summarize(everything, n_all)  # per column of the matrix
+    # two passes over the matrix at once: the summary (numpy's ufunc.at holds the GIL)
+    # and each row's runs (searchsorted releases it)
+    with ThreadPoolExecutor(1) as side:
+        runs = side.submit(_run_starts, matrix, layout.bounds)
+        by_matrix_column = summarize(everything, n_all)  # per column of the matrix
+        runs = runs.result()
     # parts of about _PART values of one block (its share of each row), and enough of
     # them for every core even when blocks are small
     rows = min(_PART / max(per_row / len(layout.cuts), 1.0), -(-n_cells // _MIN_PARTS))
     row_parts = _row_chunks(n_cells, 1.0, max(1, int(rows)))
-    for (s, e), parts in zip(layout.cuts, layout.parts(matrix, row_parts), strict=True):
+    for (s, e), parts in zip(layout.cuts, layout.parts(matrix, row_parts, runs), strict=True):
         genes = layout.order[s:e]
         summary = StoredSummary(*(field[columns[genes]] for field in by_matrix_column))
         yield GeneBlock(genes, parts=parts, summary=summary)

@@ -23,6 +23,8 @@ try:  # optional (``pip install cellucid[fast]``): deflate 1.6-3x faster than zl
 except ImportError:
     _zlib_ng = None
 
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+
 #: the gzip encoders an export can use
 GZIP_ENCODERS = ("auto", "zlib", "zlib-ng")
 # the fastest CRC-32 at hand (every implementation gives the same checksum)
@@ -161,8 +163,14 @@ class PayloadWriter:
 
     def _write_file(self, target: Path, array: np.ndarray, run_length: bool) -> None:
         data = encode_payload(array, self.compression, run_length=run_length, lib=self.lib)
-        with open(target, "wb") as f:
-            f.write(data)
+        # os-level calls: Python's buffered file objects cost ~10 us more per file
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_BINARY, 0o666)
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         with self._lock:
             self.bytes_written += len(data) if isinstance(data, bytes) else data.nbytes
             self.files_written += 1

@@ -266,7 +266,13 @@ class _ColumnBlocks:
         runs = _run_starts(matrix, self.bounds) if runs is None else runs
         return [
             [
-                partial(_csr_part, matrix, runs[r0:r1, b : b + 2], r0, self.in_block, self.gaps[b])
+                partial(
+                    _csr_part,
+                    matrix,
+                    runs[r0:r1, b : b + 2],
+                    r0,
+                    self.in_block if self.gaps[b] else int(self.bounds[b]),
+                )
                 for r0, r1 in row_parts
             ]
             for b in range(len(self.cuts))
@@ -315,15 +321,21 @@ def _csr_blocks(
 
 
 def _csr_part(
-    matrix: sparse.csr_matrix, runs: np.ndarray, r0: int, in_block: np.ndarray, dropped: bool
+    matrix: sparse.csr_matrix, runs: np.ndarray, r0: int, genes: np.ndarray | int
 ) -> StoredValues:
-    """Gather one block's stored values in rows ``r0 ..``: ``runs`` has each row's run (start, end) within the row."""
+    """Gather one block's stored values in rows ``r0 ..``: ``runs`` has each row's run (start, end) within the row.
+
+    ``genes`` maps matrix columns to genes of the block (-1: not exported, dropped), or is
+    the block's first column when it has every column up to its last one.
+    """
     starts, ends = runs[:, 0].astype(np.int64), runs[:, 1].astype(np.int64)
     lengths = ends - starts
     at = _concatenated_ranges(matrix.indptr[r0 : r0 + runs.shape[0]] + starts, lengths)
-    gene = in_block[matrix.indices[at]]
     row = np.repeat(np.arange(r0, r0 + runs.shape[0], dtype=np.int32), lengths)
-    if dropped:
+    if isinstance(genes, int):  # cheaper than looking every column up
+        gene = matrix.indices[at] - np.int32(genes)
+    else:
+        gene = genes[matrix.indices[at]]
         kept = gene >= 0
         at, gene, row = at[kept], gene[kept], row[kept]
     return StoredValues(gene, row, _float32(matrix.data[at]))

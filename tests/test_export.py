@@ -237,9 +237,10 @@ def test_graph_without_uns_neighbors_and_custom_key(adata: ad.AnnData, tmp_path:
 def test_asymmetric_graph_is_symmetrized_with_a_warning(adata: ad.AnnData, tmp_path: Path) -> None:
     g = sparse.triu(adata.obsp["connectivities"], k=1).tocsr()
     adata.obsp["connectivities"] = g
-    with pytest.warns(UserWarning, match="not symmetric"):
+    with pytest.warns(UserWarning, match="not symmetric") as record:
         dec = decode(cl.ex.export(adata, tmp_path / "ds"))
     assert dec.identity["stats"]["n_edges"] == g.nnz
+    assert [w.filename for w in record if "symmetric" in str(w.message)] == [__file__]
 
 
 def test_one_cell(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -16,7 +15,7 @@ from ._arithmetic import arithmetic
 from ._connectivity import write_connectivity
 from ._genes import DEFAULT_MEMORY_BUDGET
 from ._identity import created_at, dataset_id_for, source_entry, write_identity
-from ._obs import encode_obs, warn_non_finite, write_obs
+from ._obs import encode_obs, write_obs
 from ._payload import PayloadWriter, default_n_jobs
 from ._payload import gzip_encoder as payload_gzip_encoder
 from ._points import normalize_embeddings, write_points, write_vectors
@@ -226,26 +225,21 @@ def export(
     found.graph, found.graph_key = collect.collect_graph(loaded, connectivities_key)
     collect.check_lengths(found)
 
-    # 2. transform everything but the genes (which stream while writing): the obs fields
-    # are encoded (on all cores) while this thread extracts the graph's edges
+    # 2. transform everything but the genes (which stream while writing)
     normalized = normalize_embeddings(found.embeddings, arith)
-    with ThreadPoolExecutor(1) as side:
-        obs_job = side.submit(
-            encode_obs,
-            found.obs_fields,
-            embeddings=normalized,
-            latent=found.latent,
-            settings=settings,
-            arith=arith,
-            n_jobs=n_jobs or default_n_jobs(),
-        )
-        edges = (
-            graph_edges(found.graph, name=f"obsp[{found.graph_key!r}]")
-            if found.graph is not None
-            else None
-        )
-        encoded_obs = obs_job.result()
-    warn_non_finite(encoded_obs)
+    encoded_obs = encode_obs(
+        found.obs_fields,
+        embeddings=normalized,
+        latent=found.latent,
+        settings=settings,
+        arith=arith,
+        n_jobs=n_jobs or default_n_jobs(),
+    )
+    edges = (
+        graph_edges(found.graph, name=f"obsp[{found.graph_key!r}]")
+        if found.graph is not None
+        else None
+    )
 
     # 3. write
     with (

@@ -64,10 +64,7 @@ def encode_obs(
     arith: Arithmetic,
     n_jobs: int = 1,
 ) -> list[EncodedField]:
-    """Encode every field in memory (codes, centroids, quantiles); raises before anything is written.
-
-    Fields with NaN or ±Inf values carry the warning that :func:`warn_non_finite` gives.
-    """
+    """Encode every field in memory (codes, centroids, quantiles); raises before anything is written."""
     bits = settings.obs_continuous_quantization
 
     def encode(f: ObsField) -> EncodedField:
@@ -100,14 +97,11 @@ def encode_obs(
 
     # fields are independent and numpy's sorts and sums release the GIL: encode them on all cores
     with ThreadPoolExecutor(max(1, n_jobs)) as pool:
-        return list(pool.map(encode, fields))
-
-
-def warn_non_finite(encoded: list[EncodedField]) -> None:
-    """Warn about the fields with NaN or ±Inf values, from the export's thread and pointing at its call."""
-    for enc in encoded:
+        encoded = list(pool.map(encode, fields))
+    for enc in encoded:  # warned here, in the caller's thread, so they point at the export call
         if enc.warning:
             warnings.warn(enc.warning, UserWarning, stacklevel=3)
+    return encoded
 
 
 def _centroids(

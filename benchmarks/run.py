@@ -228,7 +228,6 @@ def worker_ref(args) -> dict:
 
     rss_start = _proc_status_kb("VmRSS")
     import numpy as np
-
     from cellucid.prepare_data import prepare
 
     rss_imports = _proc_status_kb("VmRSS")
@@ -351,7 +350,7 @@ def run_worker(python: str, kind: str, data: Path, setting: str, out: Path, scra
     env = dict(os.environ)
     if kind == "ref":
         env.pop("PYTHONPATH", None)
-    errf = open(scratch / f"stderr-{kind}.txt", "w+")
+    errf = open(scratch / f"stderr-{kind}.txt", "w+")  # noqa: SIM115  (read back and closed below)
     busy0 = _cpu_busy_s()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf, env=env)

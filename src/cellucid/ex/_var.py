@@ -51,8 +51,9 @@ class _BlockEncoder:
         bits, arith = self.bits, self.arith
         if block.dense is not None:
             dense = block.dense
-            lo, hi = finite_range(dense, axis=1)
-            finite = np.isfinite(dense).all(axis=1)
+            finite_values = np.isfinite(dense)
+            lo, hi = finite_range(dense, axis=1, finite=finite_values)
+            finite = finite_values.all(axis=1)
             if not bits:
                 return missing_as_nan(dense), lo, hi, finite
             vmin, vmax = arith.bounds(lo, hi)

@@ -39,10 +39,15 @@ def _check_bits(bits: int) -> None:
         raise ValueError(msg)
 
 
-def finite_range(values: np.ndarray, *, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Return the minimum and maximum of the finite values along ``axis`` (NaN where there are none)."""
+def finite_range(
+    values: np.ndarray, *, axis: int | None = None, finite: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the minimum and maximum of the finite values along ``axis`` (NaN where there are none).
+
+    ``finite`` is ``np.isfinite(values)`` if the caller has it already.
+    """
     values = np.asarray(values, dtype=np.float32)
-    finite = np.isfinite(values)
+    finite = np.isfinite(values) if finite is None else finite
     with np.errstate(invalid="ignore"):
         lo = np.where(finite, values, np.inf).min(axis=axis, initial=np.inf).astype(np.float64)
         hi = np.where(finite, values, -np.inf).max(axis=axis, initial=-np.inf).astype(np.float64)

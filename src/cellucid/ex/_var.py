@@ -146,20 +146,13 @@ def write_var(
         previous = writer.mark()
         for block in blocks:
             payloads, vmin, vmax, finite = encode(block)
-            indices = block.genes.tolist()
-            writer.write_many(
-                [
-                    (
-                        f"{VAR_DIR}/{layout.stem(index, genes.names[index])}.values.{ext}",
-                        payloads[j],
-                    )
-                    for j, index in enumerate(indices)
-                ],
-                run_length=bits is not None,
-            )
-            for j, index in enumerate(indices):
+            files = []
+            for j, index in enumerate(block.genes.tolist()):
+                name = genes.names[index]
+                files.append((f"{VAR_DIR}/{layout.stem(index, name)}.values.{ext}", payloads[j]))
                 bounds = [float(vmin[j]), float(vmax[j])] if bits else []
-                fields[index] = [*layout.entry_head(index, genes.names[index]), *bounds]
+                fields[index] = [*layout.entry_head(index, name), *bounds]
+            writer.write_many(files, run_length=bits is not None)
             non_finite_at.extend(block.genes[~finite].tolist())
             bar.update(block.genes.shape[0])
             # at most two blocks of payloads in memory: this one and the one being written

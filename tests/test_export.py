@@ -349,7 +349,13 @@ def test_gene_subset_in_any_order_across_many_blocks(
 ) -> None:
     X = adata.X.toarray()
     X[5, 7], X[6, 9], X[7, 9] = np.nan, np.inf, -np.inf
-    X[:, 11] = 2.5  # a gene without implicit zeros
+    # exported genes (even columns) whose minimum is not 0: without implicit zeros,
+    # or with negative values
+    X[:, 12] = 2.5
+    X[::3, 14] *= -1
+    X[:, 16] = -1.0 - X[:, 16]
+    X[:, 18] = 3.0 + X[:, 18]
+    X[::7, 18] = np.nan
     expected = X.copy()
     fmt = matrix.split()[-1]
     if matrix == "dense":
@@ -378,6 +384,8 @@ def test_gene_subset_in_any_order_across_many_blocks(
         finite = np.isfinite(source)
         np.testing.assert_allclose(dec.genes[name][finite], source[finite], atol=tol, rtol=0)
         assert np.isnan(dec.genes[name][~finite]).all()
+        if bits:  # the bounds are the finite minimum and maximum, implicit zeros included
+            assert fields[j][2:] == [float(source[finite].min()), float(source[finite].max())]
 
 
 def test_nan_genes_are_missing_with_one_warning(adata: ad.AnnData, tmp_path: Path) -> None:

@@ -50,6 +50,27 @@ def test_quantize_exact_steps_land_on_their_code() -> None:
     assert np.array_equal(cl.pp.dequantize(q.codes, vmin=q.vmin, vmax=q.vmax), values)
 
 
+@pytest.mark.parametrize("encode", ["current", "legacy"])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_encode_with_per_column_bounds(encode: str, bits: int) -> None:
+    from cellucid.pp._legacy import encode_with_bounds_float32
+    from cellucid.pp._quantize import encode_with_bounds
+
+    fn = encode_with_bounds if encode == "current" else encode_with_bounds_float32
+    rng = np.random.default_rng(5)
+    vmin = np.array([0.0, -2.0, 3.0, 1.5])
+    # column 2 is constant (the legacy bounds never are: the original added 1 to vmax)
+    vmax = np.array([1.0, 2.0, 3.0 if encode == "current" else 4.0, 9.0])
+    column = rng.integers(0, 4, 1_000)
+    values = (vmin[column] + rng.random(1_000) * (vmax - vmin)[column]).astype(np.float32)
+    values[[3, 10]] = np.nan, np.inf
+    expected = fn(values, vmin[column], vmax[column], bits=bits)
+    np.testing.assert_array_equal(fn(values, vmin, vmax, bits=bits, index=column), expected)
+    if encode == "current":  # every code is in range; the constant column's codes are 0
+        assert (expected[column == 2][np.isfinite(values[column == 2])] == 0).all()
+        assert expected[3] == expected[10] == (2**bits - 1)
+
+
 def test_normalize_coords_keeps_aspect_ratio() -> None:
     rng = np.random.default_rng(1)
     x = rng.uniform([-10, 0, 5], [30, 10, 6], (1000, 3))

@@ -29,20 +29,24 @@ _BYTES_PER_STORED_VALUE = 24
 _BYTES_PER_DENSE_VALUE = 4
 # stored values in one part of a block: parts are encoded in parallel, each with
 # temporaries small enough to be reused rather than faulted in afresh
-_PART = 2**20
+_PART = 2**18
 _MIN_PARTS = 8
 
 
 class StoredValues(NamedTuple):
     """Stored values of a sparse block of genes (every other value is 0)."""
 
-    gene: np.ndarray  # the value's gene, 0 .. n - 1 within the block
-    row: np.ndarray  # its cell
+    gene: np.ndarray  # the value's gene, 0 .. n - 1 within the block (integers, best intp)
+    row: np.ndarray  # its cell (integers, best intp)
     value: np.ndarray  # float32
 
 
 class StoredSummary(NamedTuple):
-    """Per gene: its stored values' finite minimum and maximum (±inf: none), number and non-finiteness."""
+    """Per gene: its stored values' finite minimum and maximum (±inf: none), number and non-finiteness.
+
+    ``lo`` is only known where it can be the gene's minimum: for a gene that has implicit
+    zeros and no negative stored value, it is +inf (0 is then the minimum).
+    """
 
     lo: np.ndarray  # float32
     hi: np.ndarray  # float32
@@ -59,33 +63,51 @@ class GeneBlock:
     # a sparse block: its stored values in parts that can be produced in parallel, and their summary
     parts: Sequence[Callable[[], StoredValues]] = ()
     summary: StoredSummary | None = None
+    # the rows of each part, when each holds every stored value of a range of rows (the
+    # ranges then cover the cells once): its share of the payloads is filled with it
+    part_rows: Sequence[tuple[int, int]] = ()
 
 
-def summarize(parts: Iterable[tuple[np.ndarray, np.ndarray]], n_genes: int) -> StoredSummary:
-    """Summarize stored values gene by gene, in one pass over their parts' ``(gene, value)``."""
+def summarize(
+    parts: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], n_genes: int, n_rows: int
+) -> StoredSummary:
+    """Summarize the stored values of ``n_rows`` rows gene by gene, from ``parts()``' ``(gene, value)``.
+
+    Minima are looked for among negative values only, unless a gene has no implicit zero:
+    those genes' parts are read a second time (``parts`` is called again).
+    """
     lo = np.full(n_genes, np.inf, dtype=np.float32)
     hi = np.full(n_genes, -np.inf, dtype=np.float32)
     count = np.zeros(n_genes, dtype=np.int64)
     non_finite = np.zeros(n_genes, dtype=bool)
-    for gene, value in parts:
+    for gene, value in parts():
         np.add.at(count, gene, 1)
         finite = np.isfinite(value)
         if not finite.all():
             non_finite[gene[~finite]] = True
             gene, value = gene[finite], value[finite]
-        np.minimum.at(lo, gene, value)
         np.maximum.at(hi, gene, value)
+        negative = value < 0
+        if negative.any():
+            np.minimum.at(lo, gene[negative], value[negative])
+    full = (count == n_rows) & (lo == np.inf)  # no implicit zero, no negative value
+    if full.any():
+        for gene, value in parts():
+            kept = full[gene] & np.isfinite(value)
+            np.minimum.at(lo, gene[kept], value[kept])
     return StoredSummary(lo, hi, count, non_finite)
 
 
-def _sparse_block(genes: np.ndarray, stored: StoredValues) -> GeneBlock:
-    """Wrap stored values held in memory as a block, in parts."""
+def _sparse_block(genes: np.ndarray, stored: StoredValues, n_cells: int) -> GeneBlock:
+    """Wrap stored values of ``n_cells`` rows held in memory as a block, in parts."""
     parts = [
         partial(StoredValues._make, tuple(field[a : a + _PART] for field in stored))
         for a in range(0, stored.value.shape[0], _PART)
     ]
-    values = ((part.gene, part.value) for part in (p() for p in parts))
-    return GeneBlock(genes, parts=parts, summary=summarize(values, genes.shape[0]))
+    summary = summarize(
+        lambda: ((part.gene, part.value) for part in (p() for p in parts)), genes.shape[0], n_cells
+    )
+    return GeneBlock(genes, parts=parts, summary=summary)
 
 
 def is_dask(matrix: object) -> bool:
@@ -115,7 +137,9 @@ def _as_block(genes: np.ndarray, values: object) -> GeneBlock:
     """Wrap computed cell × gene values as a block."""
     if sparse.issparse(values):
         coo = _canonical_coo(values)
-        return _sparse_block(genes, StoredValues(coo.col, coo.row, _float32(coo.data)))
+        return _sparse_block(
+            genes, StoredValues(coo.col, coo.row, _float32(coo.data)), values.shape[0]
+        )
     return GeneBlock(genes, dense=np.ascontiguousarray(_float32(np.asarray(values)).T))
 
 
@@ -188,7 +212,7 @@ def gene_blocks(
             (r0, computed(matrix[r0:r1]))
             for r0, r1 in _row_chunks(n_cells, per_row, memory_budget // 4)
         )
-        yield from _spilled_blocks(chunks, layout, spill_dir)
+        yield from _spilled_blocks(chunks, layout, spill_dir, n_cells)
     elif is_dask(matrix):
         for s, e in dense_cuts:
             yield _as_block(np.arange(s, e), matrix[:, columns[s:e]].compute())
@@ -297,18 +321,17 @@ def _csr_blocks(
     n_cells, n_all = matrix.shape
     layout = _ColumnBlocks.cut(columns, n_all, payload, budget)
     per_row = max(1, matrix.indptr[-1]) / max(1, n_cells)
-    everything = (
-        (matrix.indices[a:b], _float32(matrix.data[a:b]))
-        for a, b in (
-            (matrix.indptr[r0], matrix.indptr[r1])
-            for r0, r1 in _row_chunks(n_cells, per_row, _PART)
-        )
-    )
+
+    def everything() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for r0, r1 in _row_chunks(n_cells, per_row, _PART):
+            a, b = matrix.indptr[r0], matrix.indptr[r1]
+            yield matrix.indices[a:b], _float32(matrix.data[a:b])
+
     # two passes over the matrix at once: the summary (numpy's ufunc.at holds the GIL)
     # and each row's runs (searchsorted releases it)
     with ThreadPoolExecutor(1) as side:
         runs = side.submit(_run_starts, matrix, layout.bounds)
-        by_matrix_column = summarize(everything, n_all)  # per column of the matrix
+        by_matrix_column = summarize(everything, n_all, n_cells)  # per column of the matrix
         runs = runs.result()
     # parts of about _PART values of one block (its share of each row), and enough of
     # them for every core even when blocks are small
@@ -317,7 +340,7 @@ def _csr_blocks(
     for (s, e), parts in zip(layout.cuts, layout.parts(matrix, row_parts, runs), strict=True):
         genes = layout.order[s:e]
         summary = StoredSummary(*(field[columns[genes]] for field in by_matrix_column))
-        yield GeneBlock(genes, parts=parts, summary=summary)
+        yield GeneBlock(genes, parts=parts, summary=summary, part_rows=row_parts)
 
 
 def _csr_part(
@@ -328,17 +351,19 @@ def _csr_part(
     ``genes`` maps matrix columns to genes of the block (-1: not exported, dropped), or is
     the block's first column when it has every column up to its last one.
     """
-    starts, ends = runs[:, 0].astype(np.int64), runs[:, 1].astype(np.int64)
+    starts, ends = runs[:, 0].astype(np.intp), runs[:, 1].astype(np.intp)
     lengths = ends - starts
     at = _concatenated_ranges(matrix.indptr[r0 : r0 + runs.shape[0]] + starts, lengths)
-    row = np.repeat(np.arange(r0, r0 + runs.shape[0], dtype=np.int32), lengths)
+    row = np.repeat(np.arange(r0, r0 + runs.shape[0], dtype=np.intp), lengths)
+    # ``at`` is within the matrix by construction: "clip" skips numpy's bounds check
+    column = np.take(matrix.indices, at, mode="clip")
     if isinstance(genes, int):  # cheaper than looking every column up
-        gene = matrix.indices[at] - np.int32(genes)
+        gene = column - np.intp(genes)
     else:
-        gene = genes[matrix.indices[at]]
+        gene = np.take(genes, column.astype(np.intp), mode="clip").astype(np.intp)
         kept = gene >= 0
         at, gene, row = at[kept], gene[kept], row[kept]
-    return StoredValues(gene, row, _float32(matrix.data[at]))
+    return StoredValues(gene, row, _float32(np.take(matrix.data, at, mode="clip")))
 
 
 def _run_starts(matrix: sparse.csr_matrix, bounds: np.ndarray) -> np.ndarray:
@@ -382,7 +407,7 @@ def _backed_sparse_blocks(
     layout = _ColumnBlocks.cut(columns, matrix.shape[1], per_gene, budget // 2)
     if len(layout.cuts) > 1:
         chunks = ((r0, matrix[r0:r1]) for r0, r1 in _row_chunks(n_cells, per_row, budget // 4))
-        yield from _spilled_blocks(chunks, layout, spill_dir)
+        yield from _spilled_blocks(chunks, layout, spill_dir, n_cells)
         return
     parts = [matrix[r0:r1][:, columns] for r0, r1 in _row_chunks(n_cells, per_row, budget // 2)]
     yield _as_block(np.arange(columns.shape[0]), sparse.vstack(parts, format="csr"))
@@ -413,9 +438,9 @@ _SPILL_RECORD = np.dtype([("row", "<i4"), ("gene", "<i4"), ("value", "<f4")])
 
 
 def _spilled_blocks(
-    chunks: Iterator[tuple[int, object]], layout: _ColumnBlocks, spill_dir: Path
+    chunks: Iterator[tuple[int, object]], layout: _ColumnBlocks, spill_dir: Path, n_cells: int
 ) -> Iterator[GeneBlock]:
-    """Transpose a cell-major matrix in one pass over its row chunks, spilling to disk.
+    """Transpose a cell-major matrix of ``n_cells`` rows in one pass over its row chunks, spilling to disk.
 
     Each chunk's values are appended to the file of their block of genes, so that a block
     is then read back whole, within the memory budget, with the matrix read once.
@@ -440,7 +465,7 @@ def _spilled_blocks(
             records = np.fromfile(path, dtype=_SPILL_RECORD)
             path.unlink()
             stored = StoredValues(records["gene"], records["row"], records["value"])
-            yield _sparse_block(layout.order[s:e], stored)
+            yield _sparse_block(layout.order[s:e], stored, n_cells)
     finally:
         for path in paths:
             path.unlink(missing_ok=True)

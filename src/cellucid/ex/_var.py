@@ -60,26 +60,31 @@ class _BlockEncoder:
             return arith.encode(dense, vmin[:, None], vmax[:, None], bits=bits), vmin, vmax, finite
         lo, hi = _with_implicit_zeros(block.summary, self.n_cells)
         vmin, vmax = arith.bounds(lo, hi) if bits else (lo, hi)
-        payloads = self._buffer(block.genes.shape[0])
-        payloads[:] = (
-            arith.encode(np.zeros(vmin.shape, np.float32), vmin, vmax, bits=bits)[:, None]
+        zero = (
+            arith.encode(np.zeros(vmin.shape, np.float32), vmin, vmax, bits=bits)
             if bits
-            else 0
-        )
+            else np.zeros(vmin.shape, self.dtype)
+        )[:, None]
+        payloads = self._buffer(block.genes.shape[0])
         flat = payloads.reshape(-1)
+        if not block.part_rows:
+            payloads[:] = zero
 
-        def encode_part(part: Callable[[], StoredValues]) -> None:
+        def encode_part(part: Callable[[], StoredValues], rows: tuple[int, int] | None) -> None:
+            if rows is not None:  # this part's share, while it is in the cache
+                payloads[:, rows[0] : rows[1]] = zero
             gene, row, value = part()
-            gene = gene.astype(np.intp)
+            gene = gene.astype(np.intp, copy=False)
             at = gene * self.n_cells
             at += row
             flat[at] = (
-                arith.encode(value, vmin[gene], vmax[gene], bits=bits)
+                arith.encode(value, vmin, vmax, bits=bits, index=gene)
                 if bits
                 else missing_as_nan(value)
             )
 
-        for _ in self.pool.map(encode_part, block.parts):
+        rows = block.part_rows or [None] * len(block.parts)
+        for _ in self.pool.map(encode_part, block.parts, rows):
             pass
         return payloads, vmin, vmax, ~block.summary.non_finite
 

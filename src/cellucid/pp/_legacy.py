@@ -40,13 +40,24 @@ def bounds_float32(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def encode_with_bounds_float32(
-    values: np.ndarray, vmin: np.ndarray | float, vmax: np.ndarray | float, *, bits: int
+    values: np.ndarray,
+    vmin: np.ndarray | float,
+    vmax: np.ndarray | float,
+    *,
+    bits: int,
+    index: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Quantize as the original did: ``(v - vmin) * scale`` in float32, clipped and truncated."""
+    """Quantize as the original did: ``(v - vmin) * scale`` in float32, clipped and truncated.
+
+    ``index`` looks each value's bounds up in per-column ``vmin`` and ``vmax``, as in
+    :func:`~cellucid.pp._quantize.encode_with_bounds`.
+    """
     max_q = MAX_QUANT[bits]
     values = np.asarray(values, dtype=np.float32)
     vmin = np.asarray(vmin, dtype=np.float64)
     scale = (max_q / (np.asarray(vmax, dtype=np.float64) - vmin)).astype(np.float32)
+    if index is not None:
+        vmin, scale = vmin[index], scale[index]
     finite = np.isfinite(values)
     q = np.clip((np.where(finite, values, 0) - vmin.astype(np.float32)) * scale, 0, max_q)
     out = q.astype(QUANT_DTYPE[bits])

@@ -65,18 +65,30 @@ def finite_bounds(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def encode_with_bounds(
-    values: np.ndarray, vmin: ArrayLike, vmax: ArrayLike, *, bits: Bits = 8
+    values: np.ndarray,
+    vmin: ArrayLike,
+    vmax: ArrayLike,
+    *,
+    bits: Bits = 8,
+    index: np.ndarray | None = None,
 ) -> np.ndarray:
     """Quantize float32 ``values`` against given bounds; NaN and ±Inf get the missing code.
 
     ``vmin`` and ``vmax`` broadcast against ``values``, so many columns are encoded at once
-    (each value with the bounds of its column).
+    (each value with the bounds of its column). With ``index`` (integer, one per value)
+    they are per-column tables instead, and value ``i`` is encoded with the bounds at
+    ``index[i]``.
     """
     _check_bits(bits)
     max_q = MAX_QUANT[bits]
     values = np.asarray(values, dtype=np.float32)
     vmin = np.asarray(vmin, dtype=np.float64)
     span = np.asarray(vmax, dtype=np.float64) - vmin
+    constant = ~(span > 0)  # a constant field encodes every value as 0
+    constant = (constant if index is None else constant[index]) if constant.any() else None
+    if index is not None:
+        # ``index`` was built by the caller within the tables: "clip" skips a bounds check
+        vmin, span = (np.take(table, index, mode="clip") for table in (vmin, span))
     # the format's formula, term by term: floor((v - vmin) * max_q / (vmax - vmin) + 1e-8);
     # float32 values are widened first, as numpy would, but without its slow mixed-type loop
     shape = np.broadcast_shapes(values.shape, vmin.shape, span.shape)
@@ -85,11 +97,14 @@ def encode_with_bounds(
         q -= vmin
         q *= max_q
         q /= span
-    q[np.broadcast_to(~(span > 0), shape)] = 0.0  # a constant field encodes every value as 0
+    if constant is not None:
+        q[np.broadcast_to(constant, shape)] = 0.0
     q += _STEP_EPSILON
     np.floor(q, out=q)
     np.clip(q, 0, max_q, out=q)
-    q[np.broadcast_to(~np.isfinite(values), shape)] = max_q + 1
+    missing = ~np.isfinite(values)
+    if missing.any():
+        q[np.broadcast_to(missing, shape)] = max_q + 1
     return q.astype(QUANT_DTYPE[bits])
 
 

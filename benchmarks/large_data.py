@@ -147,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--modes", default="memory,backed,dask")
     ap.add_argument(
-        "--memory-budget", type=int, default=512 * 2**20, help="export's memory_budget in bytes"
+        "--memory-budget",
+        type=int,
+        default=256 * 2**20,
+        help="export's memory_budget in bytes (default: the export's)",
     )
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)

@@ -20,8 +20,9 @@ from scipy import sparse
 
 T = TypeVar("T")
 
-#: default memory budget for one block of gene values
-DEFAULT_MEMORY_BUDGET = 512 * 2**20
+#: default memory budget for one block of gene values (larger blocks were no faster:
+#: their payload buffers cost more to fault in than the fewer blocks saved)
+DEFAULT_MEMORY_BUDGET = 256 * 2**20
 # bytes one stored sparse value costs when a block holds its values: gene, row and
 # float32 value, in two blocks (one read while the one before is encoded)
 _BYTES_PER_STORED_VALUE = 24

@@ -183,3 +183,19 @@ def test_unused_lazy_arrays_are_never_computed(source, reference, tmp_path: Path
     copy.obsm["X_umap_3d"] = da.from_array(adata.obsm["X_umap_3d"], chunks=(100, 3))
     copy.obsp["connectivities"] = da.from_array(adata.obsp["connectivities"], chunks=(200, 400))
     assert files(cl.ex.export(copy, tmp_path / "ds", **OPTIONS)) == reference
+
+
+def test_failure_while_genes_spill_cleans_up(
+    source, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The genes' first pass runs beside the rest: a failure there leaves nothing behind."""
+    from cellucid.ex import _export
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("obs failed")
+
+    monkeypatch.setattr(_export, "encode_obs", boom)
+    backed = ad.read_h5ad(source[1] / "data.h5ad", backed="r")
+    with pytest.raises(RuntimeError, match="obs failed"):
+        cl.ex.export(backed, tmp_path / "ds", memory_budget=8_000, **OPTIONS)
+    assert list(tmp_path.iterdir()) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -22,7 +23,7 @@ from ._points import normalize_embeddings, write_points, write_vectors
 from ._progress import progress_enabled
 from ._publish import check_target, staged
 from ._settings import ExportSettings
-from ._var import write_var
+from ._var import gene_stream, write_var
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -225,52 +226,55 @@ def export(
     found.graph, found.graph_key = collect.collect_graph(loaded, connectivities_key)
     collect.check_lengths(found)
 
-    # 2. transform everything but the genes (which stream while writing)
-    normalized = normalize_embeddings(found.embeddings, arith)
-    encoded_obs = encode_obs(
-        found.obs_fields,
-        embeddings=normalized,
-        latent=found.latent,
-        settings=settings,
-        arith=arith,
-        n_jobs=n_jobs or default_n_jobs(),
-    )
-    edges = (
-        graph_edges(found.graph, name=f"obsp[{found.graph_key!r}]")
-        if found.graph is not None
-        else None
-    )
-
-    # 3. write
+    # 2. transform and write. The genes' first pass over the matrix starts at once, in a
+    # thread; the graph's edges (the largest file but the genes) are queued to compress
+    # as soon as they exist, while the rest is encoded.
     with (
         staged(out_dir, overwrite=overwrite) as stage,
         PayloadWriter(
             stage, compression=settings.compression, n_jobs=n_jobs, lib=deflate
         ) as writer,
+        gene_stream(
+            found.genes,
+            root=stage,
+            n_cells=n_cells,
+            settings=settings,
+            memory_budget=memory_budget,
+        )
+        if found.genes is not None
+        else nullcontext() as gene_blocks,
     ):
+        n_edges = None
+        if found.graph is not None:
+            edges = graph_edges(found.graph, name=f"obsp[{found.graph_key!r}]")
+            n_edges = write_connectivity(writer, edges, n_cells=n_cells, settings=settings)
+            del edges  # the writer holds the arrays until they are written, then they are freed
+        normalized = normalize_embeddings(found.embeddings, arith)
         embeddings_entry = write_points(writer, normalized)
         vector_entry = write_vectors(
             writer, found.vector_fields, normalized, layout=settings.layout, arith=arith
         )
+        encoded_obs = encode_obs(
+            found.obs_fields,
+            embeddings=normalized,
+            latent=found.latent,
+            settings=settings,
+            arith=arith,
+            n_jobs=n_jobs or default_n_jobs(),
+        )
         obs_fields = write_obs(
             writer, encoded_obs, n_cells=n_cells, latent_key=found.latent_key, settings=settings
         )
-        n_edges = (
-            write_connectivity(writer, edges, n_cells=n_cells, settings=settings)
-            if edges is not None
-            else None
-        )
-        del edges  # the writer holds the arrays until they are written, then they are freed
         n_genes = 0
-        if found.genes is not None:
+        if gene_blocks is not None:
             write_var(
                 writer,
                 found.genes,
+                gene_blocks,
                 n_cells=n_cells,
                 settings=settings,
                 arith=arith,
                 progress=progress_enabled(progress),
-                memory_budget=memory_budget,
             )
             n_genes = len(found.genes.names)
         writer.close()

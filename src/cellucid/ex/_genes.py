@@ -209,11 +209,11 @@ def gene_blocks(
             return
         per_row = stored * _BYTES_PER_STORED_VALUE * matrix.shape[1] / max(1, n_cells)
         # the cluster computes the next row chunk while this process spills the current one
-        chunks = read_ahead(
+        with ReadAhead(
             (r0, computed(matrix[r0:r1]))
             for r0, r1 in _row_chunks(n_cells, per_row, memory_budget // 4)
-        )
-        yield from _spilled_blocks(chunks, layout, spill_dir, n_cells)
+        ) as chunks:
+            yield from _spilled_blocks(chunks, layout, spill_dir, n_cells)
     elif is_dask(matrix):
         for s, e in dense_cuts:
             yield _as_block(np.arange(s, e), matrix[:, columns[s:e]].compute())
@@ -420,24 +420,44 @@ def _backed_sparse_blocks(
     yield _as_block(np.arange(columns.shape[0]), sparse.vstack(parts, format="csr"))
 
 
-def read_ahead(items: Iterator[T]) -> Iterator[T]:
-    """Yield ``items``, producing the next one in a thread while the caller works on this one.
+class ReadAhead(Iterator[T]):
+    """Iterate over ``items``, producing the next one in a thread while the caller works on this one.
 
-    numpy, scipy, h5py and dask release the GIL for the heavy work, so producing and
-    consuming overlap on two cores.
+    The first item is started at once, before it is asked for. numpy, scipy, h5py and
+    dask release the GIL for the heavy work, so producing and consuming overlap on two
+    cores. :meth:`close` (or ``with``) stops it.
     """
-    end = object()
-    pool = ThreadPoolExecutor(1)
-    try:
-        pending = pool.submit(next, items, end)
-        while (item := pending.result()) is not end:
-            pending = pool.submit(next, items, end)
-            yield item
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        close = getattr(items, "close", None)
+
+    _END = object()
+
+    def __init__(self, items: Iterator[T]) -> None:
+        self._items = items
+        self._pool = ThreadPoolExecutor(1)
+        self._pending = self._pool.submit(next, items, self._END)
+
+    def __next__(self) -> T:
+        if self._pending is None:
+            raise StopIteration
+        item = self._pending.result()
+        if item is self._END:
+            self.close()
+            raise StopIteration
+        self._pending = self._pool.submit(next, self._items, self._END)
+        return item
+
+    def close(self) -> None:
+        """Stop producing (waiting for an item under way) and close ``items``."""
+        self._pending = None
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        close = getattr(self._items, "close", None)
         if close is not None:
             close()
+
+    def __enter__(self) -> ReadAhead[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 #: one spilled stored value: its row, its gene within its block, its value

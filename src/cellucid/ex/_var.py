@@ -18,10 +18,10 @@ from ._collect import GeneSource
 from ._genes import (
     DEFAULT_MEMORY_BUDGET,
     GeneBlock,
+    ReadAhead,
     StoredSummary,
     StoredValues,
     gene_blocks,
-    read_ahead,
 )
 from ._payload import PayloadWriter, dumps_manifest, write_json
 from ._progress import progress_bar
@@ -108,29 +108,23 @@ def _with_implicit_zeros(summary: StoredSummary, n_cells: int) -> tuple[np.ndarr
 
 
 @contextmanager
-def _removed_after(folder: Path) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def write_var(
-    writer: PayloadWriter,
+def gene_stream(
     genes: GeneSource,
     *,
+    root: Path,
     n_cells: int,
     settings: ExportSettings,
-    arith: Arithmetic,
-    progress: bool,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
-) -> None:
-    """Write one payload per gene and the var manifest, streaming blocks of genes within ``memory_budget``."""
-    layout, comp, bits = settings.layout, settings.compression, settings.var_quantization
-    ext = EXT[QUANT_DTYPE[bits]] if bits else EXT["float32"]
-    spill_dir = writer.root / ".spill"  # inside the staging folder, removed before publishing
-    # the next block is gathered while this one is encoded
-    blocks = read_ahead(
+) -> Iterator[ReadAhead[GeneBlock]]:
+    """Start producing the blocks of genes :func:`write_var` writes, in a thread, from now on.
+
+    The first block's pass over the matrix (value summaries, row runs, or spilling a
+    backed matrix) then runs while the rest of the export is prepared. Spilled values go
+    to a folder under ``root`` (the staging folder), removed on exit.
+    """
+    bits = settings.var_quantization
+    spill_dir = root / ".spill"
+    blocks = ReadAhead(
         gene_blocks(
             genes.matrix,
             genes.columns,
@@ -140,11 +134,30 @@ def write_var(
             spill_dir=spill_dir,
         )
     )
+    try:
+        with blocks:
+            yield blocks
+    finally:
+        shutil.rmtree(spill_dir, ignore_errors=True)
+
+
+def write_var(
+    writer: PayloadWriter,
+    genes: GeneSource,
+    blocks: Iterator[GeneBlock],
+    *,
+    n_cells: int,
+    settings: ExportSettings,
+    arith: Arithmetic,
+    progress: bool,
+) -> None:
+    """Write one payload per gene of ``blocks`` (from :func:`gene_stream`) and the var manifest."""
+    layout, comp, bits = settings.layout, settings.compression, settings.var_quantization
+    ext = EXT[QUANT_DTYPE[bits]] if bits else EXT["float32"]
     fields: list[list] = [[] for _ in genes.names]
     non_finite_at: list[int] = []
     with (
         progress_bar(total=len(genes.names), desc="genes", unit="gene", enabled=progress) as bar,
-        _removed_after(spill_dir),
         ThreadPoolExecutor(writer.n_jobs) as pool,
     ):
         encode = _BlockEncoder(n_cells, bits, arith, pool)

@@ -66,6 +66,11 @@ def test_encode_with_per_column_bounds(encode: str, bits: int) -> None:
     values[[3, 10]] = np.nan, np.inf
     expected = fn(values, vmin[column], vmax[column], bits=bits)
     np.testing.assert_array_equal(fn(values, vmin, vmax, bits=bits, index=column), expected)
+    zero = np.zeros_like(vmin)  # every minimum 0, as for expression with implicit zeros
+    np.testing.assert_array_equal(
+        fn(values, zero, vmax, bits=bits, index=column),
+        fn(values, zero[column], vmax[column], bits=bits),
+    )
     if encode == "current":  # every code is in range; the constant column's codes are 0
         assert (expected[column == 2][np.isfinite(values[column == 2])] == 0).all()
         assert expected[3] == expected[10] == (2**bits - 1)

@@ -88,13 +88,15 @@ def encode_with_bounds(
     constant = (constant if index is None else constant[index]) if constant.any() else None
     if index is not None:
         # ``index`` was built by the caller within the tables: "clip" skips a bounds check
-        vmin, span = (np.take(table, index, mode="clip") for table in (vmin, span))
+        span = np.take(span, index, mode="clip")
+        vmin = np.take(vmin, index, mode="clip") if vmin.any() else np.float64(0.0)
     # the format's formula, term by term: floor((v - vmin) * max_q / (vmax - vmin) + 1e-8);
     # float32 values are widened first, as numpy would, but without its slow mixed-type loop
     shape = np.broadcast_shapes(values.shape, vmin.shape, span.shape)
     q = np.broadcast_to(values, shape).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        q -= vmin
+        if vmin.any():  # 0 is common (expression) and subtracting it changes nothing
+            q -= vmin
         q *= max_q
         q /= span
     if constant is not None:

@@ -47,3 +47,27 @@ def test_error_reaches_the_caller_and_close_closes_the_items() -> None:
     unfinished = ReadAhead(iter(range(10**6)))
     unfinished.close()
     assert next(unfinished, None) is None
+
+
+def test_close_stops_a_long_item_that_checks_for_it() -> None:
+    from cellucid.ex._genes import _stop_requested
+
+    started, steps = threading.Event(), []
+
+    def spill_everything() -> Iterator[int]:  # one item made of many steps, like a spill
+        started.set()
+        for step in range(10_000):
+            if _stop_requested():
+                return
+            steps.append(step)
+            threading.Event().wait(0.001)
+        yield len(steps)
+
+    ahead = ReadAhead(spill_everything())
+    assert started.wait(timeout=10)
+    closer = threading.Thread(target=ahead.close)
+    closer.start()
+    closer.join(timeout=5)  # the whole item would take over 10 s
+    assert not closer.is_alive()
+    assert len(steps) < 10_000
+    assert not _stop_requested()  # only the producing thread sees its stop

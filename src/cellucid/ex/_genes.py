@@ -8,6 +8,7 @@ once; cell-major matrices that are not in memory are read once, by row chunks.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -420,20 +421,35 @@ def _backed_sparse_blocks(
     yield _as_block(np.arange(columns.shape[0]), sparse.vstack(parts, format="csr"))
 
 
+_producer = threading.local()
+
+
+def _stop_requested() -> bool:
+    """Whether the :class:`ReadAhead` producing in this thread was closed: long producers check it."""
+    stop = getattr(_producer, "stop", None)
+    return stop is not None and stop.is_set()
+
+
 class ReadAhead(Iterator[T]):
     """Iterate over ``items``, producing the next one in a thread while the caller works on this one.
 
     The first item is started at once, before it is asked for. numpy, scipy, h5py and
     dask release the GIL for the heavy work, so producing and consuming overlap on two
-    cores. :meth:`close` (or ``with``) stops it.
+    cores. :meth:`close` (or ``with``) stops it; an item that takes long to produce (a
+    backed matrix spilled whole) checks :func:`_stop_requested` so as not to hold it up.
     """
 
     _END = object()
 
     def __init__(self, items: Iterator[T]) -> None:
         self._items = items
+        self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(1)
-        self._pending = self._pool.submit(next, items, self._END)
+        self._pending = self._pool.submit(self._produce)
+
+    def _produce(self) -> T | object:
+        _producer.stop = self._stop
+        return next(self._items, self._END)
 
     def __next__(self) -> T:
         if self._pending is None:
@@ -442,11 +458,12 @@ class ReadAhead(Iterator[T]):
         if item is self._END:
             self.close()
             raise StopIteration
-        self._pending = self._pool.submit(next, self._items, self._END)
+        self._pending = self._pool.submit(self._produce)
         return item
 
     def close(self) -> None:
         """Stop producing (waiting for an item under way) and close ``items``."""
+        self._stop.set()
         self._pending = None
         self._pool.shutdown(wait=True, cancel_futures=True)
         close = getattr(self._items, "close", None)
@@ -478,6 +495,8 @@ def _spilled_blocks(
         files = [open(path, "wb") for path in paths]  # noqa: SIM115  (closed below, all together)
         try:
             for r0, chunk in chunks:
+                if _stop_requested():  # the export failed or was interrupted meanwhile
+                    return
                 csr = _canonical_csr(chunk)
                 blocks = layout.parts(csr, [(0, csr.shape[0])])
                 for f, (part,) in zip(files, blocks, strict=True):

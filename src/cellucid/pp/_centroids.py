@@ -80,10 +80,11 @@ def category_centroids(
     x = x.reshape(x.shape[0], -1)
     codes = np.asarray(codes)
     valid = valid_codes(codes, n_categories)
-    c, x = codes[valid].astype(np.int64), x[valid]
+    c = codes[valid].astype(np.int64)
+    x = x if valid.all() else x[valid]  # no copy when every cell has a category
     counts = np.bincount(c, minlength=n_categories)
     means = group_means(x, c, counts)
-    dist = np.sqrt(((x - means[c]) ** 2).sum(axis=1))
+    dist = _distances(x, means, c)
     threshold = group_quantiles(c, dist, counts, quantile)
     inlier = dist <= threshold[c]
     counts_in = np.bincount(c[inlier], minlength=n_categories)
@@ -95,6 +96,17 @@ def category_centroids(
     positions[skipped] = np.nan
     n_points[skipped] = 0
     return Centroids(positions, n_points)
+
+
+def _distances(x: np.ndarray, centers: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Return the Euclidean distance of each row of ``x`` to ``centers[codes]``."""
+    # one dimension at a time, summed in the order a row-wise sum takes, without (n, d)
+    # temporaries (an embedding has 1 to 3 dimensions)
+    squared = np.zeros(x.shape[0])
+    for dim in range(x.shape[1]):
+        diff = x[:, dim] - centers[codes, dim]
+        squared += diff * diff
+    return np.sqrt(squared)
 
 
 def centroids(

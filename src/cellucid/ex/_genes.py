@@ -329,8 +329,9 @@ def _csr_blocks(
             a, b = matrix.indptr[r0], matrix.indptr[r1]
             yield matrix.indices[a:b], _float32(matrix.data[a:b])
 
-    # two passes over the matrix at once: the summary (numpy's ufunc.at holds the GIL)
-    # and each row's runs (searchsorted releases it)
+    # two passes over the matrix at once: the summary and each row's runs (the summary's
+    # ufunc.at holds the GIL, so they overlap only in part: 0.39 + 0.35 s alone, 0.60 s
+    # together at 100k x 20k)
     with ThreadPoolExecutor(1) as side:
         runs = side.submit(_run_starts, matrix, layout.bounds)
         by_matrix_column = summarize(everything, n_all, n_cells)  # per column of the matrix

@@ -86,16 +86,17 @@ def encode_with_bounds(
     span = np.asarray(vmax, dtype=np.float64) - vmin
     constant = ~(span > 0)  # a constant field encodes every value as 0
     constant = (constant if index is None else constant[index]) if constant.any() else None
+    shift = bool(vmin.any())  # 0 is common (expression) and subtracting it changes nothing
     if index is not None:
         # ``index`` was built by the caller within the tables: "clip" skips a bounds check
         span = np.take(span, index, mode="clip")
-        vmin = np.take(vmin, index, mode="clip") if vmin.any() else np.float64(0.0)
+        vmin = np.take(vmin, index, mode="clip") if shift else np.float64(0.0)
     # the format's formula, term by term: floor((v - vmin) * max_q / (vmax - vmin) + 1e-8);
     # float32 values are widened first, as numpy would, but without its slow mixed-type loop
     shape = np.broadcast_shapes(values.shape, vmin.shape, span.shape)
     q = np.broadcast_to(values, shape).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        if vmin.any():  # 0 is common (expression) and subtracting it changes nothing
+        if shift:
             q -= vmin
         q *= max_q
         q /= span

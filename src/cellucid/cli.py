@@ -1,4 +1,4 @@
-"""The ``cellucid`` command line: export, validate, catalog, inspect.
+"""The ``cellucid`` command line: export, validate, catalog, inspect, serve.
 
 Exit codes: 0 success, 1 failure (invalid export, bad input data), 2 usage error.
 """
@@ -286,6 +286,89 @@ def _info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "serve",
+        help="serve an export (or an exports root) and the viewer on this machine",
+        description="Serve a dataset folder, or an exports root with datasets.json, to the Cellucid viewer: "
+        "open the printed address in a browser. The viewer's own files come from a local cache, filled from "
+        "the hosted viewer the first time. Serves until Ctrl-C.",
+    )
+    p.add_argument(
+        "path",
+        type=Path,
+        nargs="?",
+        help="a dataset folder or an exports root (optional with --update-viewer)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=8765,
+        help="port; 0 picks a free one; a busy port is an error (default: 8765)",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to bind; 0.0.0.0 exposes the data to the whole network, unauthenticated (default: 127.0.0.1)",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests addressed to this host name (a proxy, this machine's name); repeatable",
+    )
+    p.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    p.add_argument(
+        "--update-viewer",
+        action="store_true",
+        help="download the hosted viewer's files into the cache first (without PATH: only that)",
+    )
+    p.add_argument(
+        "--viewer-url",
+        metavar="URL",
+        help="hosted viewer address (default: https://www.cellucid.com)",
+    )
+    p.add_argument(
+        "--viewer-cache",
+        type=Path,
+        metavar="DIR",
+        help="viewer cache folder (default: ~/.cache/cellucid/viewer)",
+    )
+    p.set_defaults(run=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .ex import serve, update_viewer
+    from .ex._viewer_cache import ViewerUnavailableError
+
+    if args.path is None:
+        if not args.update_viewer:
+            print("cellucid serve: error: give PATH (or --update-viewer alone)", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            print(update_viewer(viewer_url=args.viewer_url, cache_dir=args.viewer_cache))
+        except ViewerUnavailableError as e:
+            print(f"cellucid serve: error: {e}", file=sys.stderr)
+            return EXIT_FAILED
+        return EXIT_OK
+    try:
+        serve(
+            args.path,
+            host=args.host,
+            port=args.port,
+            open_browser=not args.no_browser,
+            allowed_hosts=args.allow_host,
+            viewer_url=args.viewer_url,
+            viewer_cache=args.viewer_cache,
+            update_viewer=args.update_viewer,
+        )
+    except OSError as e:  # a busy port
+        print(f"cellucid serve: error: {e.strerror or e}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def _add_versions(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "versions",
@@ -320,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         title="commands", dest="command", required=True, metavar="COMMAND"
     )
-    for add in (_add_export, _add_validate, _add_catalog, _add_info, _add_versions):
+    for add in (_add_export, _add_validate, _add_catalog, _add_info, _add_serve, _add_versions):
         add(commands)
     return parser
 

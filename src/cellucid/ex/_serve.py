@@ -339,7 +339,10 @@ class _Handler(BaseHTTPRequestHandler):
     # -- helpers --
     def _path(self) -> str | None:
         """Return the request's path if it is canonical (no ``%``, backslash, dot or empty segments)."""
-        target = self.path.split("?", 1)[0].split("#", 1)[0]
+        # the request line as sent: self.path has had a leading "//" collapsed already
+        words = self.requestline.split(" ")
+        raw = words[1] if len(words) == 3 else self.path
+        target = raw.split("?", 1)[0].split("#", 1)[0]
         if not target.startswith("/") or "%" in target or "\\" in target:
             return None
         if any(ord(c) < 0x21 or ord(c) > 0x7E for c in target):
@@ -401,12 +404,11 @@ def _parse_range(value: str | None, size: int) -> tuple[int, int] | str | None:
         return None
     if match[1]:
         start = int(match[1])
-        end = int(match[2]) if match[2] else size - 1
-        if end < start:
-            return None
+        if match[2] and int(match[2]) < start:
+            return None  # malformed
         if start >= size:
             return "unsatisfiable"
-        return start, min(end, size - 1)
+        return start, min(int(match[2]) if match[2] else size - 1, size - 1)
     suffix = int(match[2])
     if suffix == 0 or size == 0:
         return "unsatisfiable"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import warnings
 from datetime import UTC, datetime
 from importlib.metadata import metadata
@@ -130,6 +131,10 @@ myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
 
 nb_execution_mode = os.environ.get("CELLUCID_DOCS_NB_EXECUTION", "force")
+# The show tutorial starts a local server from its kernel (which inherits this environment):
+# the build never downloads the viewer, and keeps show()'s exports out of the user's cache.
+os.environ.setdefault("CELLUCID_OFFLINE", "1")
+os.environ.setdefault("CELLUCID_CACHE_DIR", tempfile.mkdtemp(prefix="cellucid-docs-"))
 nb_execution_timeout = 300  # seconds per cell; the slowest (a 3D UMAP) takes ~20 s
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .._format import CATALOG_FILE
 from ._declared import load_datasets, open_beneath
-from ._viewer_cache import ViewerBuild, cache_home, prepare_viewer
+from ._viewer_cache import cache_home, prepare_viewer
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -48,10 +48,28 @@ _IDLE_SECONDS = 30
 
 
 class Server:
-    """A running (or ready) cellucid server: its address and how to stop it.
+    """A cellucid server: the exports it serves, its address, and how to stop it.
 
-    Returned by :func:`serve` with ``block=False``; :func:`show` wraps one. Use it as a
-    context manager, or call :meth:`stop`.
+    :func:`serve` with ``block=False`` returns one, running; :func:`show` starts one. Use
+    it as a context manager, or call :meth:`stop`. The parameters are those of
+    :func:`serve`.
+
+    Parameters
+    ----------
+    path
+        An export folder, or an exports root with ``datasets.json``.
+    host
+        The interface to bind.
+    port
+        The port; 0 picks a free one.
+    allowed_hosts
+        More host names (``name`` or ``name:port``) the server answers to.
+    viewer_url
+        Address of the hosted viewer the viewer cache is filled from.
+    viewer_cache
+        The viewer cache folder.
+    update_viewer
+        Refresh the viewer cache first.
     """
 
     def __init__(
@@ -60,21 +78,32 @@ class Server:
         *,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
-        viewer: ViewerBuild | None = None,
-        viewer_problem: str | None = None,
-        viewer_cache: Path | None = None,
         allowed_hosts: Iterable[str] = (),
+        viewer_url: str | None = None,
+        viewer_cache: str | os.PathLike[str] | None = None,
+        update_viewer: bool = False,
     ) -> None:
+        # the export and the port first: they fail fast, before any download
         self.datasets = load_datasets(Path(path))
         self.root = self.datasets[0].base
-        self.viewer = viewer
-        self.viewer_problem = viewer_problem
-        self.viewer_cache = viewer_cache or cache_home() / "viewer"
         self._httpd = _HTTPServer(self, host, port)
         self.host = host
         self.port: int = self._httpd.server_address[1]
         self._allowed_hosts = _host_rules(host, self.port, allowed_hosts)
         self._loop: threading.Thread | None = None
+        self.viewer_cache = Path(viewer_cache) if viewer_cache else cache_home() / "viewer"
+        try:
+            self.viewer, self.viewer_problem = prepare_viewer(
+                viewer_url, self.viewer_cache, update=update_viewer
+            )
+        except BaseException:
+            self._httpd.server_close()
+            raise
+        if self.viewer is None:
+            logger.warning(
+                "the viewer UI is unavailable (%s); run `cellucid serve --update-viewer` once online",
+                self.viewer_problem,
+            )
 
     @property
     def url(self) -> str:
@@ -142,7 +171,7 @@ class Server:
         datasets = [d.current() for d in self.datasets]
         return {"datasets": [{"id": d.id, "path": d.url_path, "name": d.name} for d in datasets]}
 
-    def open_file(self, path: str) -> tuple[BinaryIO, str] | None:
+    def _open_file(self, path: str) -> tuple[BinaryIO, str] | None:
         """Open the dataset file at URL ``path``; None unless a dataset declares it."""
         if path == f"/{CATALOG_FILE}" and self.datasets[0].prefix:
             try:
@@ -163,7 +192,7 @@ class Server:
             return file, _JSON if relpath.endswith(".json") else "application/octet-stream"
         return None
 
-    def host_allowed(self, value: str | None) -> bool:
+    def _host_allowed(self, value: str | None) -> bool:
         """Whether a request's ``Host`` header names this server (DNS-rebinding check)."""
         if not value:
             return False
@@ -282,7 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path in ("/", "/index.html") or path.startswith("/assets/"):
             self._viewer(path, head=head)
         else:
-            opened = app.open_file(path)
+            opened = app._open_file(path)
             if opened is None:
                 self._text(
                     HTTPStatus.NOT_FOUND,
@@ -354,7 +383,7 @@ class _Handler(BaseHTTPRequestHandler):
         return target
 
     def _refuse_host(self) -> bool:
-        if self.server.app.host_allowed(self.headers.get("Host")):
+        if self.server.app._host_allowed(self.headers.get("Host")):
             return False
         self.close_connection = True
         self._text(
@@ -529,23 +558,16 @@ def serve(
     Open http://127.0.0.1:8765/ (Ctrl-C to stop)
 
     """
-    cache = Path(viewer_cache) if viewer_cache is not None else None
-    viewer, problem = prepare_viewer(viewer_url, cache, update=update_viewer)
     server = Server(
         path,
         host=host,
         port=port,
-        viewer=viewer,
-        viewer_problem=problem,
-        viewer_cache=cache,
         allowed_hosts=allowed_hosts,
+        viewer_url=viewer_url,
+        viewer_cache=viewer_cache,
+        update_viewer=update_viewer,
     )
     n = len(server.datasets)
-    if viewer is None:
-        logger.warning(
-            "the viewer UI is unavailable (%s): run `cellucid serve --update-viewer` once online",
-            problem,
-        )
     if not block:
         return server.start()
     print(f"Serving {n} dataset{'s' if n != 1 else ''} from {path}")

@@ -17,7 +17,7 @@ from scipy import sparse
 from .._format import IDENTITY_FILE
 from ._export import export
 from ._serve import Server
-from ._viewer_cache import cache_home, prepare_viewer
+from ._viewer_cache import cache_home
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -119,8 +119,6 @@ def show(
         path = Path(data)
     else:
         path = _cached_export(data, cache_dir, export_kwargs)
-    cache = Path(viewer_cache) if viewer_cache is not None else None
-    viewer, problem = prepare_viewer(viewer_url, cache, update=False)
     allowed = list(allowed_hosts)
     if proxy_url is not None:
         from urllib.parse import urlsplit
@@ -132,10 +130,9 @@ def show(
         path,
         host=host,
         port=port,
-        viewer=viewer,
-        viewer_problem=problem,
-        viewer_cache=cache,
         allowed_hosts=allowed,
+        viewer_url=viewer_url,
+        viewer_cache=viewer_cache,
     ).start()
     base = proxy_url.replace("{port}", str(server.port)) if proxy_url else server.url
     if not base.endswith("/"):
@@ -146,8 +143,6 @@ def show(
         f'<iframe src="{html.escape(url)}" width="100%" height="{int(height)}" '
         'style="border: 0" allow="fullscreen; clipboard-write" title="Cellucid viewer"></iframe>'
     )
-    if viewer is None:
-        logger.warning("the viewer UI is unavailable (%s); the iframe shows what to do", problem)
     if _in_notebook():
         from IPython.display import HTML, display
 

@@ -114,6 +114,30 @@ def test_endpoints_answer_exactly_the_documented_bodies(exports, serving):
     assert request(server.port, "/_cellucid/ws").status == 404
 
 
+def test_pbmc68k_reduced_is_served_whole(tmp_path, serving):
+    """The issue's "done when": every declared file of a pbmc68k_reduced export, byte for byte."""
+    import scanpy as sc
+
+    folder = _export(
+        sc.datasets.pbmc68k_reduced(),
+        tmp_path / "pbmc",
+        compression=6,
+        var_quantization=8,
+        dataset_name="PBMC 68k reduced",
+    )
+    server = serving(folder)
+    identity = json.loads((folder / "dataset_identity.json").read_text())
+    assert get_json(server.port, "/_cellucid/datasets") == {
+        "datasets": [{"id": identity["id"], "path": "/", "name": "PBMC 68k reduced"}]
+    }
+    on_disk = _files_on_disk(folder)
+    assert len(on_disk) > 765  # a file per gene, and the rest
+    assert set(server.datasets[0].files) == set(on_disk)
+    for relpath, file in on_disk.items():
+        response = request(server.port, f"/{relpath}")
+        assert (response.status, response.body) == (200, file.read_bytes()), relpath
+
+
 def test_exports_root_lists_each_dataset_folder(exports, serving):
     server = serving(exports["root"])
     listing = get_json(server.port, "/_cellucid/datasets")

@@ -91,6 +91,13 @@ class Server:
         self.port: int = self._httpd.server_address[1]
         self._allowed_hosts = _host_rules(host, self.port, allowed_hosts)
         self._loop: threading.Thread | None = None
+        if not (host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback)):
+            logger.warning(
+                "serving on %s: anyone who can reach port %d of this machine can read these "
+                "exports (there is no authentication)",
+                host or "all interfaces",
+                self.port,
+            )
         self.viewer_cache = Path(viewer_cache) if viewer_cache else cache_home() / "viewer"
         try:
             self.viewer, self.viewer_problem = prepare_viewer(
@@ -211,6 +218,7 @@ class _HTTPServer(ThreadingHTTPServer):
     """The threading HTTP server, keeping track of its connections to close them on stop."""
 
     daemon_threads = True
+    request_queue_size = 64  # a browser opens several connections at once
 
     def __init__(self, app: Server, host: str, port: int) -> None:
         self.app = app

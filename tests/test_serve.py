@@ -415,6 +415,15 @@ def test_paths_that_are_not_exports_get_one_clear_line(tmp_path, exports):
         cl.ex.serve(folder, port=0, open_browser=False, block=False)
 
 
+@pytest.mark.usefixtures("_restore_logging")
+def test_cli_refuses_a_folder_that_is_not_an_export(tmp_path, capsys):
+    assert main(["serve", str(tmp_path), "--port", "0", "--no-browser"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cellucid serve: error: ")
+    assert "neither dataset_identity.json nor datasets.json" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_a_rewritten_export_is_picked_up(tmp_path, serving):
     folder = _export(make_adata(n_cells=50, n_genes=5), tmp_path / "x", dataset_name="first")
     server = serving(folder)

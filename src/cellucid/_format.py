@@ -42,16 +42,62 @@ QUANT_DTYPE = {8: "uint8", 16: "uint16"}
 MAX_QUANT = {8: 254, 16: 65534}
 #: category codes dtype -> the code of a missing value
 CODES_MISSING = {"uint8": 255, "uint16": 65535}
-#: category codes dtype -> most categories it holds
-MAX_CATEGORIES = {"uint8": 254, "uint16": 65534}
+#: category codes dtype -> most categories it holds (codes 0-254 / 0-65534; the next code is missing)
+MAX_CATEGORIES = {"uint8": 255, "uint16": 65535}
 #: points, vectors and unquantized values
 FLOAT_DTYPE = np.dtype("<f4")
 WEIGHT_DTYPE = np.dtype("<f8")
 #: largest ``n_cells`` whose edge indices fit in uint16
 UINT16_INDEX_MAX_CELLS = 65536
 
+#: the viewer refuses a payload larger than this decoded, and a JSON document larger than
+#: this, before reading them (module-level so that tests can lower them)
 MAX_PAYLOAD_BYTES = 512 * 2**20
 MAX_JSON_BYTES = 64 * 2**20
+
+
+def max_edges(layout_name: str = "current") -> int:
+    """Return the most edges the export writes: the largest file, weights (indices in legacy), fits one payload."""
+    bytes_per_edge = WEIGHT_DTYPE.itemsize if layout_name == "current" else 4
+    return MAX_PAYLOAD_BYTES // bytes_per_edge
+
+
+# --- gzip ------------------------------------------------------------------------------------
+#: largest stored (uncompressed) deflate block
+STORED_BLOCK_BYTES = 65535
+
+
+def gzip_ceiling(raw: int) -> int:
+    """Return the largest ``.gz`` file the viewer accepts for a payload of ``raw`` bytes decoded.
+
+    The worst case of stored deflate blocks (5 bytes per block of at most 65535 bytes, one
+    more block), gzip's 18 bytes of header and trailer, and 1 KiB of slack.
+    """
+    return raw + 5 * (-(-raw // STORED_BLOCK_BYTES) + 1) + 18 + 1024
+
+
+# --- names -----------------------------------------------------------------------------------
+#: longest file name most file systems allow
+MAX_FILE_NAME_BYTES = 255
+#: longest sanitized key the legacy layout can name files by (``<key>.outliers.f32.gz`` is the longest)
+LEGACY_MAX_STEM = MAX_FILE_NAME_BYTES - len(".outliers.f32.gz")
+#: the characters JavaScript's ``String.prototype.trim`` removes (the viewer's "non-empty"):
+#: ECMAScript WhiteSpace and LineTerminator, a different set from Python's ``str.strip()``
+JS_WHITESPACE = (
+    "\t\n\v\f\r \xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
+    "\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+
+
+def js_trim(text: str) -> str:
+    """Return ``text`` without leading and trailing whitespace, as JavaScript's ``trim()`` does."""
+    return text.strip(JS_WHITESPACE)
+
+
+def is_blank(text: object) -> bool:
+    """Whether ``text`` is not a string that stays non-empty after JavaScript's ``trim()``."""
+    return not isinstance(text, str) or not js_trim(text)
+
 
 # --- identity ------------------------------------------------------------------------------
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .._format import gz
+from .._format import STORED_BLOCK_BYTES, gz, gzip_ceiling
 
 try:  # optional (``pip install cellucid[fast]``): deflate 1.6-3x faster than zlib's
     from zlib_ng import zlib_ng as _zlib_ng
@@ -64,6 +64,23 @@ def _deflate(data: bytes | memoryview, level: int, strategy: int, lib: ModuleTyp
     return deflate.compress(data) + deflate.flush()
 
 
+def _stored(data: bytes | memoryview) -> bytes:
+    """Return ``data`` as stored deflate blocks: the size the viewer's transfer ceiling allows for.
+
+    Built by hand, so it is the same with every encoder: 5 bytes per block of at most
+    65535 bytes (one empty final block for empty data).
+    """
+    view = memoryview(data).cast("B")
+    n = len(view)
+    parts = []
+    for start in range(0, max(n, 1), STORED_BLOCK_BYTES):
+        block = view[start : start + STORED_BLOCK_BYTES]
+        final = start + STORED_BLOCK_BYTES >= n
+        parts.append(struct.pack("<BHH", final, len(block), len(block) ^ 0xFFFF))
+        parts.append(block)
+    return b"".join(parts)
+
+
 def gzip_bytes(
     data: bytes | memoryview, level: int, *, run_length: bool = False, lib: ModuleType = zlib
 ) -> bytes:
@@ -75,6 +92,10 @@ def gzip_bytes(
     on 8-bit gene columns: ratio 0.083 at 410 MB/s against 0.096 at 54 MB/s), and zlib
     and zlib-ng write the same bytes. At level 9 both strategies are tried and the
     smaller kept. ``lib`` is the deflate implementation (see :func:`gzip_encoder`).
+
+    A member past the viewer's transfer ceiling (:func:`~cellucid._format.gzip_ceiling`:
+    zlib-ng's level 1 expands incompressible data by ~6 %) is written as stored blocks
+    instead, which always fit.
     """
     if not run_length:
         body = _deflate(data, level, zlib.Z_DEFAULT_STRATEGY, lib)
@@ -86,8 +107,11 @@ def gzip_bytes(
             _deflate(data, level, zlib.Z_DEFAULT_STRATEGY, lib),
             key=len,
         )
+    header = gzip_header(level)
     trailer = struct.pack("<II", _crc32(data), len(data) & 0xFFFFFFFF)
-    return gzip_header(level) + body + trailer
+    if len(header) + len(body) + len(trailer) > gzip_ceiling(len(data)):
+        body = _stored(data)
+    return header + body + trailer
 
 
 def encode_payload(
@@ -219,8 +243,11 @@ def dumps_identity(obj: Any) -> str:
 
 
 def write_json(path: Path, text: str) -> int:
-    """Write ``text`` (no trailing newline) and return the bytes written."""
+    """Write ``text`` (no trailing newline) and return the bytes written; refuse what the viewer would not read."""
+    from ._limits import check_json_size
+
     data = text.encode("ascii")
+    check_json_size(Path(path).name, len(data))
     Path(path).write_bytes(data)
     return len(data)
 

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._format import Layout
+from .._format import JS_WHITESPACE, Layout
 from ..pp import _legacy, normalize_coords
 from ..pp._quantize import encode_with_bounds, finite_bounds
 
-_UNSAFE_LABEL = re.compile(r"^\s|\s$|[\x00-\x1f\x7f]")
+# Python's whitespace and JavaScript's (the viewer trims with the latter: U+FEFF is only there)
+_UNSAFE_LABEL = re.compile(rf"^[\s{JS_WHITESPACE}]|[\s{JS_WHITESPACE}]$|[\x00-\x1f\x7f]")
 
 
 def json_label(category: object, *, field: str) -> str | int | float | bool:
@@ -42,13 +43,20 @@ def missing_as_nan(values: np.ndarray) -> np.ndarray:
     return np.where(np.isinf(values), np.float32(np.nan), values).astype(np.float32, copy=False)
 
 
-def _normalize_current(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    norm = normalize_coords(coords)
+def _normalize_current(coords: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, float]:
+    norm = normalize_coords(coords, name=name)
     return norm.coords.astype(np.float32), norm.coords, norm.scale
 
 
-def _normalize_legacy(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    payload, scale = _legacy.normalize_coords_float32(coords)
+def _normalize_legacy(coords: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, float]:
+    with np.errstate(over="ignore", invalid="ignore"):
+        payload, scale = _legacy.normalize_coords_float32(coords)
+    if not (math.isfinite(scale) and scale > 0 and np.isfinite(payload).all()):
+        msg = (
+            f"Cannot normalize {name} in the legacy layout's float32 arithmetic: its coordinates "
+            "or their range pass float32's limits (±3.4e38). Rescale them, or use layout='current'."
+        )
+        raise ValueError(msg)
     return payload, payload.astype(np.float64), scale
 
 
@@ -56,8 +64,8 @@ def _normalize_legacy(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, float
 class Arithmetic:
     """How a layout turns values into payloads."""
 
-    #: coords -> (float32 payload, float64 coordinates for centroids, scale)
-    normalize: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, float]]
+    #: (coords, name for messages) -> (float32 payload, float64 coordinates for centroids, scale)
+    normalize: Callable[[np.ndarray, str], tuple[np.ndarray, np.ndarray, float]]
     #: (vectors, scale) -> float32 payload
     scale_vectors: Callable[[np.ndarray, float], np.ndarray]
     #: finite (min, max), NaN where none -> quantization bounds

@@ -11,7 +11,16 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from .._format import DIMENSIONS, Layout, safe_filename_component
+from .._format import (
+    DIMENSIONS,
+    JS_WHITESPACE,
+    LEGACY_MAX_STEM,
+    MAX_FILE_NAME_BYTES,
+    Layout,
+    is_blank,
+    safe_filename_component,
+)
+from ._columns import checked_column, refuse_complex
 from ._genes import is_dask
 
 if TYPE_CHECKING:
@@ -140,7 +149,8 @@ def materialize(
     return Source(obsm, obsp, adata.uns)
 
 
-def _dense(value: object) -> np.ndarray:
+def _dense(value: object, what: str) -> np.ndarray:
+    refuse_complex(value, what)
     value = value.toarray() if sparse.issparse(value) else np.asarray(value)
     return value.reshape(value.shape[0], -1) if value.ndim != 2 else value
 
@@ -154,6 +164,24 @@ def _require_finite(array: np.ndarray, what: str) -> None:
             "Remove those cells or fill them before exporting."
         )
         raise ValueError(msg)
+
+
+def _as_float32(array: np.ndarray, what: str) -> np.ndarray:
+    """Return finite values as float32, refusing NaN, Inf and finite values float32 cannot hold."""
+    _require_finite(array, what)
+    with np.errstate(over="ignore"):
+        out = array.astype(np.float32, copy=False)
+    bad_rows = ~np.isfinite(out).all(axis=1)
+    if bad_rows.any():
+        biggest = float(np.abs(array[bad_rows]).max())
+        msg = (
+            f"{what} has finite values beyond float32's range (|v| up to {biggest:.3g}, float32 "
+            f"holds up to {float(np.finfo(np.float32).max):.3g}) in {int(bad_rows.sum()):,} of "
+            f"{array.shape[0]:,} rows (first at row {int(np.argmax(bad_rows))}); the viewer stores "
+            "float32. Rescale them before exporting."
+        )
+        raise ValueError(msg)
+    return out
 
 
 def collect_embeddings(
@@ -188,7 +216,7 @@ def collect_embeddings(
         raise KeyError(msg)
     embeddings = {}
     for dim, key in sorted(found.items()):
-        coords = _dense(adata.obsm[key]).astype(np.float64, copy=False)
+        coords = _dense(adata.obsm[key], f"adata.obsm[{key!r}]").astype(np.float64, copy=False)
         _require_finite(coords, f"adata.obsm[{key!r}]")
         embeddings[dim] = coords
     return embeddings, dict(sorted(found.items()))
@@ -207,9 +235,11 @@ def collect_latent(
     elif latent_key not in adata.obsm:
         msg = f"latent_key {latent_key!r} is not in adata.obsm; keys are {list(adata.obsm.keys())}."
         raise KeyError(msg)
-    latent = _dense(adata.obsm[latent_key]).astype(np.float32, copy=False)
-    _require_finite(latent, f"adata.obsm[{latent_key!r}]")
-    return latent, latent_key
+    if is_blank(latent_key):
+        msg = f"latent_key {latent_key!r} is blank; the viewer needs a name. Rename the obsm key."
+        raise ValueError(msg)
+    what = f"adata.obsm[{latent_key!r}]"
+    return _as_float32(_dense(adata.obsm[latent_key], what), what), latent_key
 
 
 def collect_vector_fields(
@@ -257,7 +287,7 @@ def collect_vector_fields(
         for dim, key in sorted(by_dim.items()):
             if dim not in embeddings:
                 continue  # no points of that dimension to attach the vectors to
-            values = _dense(adata.obsm[key]).astype(np.float64, copy=False)
+            values = _dense(adata.obsm[key], f"adata.obsm[{key!r}]").astype(np.float64, copy=False)
             _require_finite(values, f"adata.obsm[{key!r}]")
             vectors[dim] = values
         if vectors:
@@ -301,26 +331,50 @@ def collect_obs(adata: AnnData, obs_keys: Sequence[str] | None, layout: Layout) 
         msg = f"obs_keys {unknown} are not columns of adata.obs; columns are {columns}."
         raise KeyError(msg)
     duplicated = sorted({k for k in keys if keys.count(k) > 1})
-    if duplicated or "" in keys:
-        msg = f"obs keys must be unique and non-empty; got duplicates {duplicated}."
+    blank = [k for k in keys if is_blank(k)]
+    if duplicated or blank:
+        msg = (
+            f"obs keys must be unique and not blank (the viewer trims whitespace); got "
+            f"duplicates {duplicated}, blank {blank}. Rename those columns or leave them out with obs_keys=."
+        )
         raise ValueError(msg)
     if layout.name == "legacy":
-        _refuse_name_collisions(keys, "obs columns")
-    return [ObsField(i, k, obs_kind(obs[k]), obs[k]) for i, k in enumerate(keys)]
+        refuse_name_collisions(keys, "obs columns")
+    fields = []
+    for i, k in enumerate(keys):  # a loop, not a comprehension: warnings point at the caller
+        column = checked_column(obs[k], f"obs[{k!r}]")
+        fields.append(ObsField(i, k, obs_kind(column), column))
+    return fields
 
 
-def _refuse_name_collisions(names: Sequence[str], what: str) -> None:
+def refuse_name_collisions(names: Sequence[str], what: str) -> None:
     """Refuse names that sanitize alike: the legacy layout names files by key, so they would overwrite each other."""
     seen: dict[str, str] = {}
     for name in names:
         stem = safe_filename_component(name)
-        if stem in seen:
+        if len(stem) > LEGACY_MAX_STEM:
             msg = (
-                f"{what} {seen[stem]!r} and {name!r} both become the file name {stem!r} in the "
-                "legacy layout; rename one or use layout='current'."
+                f"{what} {name[:40]!r}... is {len(stem):,} characters long as a file name; the legacy "
+                f"layout names files by key and file systems allow {MAX_FILE_NAME_BYTES} bytes. "
+                f"Rename it (at most {LEGACY_MAX_STEM} characters) or use layout='current'."
             )
             raise ValueError(msg)
-        seen[stem] = name
+        # macOS and Windows file systems ignore case: Gene and gene would be one file
+        folded = stem.casefold()
+        if folded in seen:
+            other = safe_filename_component(seen[folded])
+            clash = (
+                f"both become the file name {stem!r}"
+                if other == stem
+                else f"become the file names {other!r} and {stem!r}, one file on file systems "
+                "that ignore case (macOS, Windows),"
+            )
+            msg = (
+                f"{what} {seen[folded]!r} and {name!r} {clash} in the legacy layout; rename one "
+                "or use layout='current'."
+            )
+            raise ValueError(msg)
+        seen[folded] = name
 
 
 def collect_genes(
@@ -360,9 +414,16 @@ def collect_genes(
     else:
         msg = f"gene_id_column {gene_id_column!r} is not a column of var; columns are {list(var.columns)}."
         raise KeyError(msg)
-    empty = np.flatnonzero(names.str.len() == 0)
+    if gene_id_column is not None and is_blank(gene_id_column):
+        msg = f"gene_id_column {gene_id_column!r} is blank; the viewer needs a name. Rename that var column."
+        raise ValueError(msg)
+    refuse_complex(matrix, "The expression matrix")
+    empty = np.flatnonzero(names.str.strip(JS_WHITESPACE).str.len() == 0)
     if empty.size:
-        msg = f"{empty.size} gene names are empty (first at position {empty[0]}); pick a gene_id_column with names."
+        msg = (
+            f"{empty.size} gene names are empty or whitespace (first at position {empty[0]}: "
+            f"{names[empty[0]]!r}); pick a gene_id_column with names."
+        )
         raise ValueError(msg)
     lookup = pd.Index(var.index).astype(str) if gene_id_column is None else names
     if var_names is None:
@@ -389,7 +450,7 @@ def collect_genes(
         raise ValueError(msg)
     chosen = list(chosen)
     if layout.name == "legacy":
-        _refuse_name_collisions(chosen, "genes")
+        refuse_name_collisions(chosen, "genes")
     return GeneSource(matrix, np.asarray(columns, dtype=np.int64), chosen, gene_id_column)
 
 

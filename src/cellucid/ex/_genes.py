@@ -154,7 +154,22 @@ def _canonical_coo(values: sparse.spmatrix | sparse.sparray) -> sparse.coo_matri
 
 
 def _float32(values: np.ndarray) -> np.ndarray:
-    return values.astype(np.float32, copy=False)
+    """Return gene values as float32, refusing finite values float32 cannot hold (they would become ±Inf)."""
+    if values.dtype.kind != "f" or values.dtype.itemsize <= 4:
+        return values.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):
+        out = values.astype(np.float32)
+    inf = np.isinf(out)
+    if inf.any() and np.isfinite(values[inf]).any():
+        wide = values[inf]
+        biggest = float(np.abs(wide[np.isfinite(wide)]).max())
+        msg = (
+            f"The expression matrix has finite values beyond float32's range (|v| up to {biggest:.3g}, "
+            f"float32 holds up to {float(np.finfo(np.float32).max):.3g}); the viewer stores gene "
+            "values as float32. Rescale them (e.g. normalize and log1p) before exporting."
+        )
+        raise ValueError(msg)
+    return out
 
 
 def _cuts(weights: np.ndarray, budget: float) -> list[tuple[int, int]]:
@@ -533,5 +548,5 @@ def _row_streamed_dense_blocks(
         wanted = columns[s:e]
         block = np.empty((e - s, n_cells), dtype=np.float32)
         for r0, r1 in _row_chunks(n_cells, n_all * 4, budget // 2):
-            block[:, r0:r1] = np.asarray(matrix[r0:r1], dtype=np.float32)[:, wanted].T
+            block[:, r0:r1] = _float32(np.asarray(matrix[r0:r1]))[:, wanted].T
         yield GeneBlock(np.arange(s, e), dense=block)

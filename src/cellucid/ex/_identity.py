@@ -6,7 +6,14 @@ import os
 import time
 from pathlib import Path
 
-from .._format import CREATED_AT_FORMAT, ID_MAX_LENGTH, ID_PATTERN, IDENTITY_FILE, IDENTITY_VERSION
+from .._format import (
+    CREATED_AT_FORMAT,
+    ID_MAX_LENGTH,
+    ID_PATTERN,
+    IDENTITY_FILE,
+    IDENTITY_VERSION,
+    is_blank,
+)
 from ._payload import dumps_identity, write_json
 
 
@@ -51,15 +58,15 @@ def source_entry(name: str | None, url: str | None, citation: str | None) -> dic
         raise ValueError(msg)
     if name is None:
         return None
-    if not name:
-        msg = "source_name must not be empty."
-        raise ValueError(msg)
-    entry = {"name": name}
-    if url is not None:
-        entry["url"] = url
-    if citation is not None:
-        entry["citation"] = citation
-    return entry
+    entry = {"name": name, "url": url, "citation": citation}
+    for key, value in entry.items():
+        if value is not None and is_blank(value):
+            msg = (
+                f"source_{key} must be a string that is not empty or whitespace (the viewer trims "
+                f"it), got {value!r}; leave it out (None) if there is none."
+            )
+            raise ValueError(msg)
+    return {key: value for key, value in entry.items() if value is not None}
 
 
 def write_identity(root: Path, identity: dict) -> None:

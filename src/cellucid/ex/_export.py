@@ -9,13 +9,14 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from .._format import LayoutName
+from .._format import LayoutName, is_blank
 from ..pp import graph_edges
 from . import _collect as collect
 from ._arithmetic import arithmetic
 from ._connectivity import write_connectivity
 from ._genes import DEFAULT_MEMORY_BUDGET
 from ._identity import created_at, dataset_id_for, source_entry, write_identity
+from ._limits import check_edges, check_payload_sizes
 from ._obs import encode_obs, write_obs
 from ._payload import PayloadWriter, default_n_jobs
 from ._payload import gzip_encoder as payload_gzip_encoder
@@ -114,8 +115,9 @@ def export(
     obs_continuous_quantization
         Store continuous ``obs`` values and outlier quantiles as 8- or 16-bit codes.
     obs_categorical_dtype
-        Category codes dtype: ``"uint8"`` (≤ 254 categories), ``"uint16"`` (≤ 65534) or
-        ``"auto"`` per field.
+        Category codes dtype of every categorical field: ``"uint8"`` (≤ 255 categories),
+        ``"uint16"`` (≤ 65535) or ``"auto"``: uint16 for all fields when one field has more
+        than 255 categories, else uint8.
     compression
         gzip level 1–9 for every payload; ``None`` writes them uncompressed.
     gzip_encoder
@@ -186,8 +188,8 @@ def export(
         raise ValueError(msg)
     arith = arithmetic(settings.layout)
     name = dataset_name if dataset_name is not None else out_dir.resolve().name
-    if not name:
-        msg = "dataset_name must not be empty."
+    if is_blank(name):
+        msg = f"dataset_name must not be empty or whitespace (the viewer trims it), got {name!r}."
         raise ValueError(msg)
     identity_id = dataset_id_for(dataset_id, name)
     source = source_entry(source_name, source_url, source_citation)
@@ -225,6 +227,10 @@ def export(
     )
     found.graph, found.graph_key = collect.collect_graph(loaded, connectivities_key)
     collect.check_lengths(found)
+    if settings.layout.name == "legacy":
+        collect.refuse_name_collisions(list(found.vector_fields), "vector fields")
+    check_payload_sizes(found)
+    normalized = normalize_embeddings(found.embeddings, arith, keys=found.embedding_keys)
 
     # 2. transform and write. The genes' first pass over the matrix starts at once, in a
     # thread; the graph's edges (the largest file but the genes) are queued to compress
@@ -247,9 +253,9 @@ def export(
         n_edges = None
         if found.graph is not None:
             edges = graph_edges(found.graph, name=f"obsp[{found.graph_key!r}]")
+            check_edges(edges, n_cells=n_cells, settings=settings, key=found.graph_key)
             n_edges = write_connectivity(writer, edges, n_cells=n_cells, settings=settings)
             del edges  # the writer holds the arrays until they are written, then they are freed
-        normalized = normalize_embeddings(found.embeddings, arith)
         embeddings_entry = write_points(writer, normalized)
         vector_entry = write_vectors(
             writer, found.vector_fields, normalized, layout=settings.layout, arith=arith
@@ -301,7 +307,12 @@ def export(
                 "compression": settings.compression,
                 "var_quantization": settings.var_quantization,
                 "obs_continuous_quantization": settings.obs_continuous_quantization,
-                "obs_categorical_dtype": "uint16" if "uint16" in codes_dtypes else "uint8",
+                # every field's codes have this dtype (the folder picker checks it)
+                "obs_categorical_dtype": settings.obs_categorical_dtype
+                if settings.obs_categorical_dtype != "auto"
+                else "uint16"
+                if "uint16" in codes_dtypes
+                else "uint8",
             },
         }
         if source is not None:

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .._format import EXT, MANIFEST_FORMAT, OBS_DIR, OBS_MANIFEST, QUANT_DTYPE, gz
+from .._format import EXT, MANIFEST_FORMAT, MAX_CATEGORIES, OBS_DIR, OBS_MANIFEST, QUANT_DTYPE, gz
 from ..pp import category_centroids, category_codes, outlier_quantiles
+from ..pp._categories import as_categorical
 from ..pp._quantize import finite_range
 from ._arithmetic import Arithmetic, missing_as_nan
 from ._collect import ObsField
@@ -28,16 +29,26 @@ class EncodedField:
     entry_tail: list = field(default_factory=list)
     n_categories: int = 0
     codes_dtype: str | None = None
-    warning: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
-def non_finite_warning(values: np.ndarray, what: str) -> str | None:
-    """Return the warning about NaN and ±Inf values (written as missing), if there are any."""
+def non_finite_warning(values: np.ndarray, what: str, *, n_overflow: int = 0) -> str | None:
+    """Return the warning about values written as missing (NaN, ±Inf, beyond float32's range), if any.
+
+    ``values`` are float32; ``n_overflow`` of their ±Inf were finite numbers float32 cannot hold.
+    """
     n_nan = int(np.isnan(values).sum())
-    n_inf = int(np.isinf(values).sum())
-    if n_nan or n_inf:
-        return f"{what} has {n_nan:,} NaN and {n_inf:,} ±Inf of {values.size:,} values; they are exported as missing."
-    return None
+    n_inf = int(np.isinf(values).sum()) - n_overflow
+    if not (n_nan or n_inf or n_overflow):
+        return None
+    counts = f"{n_nan:,} NaN and {n_inf:,} ±Inf"
+    if n_overflow:
+        limit = float(np.finfo(np.float32).max)
+        counts = (
+            f"{n_nan:,} NaN, {n_inf:,} ±Inf and {n_overflow:,} finite values beyond float32's "
+            f"range (|v| > {limit:.3g})"
+        )
+    return f"{what} has {counts} of {values.size:,} values; they are exported as missing."
 
 
 def encode_values(
@@ -50,9 +61,44 @@ def encode_values(
     return arith.encode(values, vmin, vmax, bits=bits), [float(vmin), float(vmax)]
 
 
-def continuous_values(series: pd.Series) -> np.ndarray:
-    """Return a numeric column as float32 with missing values as NaN."""
-    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
+def continuous_values(series: pd.Series) -> tuple[np.ndarray, int]:
+    """Return a numeric column as float32 with missing values as NaN, and how many finite values overflowed.
+
+    A finite value beyond float32's range becomes ±Inf (then missing): it is counted, so
+    that the warning says what happened.
+    """
+    wide = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    with np.errstate(over="ignore"):
+        values = wide.astype(np.float32)
+    overflow = np.isinf(values)
+    n_overflow = int(np.isfinite(wide[overflow]).sum()) if overflow.any() else 0
+    return values, n_overflow
+
+
+def _codes_dtype(cats: dict[int, pd.Categorical], chosen: str) -> str:
+    """Return the codes dtype of every categorical field: with "auto", uint16 when one field needs it.
+
+    The viewer's folder picker wants every field's codes in the dtype the identity's
+    ``export_settings`` declares, so one dtype serves all fields.
+    """
+    if chosen != "auto":
+        return chosen
+    most = max((len(c.categories) for c in cats.values()), default=0)
+    return "uint8" if most <= MAX_CATEGORIES["uint8"] else "uint16"
+
+
+def _one_per_cell_warning(codes: np.ndarray, n_categories: int, what: str) -> str | None:
+    """Warn about a field whose every cell has its own category (barcodes, ids): rarely worth a legend."""
+    n = codes.shape[0]
+    if n_categories <= MAX_CATEGORIES["uint8"] or n_categories < n:
+        return None
+    counts = np.bincount(codes.astype(np.intp), minlength=n_categories + 1)[:n_categories]
+    if counts.max(initial=0) != 1 or int(counts.sum()) != n:
+        return None
+    return (
+        f"{what} has a different value in every cell ({n:,} categories), like cell barcodes or "
+        "ids; it is exported as a categorical field. Leave it out with obs_keys= if it is an identifier."
+    )
 
 
 def encode_obs(
@@ -66,17 +112,25 @@ def encode_obs(
 ) -> list[EncodedField]:
     """Encode every field in memory (codes, centroids, quantiles); raises before anything is written."""
     bits = settings.obs_continuous_quantization
+    with ThreadPoolExecutor(max(1, n_jobs)) as pool:
+        categorical = [f for f in fields if f.kind != "continuous"]
+        cats = dict(
+            zip((f.index for f in categorical), pool.map(_categorical, categorical), strict=True)
+        )
+    codes_dtype = _codes_dtype(cats, settings.obs_categorical_dtype)
 
     def encode(f: ObsField) -> EncodedField:
         enc = EncodedField(f)
+        what = f"obs[{f.key!r}]"
         if f.kind == "continuous":
-            values = continuous_values(f.values)
-            enc.warning = non_finite_warning(values, f"obs[{f.key!r}]")
+            values, n_overflow = continuous_values(f.values)
+            warning = non_finite_warning(values, what, n_overflow=n_overflow)
+            enc.warnings += [warning] if warning else []
             enc.payloads["values"], enc.entry_tail = encode_values(values, bits, arith)
             return enc
-        codes = category_codes(
-            f.values, dtype=settings.obs_categorical_dtype, name=f"obs[{f.key!r}]"
-        )
+        codes = category_codes(cats[f.index], dtype=codes_dtype, name=what)
+        warning = _one_per_cell_warning(codes.codes, len(codes.categories), what)
+        enc.warnings += [warning] if warning else []
         labels = [arith.label(c, field=f.key) for c in codes.categories]
         centroids = _centroids(codes.codes, len(labels), labels, embeddings, settings)
         quantiles = (
@@ -99,9 +153,13 @@ def encode_obs(
     with ThreadPoolExecutor(max(1, n_jobs)) as pool:
         encoded = list(pool.map(encode, fields))
     for enc in encoded:  # warned here, in the caller's thread, so they point at the export call
-        if enc.warning:
-            warnings.warn(enc.warning, UserWarning, stacklevel=3)
+        for warning in enc.warnings:
+            warnings.warn(warning, UserWarning, stacklevel=3)
     return encoded
+
+
+def _categorical(f: ObsField) -> pd.Categorical:
+    return as_categorical(f.values)
 
 
 def _centroids(

@@ -21,12 +21,35 @@ class NormalizedEmbedding:
 
 
 def normalize_embeddings(
-    embeddings: dict[int, np.ndarray], arith: Arithmetic
+    embeddings: dict[int, np.ndarray], arith: Arithmetic, *, keys: dict[int, str] | None = None
 ) -> dict[int, NormalizedEmbedding]:
-    """Normalize each embedding independently into [-1, 1]."""
+    """Normalize each embedding independently into [-1, 1]; ``keys`` name them in errors."""
+    keys = keys or {}
     return {
-        dim: NormalizedEmbedding(*arith.normalize(coords)) for dim, coords in embeddings.items()
+        dim: NormalizedEmbedding(
+            *arith.normalize(
+                coords, f"adata.obsm[{keys[dim]!r}]" if dim in keys else f"the {dim}-D embedding"
+            )
+        )
+        for dim, coords in embeddings.items()
     }
+
+
+def _scaled(vectors: np.ndarray, scale: float, what: str, arith: Arithmetic) -> np.ndarray:
+    """Return vectors in their embedding's units as float32, or refuse values float32 cannot hold."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        payload = arith.scale_vectors(vectors, scale)
+    bad = ~np.isfinite(payload)
+    if bad.any():
+        biggest = float(np.abs(vectors[bad.any(axis=1)]).max())
+        msg = (
+            f"{what} overflows float32 once scaled to its embedding's units (scale {scale:.3g}, "
+            f"|vector| up to {biggest:.3g}, float32 holds up to {float(np.finfo(np.float32).max):.3g}) "
+            f"in {int(bad.any(axis=1).sum()):,} cells. Rescale the vectors or leave the field out "
+            "(vector_fields=)."
+        )
+        raise ValueError(msg)
+    return payload
 
 
 def write_points(writer: PayloadWriter, embeddings: dict[int, NormalizedEmbedding]) -> dict:
@@ -50,13 +73,20 @@ def write_vectors(
     """Write vector fields in their embedding's units; return the identity's ``vector_fields`` entry."""
     if not fields:
         return None
+    payloads = {
+        (field_id, dim): _scaled(
+            vectors, embeddings[dim].scale, f"vector field {field_id!r} ({dim}D)", arith
+        )
+        for field_id, by_dim in fields.items()
+        for dim, vectors in by_dim.items()
+    }  # all checked before the first is written
     entries = {}
     for index, (field_id, by_dim) in enumerate(fields.items()):
         files = {}
-        for dim, vectors in by_dim.items():
-            payload = arith.scale_vectors(vectors, embeddings[dim].scale)
+        for dim in by_dim:
             files[f"{dim}d"] = writer.write(
-                f"{VECTORS_DIR}/{layout.vector_stem(index, field_id)}_{dim}d.bin", payload
+                f"{VECTORS_DIR}/{layout.vector_stem(index, field_id)}_{dim}d.bin",
+                payloads[field_id, dim],
             )
         dims = sorted(by_dim)
         entries[field_id] = {

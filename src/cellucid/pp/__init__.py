@@ -7,7 +7,7 @@ Array-level functions take arrays and return results; AnnData-level functions ta
 from ._categories import CategoryCodes, category_codes, encode_categories
 from ._centroids import Centroids, category_centroids, centroids
 from ._embedding import NormalizedCoords, normalize_coords, normalize_embedding
-from ._graph import Edges, graph_edges
+from ._graph import Edges, graph_edges, prune_graph
 from ._outliers import outlier_quantiles, outlier_quantiles_obs
 from ._quantize import Quantized, dequantize, quantize, quantize_obs
 
@@ -27,6 +27,7 @@ __all__ = [
     "normalize_embedding",
     "outlier_quantiles",
     "outlier_quantiles_obs",
+    "prune_graph",
     "quantize",
     "quantize_obs",
 ]

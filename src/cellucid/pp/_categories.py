@@ -82,7 +82,7 @@ def category_codes(
     values
         One-dimensional values: a pandas Series or Categorical, or an array.
     dtype
-        ``"uint8"`` (at most 254 categories), ``"uint16"`` (at most 65534), or ``"auto"``
+        ``"uint8"`` (at most 255 categories), ``"uint16"`` (at most 65535), or ``"auto"``
         for the smaller one that fits.
     name
         What to call the values in error messages.

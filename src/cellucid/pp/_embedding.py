@@ -29,17 +29,21 @@ class NormalizedCoords(NamedTuple):
     scale: float
 
 
-def normalize_coords(coords: ArrayLike) -> NormalizedCoords:
+def normalize_coords(coords: ArrayLike, *, name: str = "the embedding") -> NormalizedCoords:
     """Fit an embedding into [-1, 1] keeping its aspect ratio.
 
     The centre is the middle of the bounding box and one scale, ``2 / max(axis ranges)``,
     serves every axis, so the longest axis spans exactly [-1, 1]. A degenerate embedding
-    (all points equal) gets scale 2. Computed in float64.
+    (all points equal) gets scale 2. Computed in float64, without overflow for finite
+    coordinates anywhere in float64's range; an embedding that spans less than ~1e-308 is
+    refused (its scale would be infinite).
 
     Parameters
     ----------
     coords
-        Embedding of shape ``(n_cells, n_dims)`` (or ``(n_cells,)`` for 1-D).
+        Embedding of shape ``(n_cells, n_dims)`` (or ``(n_cells,)`` for 1-D), finite.
+    name
+        What to call the embedding in error messages.
 
     Returns
     -------
@@ -61,14 +65,24 @@ def normalize_coords(coords: ArrayLike) -> NormalizedCoords:
     x = np.asarray(coords, dtype=np.float64)
     x = x.reshape(x.shape[0], -1)
     if x.shape[0] == 0:
-        msg = "Cannot normalize an embedding of zero cells."
+        msg = f"Cannot normalize {name}: it has zero cells."
         raise ValueError(msg)
     lo, hi = x.min(axis=0), x.max(axis=0)
-    extent = float((hi - lo).max())
-    if not extent > 0:  # one point or all points equal
-        extent = 1.0
-    center = (lo + hi) / 2
-    scale = 2.0 / extent
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):  # NaN and ±Inf reach them
+        msg = f"Cannot normalize {name}: it has NaN or Inf coordinates."
+        raise ValueError(msg)
+    # halves first: lo + hi and hi - lo overflow for coordinates near float64's limits
+    center = lo / 2 + hi / 2
+    half_extent = float((hi / 2 - lo / 2).max())
+    if not half_extent > 0:  # one point or all points equal
+        half_extent = 0.5
+    scale = 1.0 / half_extent
+    if not np.isfinite(scale):
+        msg = (
+            f"Cannot normalize {name}: its coordinates span only {2 * half_extent:.3g}, too little "
+            "to scale into [-1, 1] in float64. Multiply them by a large constant first."
+        )
+        raise ValueError(msg)
     return NormalizedCoords((x - center) * scale, center, scale)
 
 

@@ -125,3 +125,101 @@ def _chunk_rows(g: sparse.csr_matrix, r0: int, r1: int, dtype: type) -> tuple[np
     """Return the row of each stored entry of rows ``r0 .. r1 - 1`` and those entries' slice."""
     rows = np.repeat(np.arange(r0, r1, dtype=dtype), np.diff(g.indptr[r0 : r1 + 1]))
     return rows, slice(int(g.indptr[r0]), int(g.indptr[r1]))
+
+
+def strongest_edges(edges: Edges, max_edges: int, *, n_cells: int) -> Edges:
+    """Keep each cell's strongest edges, as many per cell as ``max_edges`` edges in all allow.
+
+    An edge's rank at a cell is its place among that cell's edges by decreasing weight
+    (ties: by ``(src, dst)``). With ``k`` the largest number that fits, every edge that is
+    among the ``k`` strongest of either of its cells is kept, so every cell with an edge
+    keeps at least one. The kept edges stay sorted by ``(src, dst)``.
+    """
+    m = edges.src.shape[0]
+    if m <= max_edges:
+        return edges
+    ends = np.concatenate([edges.src, edges.dst])
+    order = np.lexsort((-np.concatenate([edges.weights, edges.weights]), ends))
+    degree = np.bincount(ends, minlength=n_cells)
+    rank = np.empty(2 * m, dtype=np.int64)
+    rank[order] = np.arange(2 * m) - np.repeat(np.cumsum(degree) - degree, degree)
+    del order, ends
+    best = np.minimum(rank[:m], rank[m:])  # the edge's best place at either end
+    del rank
+    kept_up_to = np.cumsum(np.bincount(best))  # edges kept when each cell keeps its r + 1 strongest
+    k = int(np.searchsorted(kept_up_to, max_edges, side="right"))
+    if k == 0:
+        msg = (
+            f"Even one neighbour per cell makes {int(kept_up_to[0]):,} edges, more than "
+            f"max_edges={max_edges:,}."
+        )
+        raise ValueError(msg)
+    keep = best < k
+    src, dst = edges.src[keep], edges.dst[keep]
+    degree = np.bincount(src, minlength=n_cells) + np.bincount(dst, minlength=n_cells)
+    return Edges(src, dst, edges.weights[keep], int(degree.max()) if src.size else 0)
+
+
+def prune_graph(
+    connectivities: ArrayLike | sparse.spmatrix | sparse.sparray,
+    *,
+    max_edges: int | None = None,
+    name: str = "graph",
+) -> sparse.csr_matrix:
+    """Keep each cell's strongest neighbours so that a kNN graph fits the viewer's limit.
+
+    The viewer reads at most 512 MiB per file: the export's float64 edge weights reach it
+    at 67,108,864 edges (~6-7 million cells with a 15-NN graph), and the export refuses a
+    larger graph. This keeps, for the largest ``k`` that fits, every edge that is among
+    the ``k`` strongest of either of its cells (so every connected cell stays connected),
+    and warns how many edges were dropped.
+
+    Parameters
+    ----------
+    connectivities
+        Square matrix of non-negative, finite weights (sparse or dense), as
+        :func:`graph_edges` takes it.
+    max_edges
+        Most undirected edges to keep; by default as many as the export writes.
+    name
+        What to call the graph in messages.
+
+    Returns
+    -------
+    A symmetric CSR matrix with the kept edges (the input's weights and dtype), or the
+    symmetrized graph when it fits already.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cellucid as cl
+    >>> g = np.array([[0, 0.9, 0.1], [0.9, 0, 0.5], [0.1, 0.5, 0]])
+    >>> cl.pp.prune_graph(g, max_edges=2).toarray()
+    array([[0. , 0.9, 0. ],
+           [0.9, 0. , 0.5],
+           [0. , 0.5, 0. ]])
+
+    """
+    from .._format import max_edges as format_max_edges
+
+    limit = format_max_edges() if max_edges is None else int(max_edges)
+    dtype = getattr(connectivities, "dtype", np.float64)
+    edges = graph_edges(connectivities, name=name)
+    n = int(np.shape(connectivities)[0])
+    kept = strongest_edges(edges, limit, n_cells=n)
+    dropped = edges.src.shape[0] - kept.src.shape[0]
+    if dropped:
+        warnings.warn(
+            f"{name}: dropped {dropped:,} of {edges.src.shape[0]:,} edges to fit {limit:,}; "
+            "each cell keeps its strongest neighbours.",
+            UserWarning,
+            stacklevel=2,
+        )
+    weights = kept.weights.astype(dtype, copy=False)
+    return sparse.csr_matrix(
+        (
+            np.concatenate([weights, weights]),
+            (np.concatenate([kept.src, kept.dst]), np.concatenate([kept.dst, kept.src])),
+        ),
+        shape=(n, n),
+    )

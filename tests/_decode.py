@@ -18,6 +18,16 @@ import numpy as np
 DTYPES = {"float32": "<f4", "uint8": "u1", "uint16": "<u2", "float64": "<f8", "uint32": "<u4"}
 EXTS = {"f32": "float32", "u8": "uint8", "u16": "uint16"}
 MAX_Q = {8: 254, 16: 65534}
+# JavaScript's String.prototype.trim() removes these (the viewer's "non-empty")
+JS_WHITESPACE = (
+    "\t\n\v\f\r \xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + ("\u2028\u2029\u202f\u205f\u3000\ufeff")
+)
+
+
+def non_blank(text: object) -> bool:
+    return isinstance(text, str) and bool(text.strip(JS_WHITESPACE))
 
 
 @dataclass
@@ -61,6 +71,8 @@ def read_payload(
         assert d.eof and len(d.unused_data) == 8, rel  # one member, then only its trailer
         assert struct.unpack("<I", d.unused_data[4:])[0] == expected, rel  # ISIZE
         assert data == gzip.decompress(raw)
+        # the viewer's transfer ceiling: stored blocks' worst case, header, trailer, 1 KiB
+        assert len(raw) <= expected + 5 * (-(-expected // 65535) + 1) + 18 + 1024, rel
     else:
         data = raw
     assert len(data) == expected, (rel, len(data), expected)
@@ -107,10 +119,12 @@ def decode(root: Path) -> Decoded:
         "id"
     ].endswith(".")
     assert (
-        identity["name"]
+        non_blank(identity["name"])
         and isinstance(identity["description"], str)
-        and identity["cellucid_data_version"]
+        and non_blank(identity["cellucid_data_version"])
     )
+    assert all(non_blank(v) for v in identity.get("source", {}).values())
+    assert all(non_blank(f["key"]) for f in identity["obs_fields"])
     if "created_at" in identity:
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", identity["created_at"])
     stats = identity["stats"]
@@ -267,7 +281,7 @@ def decode(root: Path) -> Decoded:
             assert all(c is not None and not isinstance(c, (list, dict)) for c in cats)
             assert len({json.dumps(c) for c in cats}) == len(cats)
             assert (dtype, missing) in {("uint8", 255), ("uint16", 65535)}
-            assert len(cats) <= missing - 1
+            assert len(cats) <= missing  # codes 0 .. missing - 1
             stem = (
                 str(entry[0])
                 if layout == "current"
@@ -327,7 +341,8 @@ def decode(root: Path) -> Decoded:
         cat_keys
     )
     used = {e[3 if layout == "current" else 2] for e in obs["_categoricalFields"]}
-    assert settings["obs_categorical_dtype"] == ("uint16" if "uint16" in used else "uint8")
+    # the folder picker: every field's codes in the declared dtype
+    assert used <= {settings["obs_categorical_dtype"]}, (used, settings)
 
     has_var = (root / "var_manifest.json").exists()
     assert has_var == (stats["n_genes"] > 0)

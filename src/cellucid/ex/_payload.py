@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._format import STORED_BLOCK_BYTES, gz, gzip_ceiling
+from ._limits import check_json_size
 
 try:  # optional (``pip install cellucid[fast]``): deflate 1.6-3x faster than zlib's
     from zlib_ng import zlib_ng as _zlib_ng
@@ -244,8 +245,6 @@ def dumps_identity(obj: Any) -> str:
 
 def write_json(path: Path, text: str) -> int:
     """Write ``text`` (no trailing newline) and return the bytes written; refuse what the viewer would not read."""
-    from ._limits import check_json_size
-
     data = text.encode("ascii")
     check_json_size(Path(path).name, len(data))
     Path(path).write_bytes(data)

@@ -1,8 +1,8 @@
 """Property test: random AnnData and options → export → ``validate`` passes and every value reads back.
 
 Each case is built by numpy's seeded Generator from its case number, so a failure names
-the case that reproduces it (``CASE=<n> pytest tests/test_property.py``). The cases run
-in order until a time budget is spent, at least ``MIN_CASES`` of them.
+the case that reproduces it (``CASE=<n> pytest tests/test_property.py``). ``N_CASES``
+cases run in order (~15 s here); a time budget cuts them on a very slow machine.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from scipy import sparse
 
 import cellucid as cl
 
+N_CASES = 150
+# a safety net on a very slow machine: the cases are cut there, at least MIN_CASES run
+BUDGET_SECONDS = 90.0
 MIN_CASES = 40
-BUDGET_SECONDS = 20.0
 F32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -81,8 +83,11 @@ def _labels(rng: np.random.Generator, n: int) -> tuple[object, list]:
         return pd.Categorical(codes * 3), [int(c) * 3 for c in codes]
     pool = [1, "a", 2.5, True, "b", 7]
     raw = [None if m else pool[c % len(pool)] for c, m in zip(codes, missing, strict=True)]
-    mixed = len({type(v) for v in raw if v is not None}) > 1
-    expected = [None if v is None else (str(v) if mixed else v) for v in raw]
+    kinds = {type(v) for v in raw if v is not None}
+    if len(kinds) > 1 and kinds <= {int, float}:  # numbers: pandas makes them floats, equal values
+        expected = [None if v is None else float(v) for v in raw]
+    else:  # several kinds: their strings, so that True and 1 stay apart
+        expected = [None if v is None else (str(v) if len(kinds) > 1 else v) for v in raw]
     return np.array(raw, dtype=object), expected
 
 
@@ -240,7 +245,7 @@ EXPECTED_REFUSALS = (
 
 def test_random_exports_validate_and_read_back(tmp_path: Path) -> None:
     only = os.environ.get("CASE")
-    seeds = [int(only)] if only else range(10_000)
+    seeds = [int(only)] if only else range(N_CASES)
     start = time.perf_counter()
     done = refusals = 0
     for seed in seeds:

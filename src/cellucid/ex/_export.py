@@ -285,7 +285,12 @@ def export(
             n_genes = len(found.genes.names)
         writer.close()
         n_continuous = sum(f["kind"] == "continuous" for f in obs_fields)
-        codes_dtypes = {e.codes_dtype for e in encoded_obs if e.codes_dtype}
+        # every field's codes have one dtype, declared here (the folder picker checks it)
+        codes_dtype = next(
+            (e.codes_dtype for e in encoded_obs if e.codes_dtype), settings.obs_categorical_dtype
+        )
+        if codes_dtype == "auto":  # no categorical field
+            codes_dtype = "uint8"
         identity = {
             "id": identity_id,
             "name": name,
@@ -307,12 +312,7 @@ def export(
                 "compression": settings.compression,
                 "var_quantization": settings.var_quantization,
                 "obs_continuous_quantization": settings.obs_continuous_quantization,
-                # every field's codes have this dtype (the folder picker checks it)
-                "obs_categorical_dtype": settings.obs_categorical_dtype
-                if settings.obs_categorical_dtype != "auto"
-                else "uint16"
-                if "uint16" in codes_dtypes
-                else "uint8",
+                "obs_categorical_dtype": codes_dtype,
             },
         }
         if source is not None:

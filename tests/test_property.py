@@ -130,21 +130,23 @@ def make_case(seed: int) -> Case:
     n_obs = int(rng.integers(0, 5))
     layout = str(rng.choice(["current", "current", "legacy"]))
     for i in range(max(n_obs, layout == "legacy")):
+        # keys users write: spaces, slashes, non-ASCII, outer whitespace (not blank)
+        key = str(rng.choice(["f{}", "naïve {}", "a/b {}", " padded {} ", "Ärzte-{}"])).format(i)
         if rng.random() < 0.5:
             base = rng.normal(size=n) * 10.0 ** rng.choice([-5, 0, 5])
             if rng.random() < 0.3:
                 base = rng.integers(-5, 5, n).astype(np.int64)
-                adata.obs[f"num{i}"] = base
-                case.continuous[f"num{i}"] = base.astype(np.float32)
+                adata.obs[key] = base
+                case.continuous[key] = base.astype(np.float32)
                 continue
             values = _with_gaps(rng, base)
-            adata.obs[f"num{i}"] = values
+            adata.obs[key] = values
             with np.errstate(over="ignore"):
-                case.continuous[f"num{i}"] = values.astype(np.float32)
+                case.continuous[key] = values.astype(np.float32)
         else:
             column, expected = _labels(rng, n)
-            adata.obs[f"cat{i}"] = column
-            case.categorical[f"cat{i}"] = expected
+            adata.obs[key] = column
+            case.categorical[key] = expected
     case.options = {
         "compression": rng.choice([None, 1, 6, 9]),
         "gzip_encoder": str(rng.choice(["zlib", "zlib-ng"])),

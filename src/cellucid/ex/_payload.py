@@ -7,10 +7,12 @@ import json
 import os
 import struct
 import threading
+import uuid
 import zlib
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from types import ModuleType
@@ -229,8 +231,11 @@ class PayloadWriter:
     def __enter__(self) -> PayloadWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._pool is not None:  # failing (or interrupted): drop the files not started
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def dumps_manifest(obj: Any) -> str:
@@ -244,11 +249,42 @@ def dumps_identity(obj: Any) -> str:
 
 
 def write_json(path: Path, text: str) -> int:
-    """Write ``text`` (no trailing newline) and return the bytes written; refuse what the viewer would not read."""
+    """Write ``text`` (no trailing newline) in place of ``path``; return the bytes written.
+
+    Refuses what the viewer would not read. The bytes go to a temporary file in the same
+    folder, are flushed to disk and renamed over ``path``: a reader, a crash or a full disk
+    leaves the old document or the new one, never a part of it.
+    """
+    path = Path(path)
     data = text.encode("ascii")
-    check_json_size(Path(path).name, len(data))
-    Path(path).write_bytes(data)
+    check_json_size(path.name, len(data))
+    temporary = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        with suppress(OSError):
+            temporary.unlink()
+        raise
+    fsync_dir(path.parent)
     return len(data)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (a rename in it) to disk, where the system allows it."""
+    with suppress(OSError):  # Windows cannot open a folder
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def read_payload(path: Path, dtype: np.dtype | str) -> np.ndarray:

@@ -50,6 +50,21 @@ WEIGHT_DTYPE = np.dtype("<f8")
 #: largest ``n_cells`` whose edge indices fit in uint16
 UINT16_INDEX_MAX_CELLS = 65536
 
+# --- what an export folder holds, in either layout (``overwrite`` replaces nothing else) ---
+_PAYLOAD_EXT = "(?:" + "|".join(EXT.values()) + r")(?:\.gz)?"
+#: names of the files directly in a dataset folder
+EXPORT_TOP_FILES = re.compile(
+    "|".join(map(re.escape, (IDENTITY_FILE, OBS_MANIFEST, VAR_MANIFEST, CONNECTIVITY_MANIFEST)))
+    + r"|points_[123]d\.bin(?:\.gz)?"
+)
+#: names of the files in each payload folder (a stem is an index or a sanitized key)
+EXPORT_FOLDER_FILES = {
+    OBS_DIR: re.compile(rf"[^/]+\.(?:values|codes|outliers)\.{_PAYLOAD_EXT}"),
+    VAR_DIR: re.compile(rf"[^/]+\.values\.{_PAYLOAD_EXT}"),
+    CONNECTIVITY_DIR: re.compile(r"edges\.(?:src|dst|weights\.f64)\.bin(?:\.gz)?"),
+    VECTORS_DIR: re.compile(r"[^/]+_[123]d\.bin(?:\.gz)?"),
+}
+
 #: the viewer refuses a payload larger than this decoded, and a JSON document larger than
 #: this, before reading them (module-level so that tests can lower them)
 MAX_PAYLOAD_BYTES = 512 * 2**20

@@ -182,7 +182,7 @@ def export(
         centroid_min_points=centroid_min_points,
     )
     deflate = payload_gzip_encoder(gzip_encoder)
-    check_target(out_dir, overwrite=overwrite)
+    check_target(out_dir, overwrite=overwrite, input_path=adata.filename)
     if isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget <= 0:
         msg = f"memory_budget must be a positive number of bytes, got {memory_budget!r}."
         raise ValueError(msg)

@@ -27,6 +27,7 @@ from .._format import (
 )
 from ..pp._quantize import dequantize
 from ._payload import read_payload
+from ._publish import recover
 
 if TYPE_CHECKING:
     import os
@@ -110,6 +111,7 @@ def read(
     import anndata as ad
 
     root = Path(path)
+    recover(root)  # what an interrupted export left beside it
     identity_path = root / IDENTITY_FILE
     if not identity_path.is_file():
         msg = f"{str(root)!r} is not a Cellucid export: it has no {IDENTITY_FILE}."

@@ -70,6 +70,7 @@ from .._format import (
     index_dtype,
     layout,
 )
+from ._publish import recover
 
 __all__ = ["RULES", "Problem", "ValidationReport", "validate"]
 
@@ -379,6 +380,7 @@ def validate(path: str | Path, *, strict: bool = False) -> ValidationReport:
     exports/pbmc: valid current-layout export, no problems
     """
     path = Path(path)
+    recover(path)  # what an interrupted export left beside it
     if not path.exists():
         msg = f"No export at {str(path)!r}: the path does not exist."
         raise FileNotFoundError(msg)

@@ -176,8 +176,17 @@ def test_validate_exit_codes_and_json(h5ad: Path, tmp_path: Path) -> None:
     assert report["ok"] is False
     assert {p["rule"] for p in report["problems"]} >= {"obs.keys"}
     assert {p["file"] for p in report["problems"]} >= {"a/obs_manifest.json", "a/points_2d.bin.gz"}
+    # 3: could not check (distinct from 1, problems found)
     missing = run("validate", tmp_path / "nope")
-    assert missing.returncode == 1 and "error" in missing.stderr
+    assert missing.returncode == 3
+    assert (
+        missing.stderr.strip()
+        == f"cellucid validate: error: No export at {str(tmp_path / 'nope')!r}: the path does not exist."
+    )
+    (tmp_path / "plain").mkdir()
+    not_an_export = run("validate", tmp_path / "plain")
+    assert not_an_export.returncode == 3 and "is not an export" in not_an_export.stderr
+    assert "3 when the path could not be checked" in run("validate", "--help").stdout
 
 
 def test_backed_export_equals_in_memory(h5ad: Path, tmp_path: Path) -> None:
@@ -194,3 +203,105 @@ def test_backed_export_equals_in_memory(h5ad: Path, tmp_path: Path) -> None:
                 path.read_bytes()
                 == (tmp_path / "backed" / path.relative_to(tmp_path / "mem")).read_bytes()
             )
+
+
+def error_line(result: subprocess.CompletedProcess, command: str) -> str:
+    """The one line a failing command prints (run with -q: nothing else is printed)."""
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"cellucid {command}: "), result.stderr
+    return lines[0]
+
+
+def test_export_refuses_the_input_folder_and_the_working_directory(
+    h5ad: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "pbmc.h5ad").write_bytes(h5ad.read_bytes())
+    (data / "README").write_text("notes")
+    result = run("-q", "export", "data/pbmc.h5ad", "data", "--overwrite", cwd=tmp_path)
+    assert result.returncode == 1
+    assert error_line(result, "export").startswith(
+        "cellucid export: error: Refusing to replace data: it holds the input file data/pbmc.h5ad."
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    assert sorted(p.name for p in data.iterdir()) == ["README", "pbmc.h5ad"]
+    for out_dir in (".", "..", tmp_path):
+        result = run("-q", "export", "pbmc.h5ad", out_dir, "--overwrite", cwd=data)
+        assert result.returncode == 1 and "it is the working directory or holds it" in error_line(
+            result, "export"
+        )
+    assert sorted(p.name for p in data.iterdir()) == ["README", "pbmc.h5ad"]
+
+
+def test_os_errors_are_one_line_naming_the_users_path(h5ad: Path, tmp_path: Path) -> None:
+    # a folder nothing can be created in: the message names /proc/x, not an internal path beside it
+    result = run("-q", "export", h5ad, "/proc/x")
+    assert result.returncode == 1
+    assert (
+        error_line(result, "export") == "cellucid export: error: /proc/x: No such file or directory"
+    )
+
+    # a "full disk": no file may grow past 2 KiB
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+    out = tmp_path / "out"
+    full = subprocess.run(
+        [sys.executable, "-m", "cellucid", "-q", "export", str(h5ad), str(out), "--jobs", "1"],
+        capture_output=True, text=True, env={**os.environ, "CI": "1"}, preexec_fn=limit, check=False,
+    )  # fmt: skip
+    assert full.returncode == 1
+    line = error_line(full, "export")
+    assert line == f"cellucid export: error: {out}: File too large"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "error", "expected", "code"),
+    [
+        ("export", "PermissionError(13, 'Permission denied', '{tmp}/.out.staging-0123456789ab/obs')", "{tmp}/out/obs: Permission denied", 1),
+        ("export", "OSError(errno.EROFS, 'Read-only file system')", "{tmp}/out: Read-only file system", 1),
+        ("export", "OSError(errno.EBUSY, 'Device or resource busy')", "{tmp}/out: Device or resource busy", 1),
+        ("export", "MemoryError()", "{tmp}/out: out of memory", 1),
+        ("export", "RecursionError('maximum recursion depth exceeded')", "{tmp}/out: too deeply nested to process (maximum recursion depth exceeded)", 1),
+        ("validate", "MemoryError('cannot allocate 32 GiB')", "{tmp}/out: out of memory (cannot allocate 32 GiB)", 3),
+        ("validate", "OSError(errno.EIO, 'Input/output error', '{tmp}/out/var/0.values.f32')", "{tmp}/out/var/0.values.f32: Input/output error", 3),
+        ("validate", "TypeError('unhashable')", "{tmp}/out: internal error TypeError: unhashable (please report it, with the output of cellucid -v)", 3),
+    ],
+)  # fmt: skip
+def test_every_error_is_one_line_with_a_documented_exit_code(
+    h5ad: Path, tmp_path: Path, command: str, error: str, expected: str, code: int
+) -> None:
+    """Errors that real failures raise deep inside (a full disk, a busy device, a bomb), injected."""
+    args = ["-q", command, *([str(h5ad)] if command == "export" else []), str(tmp_path / "out")]
+    script = f"""
+import errno, sys
+import cellucid.ex
+def fail(*args, **kwargs):
+    raise {error.format(tmp=tmp_path)}
+cellucid.ex.{command} = fail
+from cellucid.cli import main
+sys.exit(main({args!r}))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == code
+    assert (
+        error_line(result, command) == f"cellucid {command}: error: {expected.format(tmp=tmp_path)}"
+    )
+
+
+def test_deeply_nested_json_is_one_line(h5ad: Path, tmp_path: Path) -> None:
+    root = tmp_path / "exports"
+    assert run("-q", "export", h5ad, root / "a").returncode == 0
+    (root / "a" / "dataset_identity.json").write_text("[" * 100_000 + "]" * 100_000)
+    result = run("-q", "catalog", root)
+    assert result.returncode == 1
+    line = error_line(result, "catalog")
+    assert str(root) in line and ("nested" in line or "dataset_identity.json" in line)
+    assert not (root / "datasets.json").exists()

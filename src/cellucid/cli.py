@@ -1,18 +1,27 @@
 """The ``cellucid`` command line: export, validate, catalog, inspect, serve.
 
-Exit codes: 0 success, 1 failure (invalid export, bad input data), 2 usage error.
+Exit codes: 0 success; 1 failure (bad input data, an error writing, or ``validate`` found
+problems); 2 usage error; 3 ``validate`` could not check the path (missing, not an export,
+unreadable); 130 interrupted (Ctrl-C, SIGTERM). Every error is one line on stderr naming
+the path and the cause.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNCHECKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = (
+    "Exit codes: 0 success, 1 failure (bad input, an error writing, or validate found problems), "
+    "2 usage error, 3 validate could not check the path, 130 interrupted."
+)
 
 
 def _bits(value: str) -> int:
@@ -166,7 +175,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--backed", action="store_true", help="read .h5ad in backed mode: genes stream from disk"
     )
-    p.set_defaults(run=_export)
+    p.set_defaults(run=_export, subject="out_dir")
 
 
 def _read_input(path: Path, *, backed: bool) -> object:
@@ -179,12 +188,19 @@ def _read_input(path: Path, *, backed: bool) -> object:
         if backed:
             msg = "--backed works with .h5ad files; .zarr stores are read lazily only through anndata's read_lazy."
             raise ValueError(msg)
-        return ad.read_zarr(path)
-    return ad.read_h5ad(path, backed="r" if backed else None)
+        read = partial(ad.read_zarr, path)
+    else:
+        read = partial(ad.read_h5ad, path, backed="r" if backed else None)
+    try:
+        return read()
+    except OSError as e:  # h5py's errors name no file
+        msg = f"{path}: cannot read it as AnnData ({e.strerror or e})."
+        raise ValueError(msg) from e
 
 
 def _export(args: argparse.Namespace) -> int:
     from .ex import export
+    from .ex._publish import check_target
 
     var_names = args.genes
     if args.genes_file is not None:
@@ -193,6 +209,8 @@ def _export(args: argparse.Namespace) -> int:
         ]
     elif args.no_genes:
         var_names = []
+    # refuse the target before the input is read; the input must not be in it
+    check_target(args.out_dir, overwrite=args.overwrite, input_path=args.input)
     adata = _read_input(args.input, backed=args.backed)
     out = export(
         adata,
@@ -232,11 +250,12 @@ def _add_validate(commands: argparse._SubParsersAction) -> None:
         "validate",
         help="check an export (or an exports root with datasets.json) against the format",
         description="Check a dataset folder, or an exports root with datasets.json and every dataset under it, "
-        "against every rule the viewer enforces. Exit 0 when valid, 1 with the list of problems otherwise.",
+        "against every rule the viewer enforces. Exit 0 when valid, 1 with the list of problems otherwise, "
+        "3 when the path could not be checked (it does not exist, is not an export, or cannot be read).",
     )
     p.add_argument("path", type=Path, help="a dataset folder or an exports root")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(run=_validate)
+    p.set_defaults(run=_validate, subject="path")
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -259,7 +278,7 @@ def _add_catalog(commands: argparse._SubParsersAction) -> None:
         metavar="ID",
         help="id of the dataset the viewer opens first (default: the first)",
     )
-    p.set_defaults(run=_catalog)
+    p.set_defaults(run=_catalog, subject="exports_root")
 
 
 def _catalog(args: argparse.Namespace) -> int:
@@ -276,7 +295,7 @@ def _add_info(commands: argparse._SubParsersAction) -> None:
         description="Print a short summary of a dataset folder (or of every dataset of an exports root).",
     )
     p.add_argument("path", type=Path, help="a dataset folder or an exports root")
-    p.set_defaults(run=_info)
+    p.set_defaults(run=_info, subject="path")
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -392,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellucid",
         description="Export AnnData to the Cellucid WebGL viewer, and check exports before publishing them.",
-        epilog="Exit codes: 0 success, 1 failure (invalid export or bad input), 2 usage error.",
+        epilog=EXIT_CODES,
     )
     parser.add_argument("--version", action="version", version=f"cellucid {__version__}")
     verbosity = parser.add_mutually_exclusive_group()
@@ -422,17 +441,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("ignore", UserWarning)
     try:
         return args.run(args)
-    except (
-        ValueError,
-        KeyError,
-        ImportError,
-        FileNotFoundError,
-        FileExistsError,
-        NotADirectoryError,
-    ) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"cellucid {args.command}: error: {message}", file=sys.stderr)
-        return EXIT_FAILED
+    except KeyboardInterrupt as e:
+        print(f"cellucid {args.command}: {e or 'interrupted'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # one line, never a traceback (-v logs it)
+        logging.getLogger("cellucid").debug("traceback", exc_info=True)
+        subject = getattr(args, getattr(args, "subject", ""), None)
+        print(f"cellucid {args.command}: error: {_describe(e, subject)}", file=sys.stderr)
+        return EXIT_UNCHECKED if args.command == "validate" else EXIT_FAILED
+
+
+def _describe(error: Exception, subject: Path | None) -> str:
+    """Return one line on ``error``: the user's path (never a staging one) and the cause."""
+    from .ex._publish import public_path
+
+    where = f"{subject}: " if subject is not None else ""
+    if isinstance(error, OSError) and error.filename is not None:
+        text = f"{error.filename}: {error.strerror or error}"
+    elif isinstance(error, OSError) and error.strerror:
+        text = f"{where}{error.strerror}"
+    elif isinstance(error, MemoryError):
+        text = f"{where}out of memory{f' ({error})' if str(error) else ''}"
+    elif isinstance(error, RecursionError):
+        text = f"{where}too deeply nested to process ({error})"
+    elif isinstance(error, KeyError) and error.args:
+        text = str(error.args[0])
+    elif isinstance(error, (ValueError, ImportError, OSError)):
+        text = str(error)
+    else:
+        text = (
+            f"{where}internal error {type(error).__name__}: {error} "
+            "(please report it, with the output of cellucid -v)"
+        )
+    return public_path(" ".join(text.split()))
 
 
 if __name__ == "__main__":

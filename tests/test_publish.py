@@ -103,7 +103,7 @@ def test_overwrite_refuses_links_and_folders_without_identity(
     assert (target / "points_2d.bin").is_symlink()
 
 
-def test_overwrite_replaces_an_earlier_export_of_either_layout_or_an_empty_folder(
+def test_overwrite_replaces_an_earlier_export_of_either_layout_and_nothing_more(
     adata: ad.AnnData, tmp_path: Path
 ) -> None:
     target = tmp_path / "ds"
@@ -115,9 +115,16 @@ def test_overwrite_replaces_an_earlier_export_of_either_layout_or_an_empty_folde
     assert cl.ex.validate(target).layout == "legacy"
     empty = tmp_path / "empty"
     empty.mkdir()
-    cl.ex.export(adata, empty, overwrite=True)
+    cl.ex.export(adata, empty, overwrite=True)  # an empty folder holds nothing to lose
     assert cl.ex.validate(empty).ok
     assert hidden(tmp_path) == []
+    for layout in ("legacy", "current"):  # one file more, and it is no longer replaced
+        (target / "vectors" / "notes.txt").write_text("mine")
+        with pytest.raises(FileExistsError, match=r"it holds vectors/notes\.txt"):
+            cl.ex.export(adata, target, overwrite=True, layout=layout)
+        assert (target / "vectors" / "notes.txt").read_text() == "mine"
+        (target / "vectors" / "notes.txt").unlink()
+        cl.ex.export(adata, target, overwrite=True, layout=layout)
 
 
 def test_overwrite_refuses_an_exports_root(adata: ad.AnnData, tmp_path: Path) -> None:
@@ -297,6 +304,21 @@ def test_interrupted_swap_is_restored_by_the_next_reader_or_export(
     assert now["description"] == ("next" if reader == "export" else "previous")
     if reader != "export":
         assert (target / "dataset_identity.json").read_bytes() == identity
+
+
+def test_validate_of_an_exports_root_restores_its_datasets(
+    adata: ad.AnnData, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "exports"
+    for name in ("a", "b"):
+        cl.ex.export(adata, root / name, dataset_id=name)
+    cl.ex.write_catalog(root)
+    interrupted = root / f".a.old-{_TOKEN}"
+    os.replace(root / "a", interrupted)
+    with caplog.at_level(logging.WARNING, logger="cellucid"):
+        assert cl.ex.validate(root).ok
+    assert f"restored {root / 'a'} from {interrupted.name}" in caplog.text
+    assert hidden(root) == []
 
 
 def test_leftovers_after_a_completed_swap_are_removed(adata: ad.AnnData, tmp_path: Path) -> None:

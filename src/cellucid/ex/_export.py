@@ -142,7 +142,9 @@ def export(
         ``"current"`` (what today's viewer loads) or ``"legacy"`` (the original layout with
         files named by key, for older self-hosted viewers).
     overwrite
-        Replace an existing ``out_dir``.
+        Replace an existing ``out_dir`` that is an earlier export (or empty); anything
+        else (other files, an exports root, the working directory, a link) is refused
+        before any work starts. See the user guide's safety page.
     n_jobs
         Threads encoding genes and compressing and writing files; all cores by default. The
         output does not depend on it.

@@ -36,6 +36,7 @@ except ImportError:  # Windows: msvcrt locks instead
 logger = logging.getLogger("cellucid")
 
 _TOKEN = "[0-9a-f]{12}"
+_LEFTOVER = re.compile(rf"\.(?P<name>.+)\.(?P<kind>staging|old)-{_TOKEN}")
 # an internal entry (staging, retired, lock, temporary file) in a path, for messages
 _INTERNAL = re.compile(rf"\.(?P<name>[^/\\]+?)\.(?:(?:staging|old|tmp)-{_TOKEN}|lock)(?=$|[^\w.-])")
 
@@ -113,20 +114,26 @@ def staged(out_dir: str | os.PathLike[str], *, overwrite: bool) -> Iterator[Path
 
 
 def recover(path: str | os.PathLike[str]) -> None:
-    """Restore or remove what an interrupted export of ``path`` left beside it, and log it.
+    """Restore or remove what interrupted exports of ``path`` left, and log it.
 
-    Readers call this first. Nothing is done while an export of ``path`` is running, when
-    nothing was left, or where nothing may be written (a read-only share).
+    Readers call this first; the datasets of an exports root are recovered too. Nothing is
+    done while an export of ``path`` is running, when nothing was left, or where nothing
+    may be written (a read-only share).
     """
     where = _absolute(path)
-    staging, old = _leftovers(where)
-    if not (staging or old):
-        return
-    try:
-        with _locked(where, path):
-            _recover_locked(where)
-    except OSError as e:  # busy, or not ours to change: read what is there
-        logger.debug("left %s as it is: %s", path, e)
+    targets = [where]
+    with suppress(OSError), os.scandir(where) as entries:  # the datasets of an exports root
+        names = {m["name"] for e in entries if (m := _LEFTOVER.fullmatch(e.name))}
+        targets += [where / name for name in sorted(names)]
+    for target in targets:
+        staging, old = _leftovers(target)
+        if not (staging or old):
+            continue
+        try:
+            with _locked(target, target):
+                _recover_locked(target)
+        except OSError as e:  # busy, or not ours to change: read what is there
+            logger.debug("left %s as it is: %s", target, e)
 
 
 # --- the checks ------------------------------------------------------------------------------
@@ -275,7 +282,7 @@ def _try_lock(fd: int) -> bool:
 
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
     except OSError as e:
-        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK, errno.EDEADLK):
             return False
         raise
     return True
@@ -283,13 +290,12 @@ def _try_lock(fd: int) -> bool:
 
 def _leftovers(where: Path) -> tuple[list[Path], list[Path]]:
     """Return the staging and the retired folders beside ``where``."""
-    pattern = re.compile(rf"\.{re.escape(where.name)}\.(staging|old)-{_TOKEN}")
     staging, old = [], []
     with suppress(OSError), os.scandir(where.parent) as entries:
         for entry in entries:
-            match = pattern.fullmatch(entry.name)
-            if match and entry.is_dir(follow_symlinks=False):
-                (staging if match[1] == "staging" else old).append(Path(entry.path))
+            match = _LEFTOVER.fullmatch(entry.name)
+            if match and match["name"] == where.name and entry.is_dir(follow_symlinks=False):
+                (staging if match["kind"] == "staging" else old).append(Path(entry.path))
     return sorted(staging), sorted(old)
 
 

@@ -234,7 +234,8 @@ def test_catalog_write_on_a_full_disk_keeps_the_old_catalog(
         cwd=tmp_path,
         fsize=4096,
     )
-    assert result.returncode != 0 and "File too large" in result.stderr
+    assert result.returncode != 0
+    assert "File too large: 'exports/datasets.json'" in result.stderr
     assert (root / "datasets.json").read_bytes() == old
     json.loads(old)
     assert hidden(root) == []
@@ -257,8 +258,9 @@ def test_write_json_failing_midway_leaves_the_old_file(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "write", short_then_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match="No space left") as info:
         _payload.write_json(target, json.dumps({"version": 1, "datasets": ["x" * 100]}))
+    assert info.value.filename == str(target)  # not the temporary file's name
     monkeypatch.undo()
     assert target.read_text() == '{"version": 1}'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["datasets.json"]
@@ -444,12 +446,17 @@ def test_sigkill_midway_keeps_the_previous_export_and_the_next_export_cleans_up(
     assert json.loads((target / "dataset_identity.json").read_text())["description"] == "next"
 
 
-def test_sigterm_midway_cleans_up_like_ctrl_c(paused_export: tuple, adata: ad.AnnData) -> None:
+@pytest.mark.parametrize(
+    ("sig", "message"), [(signal.SIGTERM, "terminated (SIGTERM)"), (signal.SIGINT, "interrupted")]
+)
+def test_sigterm_midway_cleans_up_like_ctrl_c(
+    paused_export: tuple, adata: ad.AnnData, sig: signal.Signals, message: str
+) -> None:
     proc, target, before = paused_export
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     assert proc.wait(60) == 130
     stderr = proc.communicate()[1]
-    assert stderr.strip().splitlines()[-1] == "cellucid export: terminated (SIGTERM)"
+    assert stderr.strip().splitlines()[-1] == f"cellucid export: {message}"
     assert "Traceback" not in stderr
     assert hidden(target.parent) == []  # staging and lock removed by the killed export itself
     assert snapshot(target) == before

@@ -442,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except KeyboardInterrupt as e:
-        print(f"cellucid {args.command}: {e or 'interrupted'}", file=sys.stderr)
+        print(f"cellucid {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # one line, never a traceback (-v logs it)
         logging.getLogger("cellucid").debug("traceback", exc_info=True)

@@ -269,9 +269,11 @@ def write_json(path: Path, text: str) -> int:
         finally:
             os.close(fd)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as e:
         with suppress(OSError):
             temporary.unlink()
+        if isinstance(e, OSError) and e.errno is not None:  # name the file, not its temporary
+            raise type(e)(e.errno, e.strerror, str(path)) from e
         raise
     fsync_dir(path.parent)
     return len(data)

@@ -36,6 +36,10 @@ except ImportError:  # Windows: msvcrt locks instead
 logger = logging.getLogger("cellucid")
 
 _TOKEN = "[0-9a-f]{12}"
+# errors of writing a file that name no file
+_WRITE_ERRORS = frozenset(
+    {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG, errno.EROFS, errno.EIO}
+)
 _LEFTOVER = re.compile(rf"\.(?P<name>.+)\.(?P<kind>staging|old)-{_TOKEN}")
 # an internal entry (staging, retired, lock, temporary file) in a path, for messages
 _INTERNAL = re.compile(rf"\.(?P<name>[^/\\]+?)\.(?:(?:staging|old|tmp)-{_TOKEN}|lock)(?=$|[^\w.-])")
@@ -102,9 +106,11 @@ def staged(out_dir: str | os.PathLike[str], *, overwrite: bool) -> Iterator[Path
             try:
                 yield stage
             except OSError as e:  # name the user's folder, never the staging one
-                if e.filename is not None and not _INTERNAL.search(str(e.filename)):
-                    raise
-                raise _named(e, public_path(str(e.filename or out_dir))) from e
+                if e.filename is not None and _INTERNAL.search(str(e.filename)):
+                    raise _named(e, public_path(str(e.filename))) from e
+                if e.filename is None and e.errno in _WRITE_ERRORS:  # from os.write
+                    raise _named(e, out_dir) from e
+                raise
             # the folder may have changed while the export ran
             _check_existing(where, out_dir, overwrite=overwrite)
             _swap(stage, where, token)

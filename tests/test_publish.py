@@ -127,6 +127,18 @@ def test_overwrite_replaces_an_earlier_export_of_either_layout_and_nothing_more(
         cl.ex.export(adata, target, overwrite=True, layout=layout)
 
 
+def test_overwrite_refuses_a_mount_point(
+    adata: ad.AnnData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "disk"
+    cl.ex.export(adata, target)  # an earlier export, at the root of a mounted disk
+    ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == target or ismount(p))
+    with pytest.raises(FileExistsError, match="it is a mount point"):
+        cl.ex.export(adata, target, overwrite=True)
+    assert hidden(tmp_path) == [] and (target / "dataset_identity.json").is_file()
+
+
 def test_overwrite_refuses_an_exports_root(adata: ad.AnnData, tmp_path: Path) -> None:
     root = tmp_path / "exports"
     for name in ("a", "b"):

@@ -354,7 +354,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="viewer cache folder (default: ~/.cache/cellucid/viewer)",
     )
-    p.set_defaults(run=_serve)
+    p.set_defaults(run=_serve, subject="path")
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import shutil
+import struct
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -1351,3 +1354,215 @@ def name_differs(cat: dict) -> None:
 @catalog_mutation("catalog.mismatch")
 def description_differs(cat: dict) -> None:
     cat["datasets"][0]["description"] = "another description"
+
+
+# ---- untrusted input: rules from issue 17 and bounds from issue 12 ---------------------------
+
+
+@mutation("gzip.header_crc", needs=("gz",))
+def wrong_header_crc(ds: DS) -> None:
+    """FHCRC set and the header's CRC-16 wrong."""
+    path = ds.gz_payload()
+    data = ds.read(path)
+    body = zlib.compressobj(6, zlib.DEFLATED, -15)
+    header = b"\x1f\x8b\x08\x02\x00\x00\x00\x00\x00\xff"
+    crc16 = (zlib.crc32(header) & 0xFFFF) ^ 0x0101
+    ds.write_raw(
+        path,
+        header
+        + struct.pack("<H", crc16)
+        + body.compress(data)
+        + body.flush()
+        + struct.pack("<II", zlib.crc32(data), len(data)),
+    )
+
+
+@mutation("gzip.ceiling", needs=("gz",))
+def gzip_past_the_ceiling(ds: DS) -> None:
+    """A valid member whose header carries 2 KiB of FEXTRA: past the transfer ceiling."""
+    path = ds.gz_payload()
+    data = ds.read(path)
+    body = zlib.compressobj(0, zlib.DEFLATED, -15)
+    extra = b"x" * 2048
+    header = b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x00\xff" + struct.pack("<H", len(extra)) + extra
+    ds.write_raw(
+        path,
+        header
+        + body.compress(data)
+        + body.flush()
+        + struct.pack("<II", zlib.crc32(data), len(data)),
+    )
+
+
+@mutation("payload.length", needs=("gz",))
+def gzip_too_small_for_its_length(ds: DS) -> None:
+    """Points declared for many more cells than a tiny gzip file can inflate to."""
+    _, path = ds.points_path()
+    ds.write(path, b"")
+
+
+@mutation("path.url")
+def points_path_with_a_space(ds: DS) -> None:
+    d, path = ds.points_path()
+    new = path.replace("points_", "points ")
+    ds.move(path, new)
+    with ds.edit(IDENTITY) as ident:
+        ident["embeddings"]["files"][f"{d}d"] = new
+
+
+@mutation("path.url")
+def points_path_non_ascii(ds: DS) -> None:
+    d, path = ds.points_path()
+    new = path.replace("points_", "p\u00f6ints_")
+    ds.move(path, new)
+    with ds.edit(IDENTITY) as ident:
+        ident["embeddings"]["files"][f"{d}d"] = new
+
+
+def _link_out(ds: DS, rel: str) -> None:
+    """Replace ``rel`` by a link to an identical copy outside the export."""
+    target = ds.path.parent / f"outside-{rel.replace('/', '-')}"
+    shutil.move(ds.path / rel, target)
+    (ds.path / rel).symlink_to(target, target_is_directory=target.is_dir())
+
+
+@mutation("path.symlink")
+def payload_linked_out(ds: DS) -> None:
+    _link_out(ds, ds.codes_path(0))
+
+
+@mutation("path.symlink")
+def var_folder_linked_out(ds: DS) -> None:
+    _link_out(ds, ds.var_path(0).split("/")[0])
+
+
+@mutation("path.symlink")
+def manifest_linked_out(ds: DS) -> None:
+    _link_out(ds, CONN)
+
+
+@identity_mutation("identity.name")
+def name_ideographic_space(ident: dict) -> None:
+    ident["name"] = "\u3000"
+
+
+@identity_mutation("identity.data_version")
+def data_version_nbsp(ident: dict) -> None:
+    ident["cellucid_data_version"] = " \u00a0"
+
+
+@identity_mutation("source.value")
+def source_url_empty(ident: dict) -> None:
+    ident["source"] = {"name": "x", "url": ""}
+
+
+@identity_mutation("source.value")
+def source_citation_blank(ident: dict) -> None:
+    ident["source"] = {"name": "x", "citation": " \n", "filename": "pbmc.h5ad"}
+
+
+@identity_mutation("source.value")
+def source_filename_bom(ident: dict) -> None:
+    ident["source"] = {"name": "x", "filename": "\ufeff"}
+
+
+@mutation("obs.key", needs=("current",), extra=("obs_fields.entry",))
+def obs_key_blank(ds: DS) -> None:
+    with ds.edit(OBS) as man:
+        old = man["_continuousFields"][0][1]
+        man["_continuousFields"][0][1] = "\t\u2028"
+    with ds.edit(IDENTITY) as ident:
+        for entry in ident["obs_fields"]:
+            if entry["key"] == old:
+                entry["key"] = "\t\u2028"
+
+
+@identity_mutation(
+    "vector_fields.fields", needs=("vectors", "current"), extra=("vector_fields.default",)
+)
+def vector_field_id_blank(ident: dict) -> None:
+    vf = ident["vector_fields"]
+    fields = vf["fields"]
+    first = next(iter(fields))
+    vf["fields"] = {("\u205f" if k == first else k): v for k, v in fields.items()}
+    vf["fields"]["\u205f"]["label"] = "\u205f"
+    vf["default_field"] = "\u205f"
+
+
+@identity_mutation("vector_fields.default", needs=("vectors",))
+def default_field_empty(ident: dict) -> None:
+    ident["vector_fields"]["default_field"] = ""
+
+
+@mutation("centroids.value", needs=("current",))
+def centroid_category_as_string(ds: DS) -> None:
+    """A numeric category, and its centroid naming it by its string form."""
+    with ds.edit(OBS) as man:
+        for entry in man["_categoricalFields"]:
+            for items in entry[5].values():
+                if items:
+                    index = entry[2].index(items[0]["category"])
+                    entry[2][index] = 4711
+                    for by_dim in entry[5].values():
+                        for item in by_dim:
+                            if item["category"] == items[0]["category"]:
+                                item["category"] = 4711
+                    items[0]["category"] = "4711"
+                    return
+    msg = "no centroids in this export"
+    raise AssertionError(msg)
+
+
+@mutation("categories.value", needs=("current",), extra=("centroids.value",))
+def category_parses_to_infinity(ds: DS) -> None:
+    with ds.edit(OBS) as man:
+        entry = man["_categoricalFields"][0]
+        entry[2][0] = 123456789.25
+    ds.write_raw(OBS, ds.raw(OBS).replace(b"123456789.25", b"1e400"))
+
+
+@identity_mutation("identity.created_at")
+def created_at_fullwidth_digit(ident: dict) -> None:
+    ident["created_at"] = "\uff12026-01-01T00:00:00Z"
+
+
+@identity_mutation("stats.value")
+def n_genes_past_safe_integer(ident: dict) -> None:
+    ident["stats"]["n_genes"] = 2**53
+
+
+@conn_mutation("connectivity.value", extra=("connectivity.stats",))
+def connectivity_cells_past_uint32(man: dict) -> None:
+    man["n_cells"] = 2**32 + 1
+
+
+@mutation("connectivity.working_set", needs=("current",))
+def small_connectivity_working_set(ds: DS) -> None:
+    ds.mp.setattr(_validate, "_MAX_CONNECTIVITY_WORKING_BYTES", 1000)
+
+
+def _move_dataset(root: Path, index: int, new_name: str, *, outside: bool = False) -> None:
+    catalog = json.loads((root / CATALOG).read_text())
+    entry = catalog["datasets"][index]
+    old = root / entry["path"].rstrip("/")
+    if outside:
+        target = root.parent / f"outside-{new_name}"
+        shutil.move(old, target)
+        (root / new_name).symlink_to(target, target_is_directory=True)
+    else:
+        shutil.move(old, root / new_name)
+    entry["path"] = f"{new_name}/"
+    (root / CATALOG).write_text(json.dumps(catalog))
+
+
+CATALOG_MUTATIONS += [
+    CatalogMutation("catalog_path_with_a_plus", "path.url", lambda r: _move_dataset(r, 0, "a+b")),
+    CatalogMutation(
+        "catalog_path_non_ascii", "path.url", lambda r: _move_dataset(r, 1, "\u00e9t\u00e9")
+    ),
+    CatalogMutation(
+        "dataset_linked_into_root",
+        "path.symlink",
+        lambda r: _move_dataset(r, 0, "linked", outside=True),
+    ),
+]

@@ -148,7 +148,7 @@ EXPORT_SETTINGS_KEYS = frozenset(
     {"compression", "var_quantization", "obs_continuous_quantization", "obs_categorical_dtype"}
 )
 SOURCE_REQUIRED_KEYS = frozenset({"name"})
-SOURCE_OPTIONAL_KEYS = frozenset({"url", "citation"})
+SOURCE_OPTIONAL_KEYS = frozenset({"url", "citation", "filename"})
 VECTOR_FIELDS_KEYS = frozenset({"default_field", "fields"})
 VECTOR_FIELD_KEYS = frozenset(
     {"label", "basis", "available_dimensions", "default_dimension", "files"}
@@ -217,6 +217,9 @@ CONNECTIVITY_MANIFEST_KEYS = {
 CATALOG_KEYS = frozenset({"version", "default", "datasets"})
 CATALOG_ENTRY_REQUIRED_KEYS = frozenset({"id", "path"})
 CATALOG_ENTRY_OPTIONAL_KEYS = frozenset({"name", "description", "n_cells", "n_genes"})
+
+#: largest integer the viewer accepts as a count or index (``Number.isSafeInteger``)
+MAX_SAFE_INTEGER = 2**53 - 1
 
 DEFAULT_CENTROID_OUTLIER_QUANTILE = 0.95
 DEFAULT_CENTROID_MIN_POINTS = 10

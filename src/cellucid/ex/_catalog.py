@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 from pathlib import Path
 
 from .._format import CATALOG_FILE, CATALOG_VERSION, IDENTITY_FILE
 from ._payload import dumps_identity, write_json
+from ._validate import _DatasetChecker, _escapes, _resolved, _url_error
 
 logger = logging.getLogger("cellucid")
 
@@ -16,7 +17,11 @@ def write_catalog(exports_root: str | Path, *, default: str | None = None) -> Pa
     """Write ``datasets.json`` listing every dataset folder directly under ``exports_root``.
 
     Each folder holding a ``dataset_identity.json`` becomes an entry with its id, path,
-    name, description and cell and gene counts, in folder-name order.
+    name, description and cell and gene counts, in folder-name order. Each dataset is
+    checked before it is listed (its identity and manifests, as :func:`validate` checks
+    them, without reading payloads): a dataset the viewer would refuse, a folder name that
+    is not URL-canonical (the error says what to rename it to) or a folder that is a link
+    out of ``exports_root`` is refused.
 
     Parameters
     ----------
@@ -44,25 +49,11 @@ def write_catalog(exports_root: str | Path, *, default: str | None = None) -> Pa
         msg = f"exports_root {root} is not a folder."
         raise FileNotFoundError(msg)
     entries = []
+    base = _resolved(root)
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        path = folder / IDENTITY_FILE
-        if not path.is_file():
+        if not (folder / IDENTITY_FILE).is_file():
             continue
-        try:
-            identity = json.loads(path.read_text(encoding="utf-8"))
-            stats = identity["stats"]
-            entry = {
-                "id": identity["id"],
-                "path": f"{folder.name}/",
-                "name": identity["name"],
-                "description": identity["description"],
-                "n_cells": stats["n_cells"],
-                "n_genes": stats["n_genes"],
-            }
-        except (ValueError, KeyError, TypeError) as e:
-            msg = f"{path} is not a valid dataset identity ({e!r}); re-export that dataset."
-            raise ValueError(msg) from e
-        entries.append(entry)
+        entries.append(_entry(folder, base))
     if not entries:
         msg = f"No dataset folders (with {IDENTITY_FILE}) under {root}."
         raise ValueError(msg)
@@ -83,3 +74,41 @@ def write_catalog(exports_root: str | Path, *, default: str | None = None) -> Pa
     )
     logger.info("wrote %s with %d datasets", target, len(entries))
     return target
+
+
+def _entry(folder: Path, base: Path) -> dict:
+    """Return the catalog entry of a dataset folder, checked as the viewer would check it."""
+    name = folder.name
+    if _escapes(folder, base):
+        msg = (
+            f"{folder} is a link leading out of the exports root {base}: a catalog lists only "
+            "dataset folders inside it. Move or copy the dataset there."
+        )
+        raise ValueError(msg)
+    if _url_error(name) is not None:
+        better = re.sub(r"[^A-Za-z0-9._~!*'()-]+", "-", name).strip("-") or "dataset"
+        msg = (
+            f"Dataset folder {name!r} under {folder.parent} is not URL-canonical (the viewer "
+            f"fetches it by URL): rename it, e.g. to {better!r}, then write the catalog again."
+        )
+        raise ValueError(msg)
+    checker = _DatasetChecker(folder, f"{name}/", scan_payloads=False)
+    checker.run()
+    if checker.problems:
+        more = len(checker.problems) - 1
+        msg = (
+            f"Dataset folder {name!r} is not listed: {checker.problems[0]}"
+            + (f" (and {more} more: cellucid validate lists them)" if more else "")
+            + ". Fix or re-export that dataset."
+        )
+        raise ValueError(msg)
+    identity = checker.documents[0]
+    stats = identity["stats"]
+    return {
+        "id": identity["id"],
+        "path": f"{name}/",
+        "name": identity["name"],
+        "description": identity["description"],
+        "n_cells": stats["n_cells"],
+        "n_genes": stats["n_genes"],
+    }

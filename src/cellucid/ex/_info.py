@@ -2,30 +2,49 @@
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
 from .._format import CATALOG_FILE, IDENTITY_FILE
+from ._validate import _DatasetChecker, _load_json, _resolved, _validate_root
 
 
 def _size(path: Path) -> tuple[int, int]:
-    files = [p for p in path.rglob("*") if p.is_file()]
-    return len(files), sum(p.stat().st_size for p in files)
+    """Count the files under ``path`` and their bytes, following no symbolic link."""
+    n_files = n_bytes = 0
+    for folder, _, names in os.walk(path):  # os.walk does not descend into linked folders
+        for name in names:
+            file = Path(folder, name)
+            if file.is_symlink() or not file.is_file():
+                continue
+            n_files += 1
+            n_bytes += file.stat().st_size
+    return n_files, n_bytes
+
+
+def _refuse(path: Path, problems: list) -> None:
+    if problems:
+        more = f" (and {len(problems) - 1} more: cellucid validate lists them)"
+        msg = f"Cannot summarize {str(path)!r}: {problems[0]}{more if len(problems) > 1 else ''}."
+        raise ValueError(msg)
 
 
 def _dataset_summary(folder: Path) -> str:
-    path = folder / IDENTITY_FILE
-    if not path.is_file():
+    if not (folder / IDENTITY_FILE).is_file():
         msg = f"{folder} has no {IDENTITY_FILE}; is it a dataset folder?"
         raise FileNotFoundError(msg)
-    identity = json.loads(path.read_text(encoding="utf-8"))
+    # the JSON documents are checked as validate checks them (no payload is read), so what
+    # follows may rely on their shape
+    checker = _DatasetChecker(folder, "", scan_payloads=False)
+    checker.run()
+    _refuse(folder, checker.problems)
+    identity = checker.documents[0]
     stats, settings = identity["stats"], identity.get("export_settings", {})
     obs = identity["obs_fields"]
     continuous = [f["key"] for f in obs if f["kind"] == "continuous"]
     categorical = [f"{f['key']} ({f['n_categories']})" for f in obs if f["kind"] == "category"]
     vectors = identity.get("vector_fields", {}).get("fields", {})
     n_files, n_bytes = _size(folder)
-    legacy = "{key}" in (folder / "obs_manifest.json").read_text(encoding="utf-8")
 
     def bits(value: int | None) -> str:
         return f"{value}-bit" if value else "float32"
@@ -44,7 +63,7 @@ def _dataset_summary(folder: Path) -> str:
         f"  graph        {graph}",
         f"  vectors      {vector_list or 'none'}",
         f"  encoding     genes {bits(settings.get('var_quantization'))}, obs {bits(settings.get('obs_continuous_quantization'))}, "
-        f"gzip {settings.get('compression') or 'off'}, layout {'legacy' if legacy else 'current'}",
+        f"gzip {settings.get('compression') or 'off'}, layout {checker.layout}",
         f"  on disk      {n_files:,} files, {n_bytes / 1e6:,.1f} MB",
     ]
     if identity.get("description"):
@@ -53,10 +72,16 @@ def _dataset_summary(folder: Path) -> str:
 
 
 def summarize(path: str | Path) -> str:
-    """Return a summary of a dataset folder, or of every dataset listed in an exports root's catalog."""
+    """Return a summary of a dataset folder, or of every dataset listed in an exports root's catalog.
+
+    The identity and manifests are checked first (as :func:`~cellucid.ex.validate` checks
+    them, without reading payloads): a broken export raises a ValueError naming the file
+    and the rule.
+    """
     path = Path(path)
     catalog = path / CATALOG_FILE
     if catalog.is_file() and not (path / IDENTITY_FILE).is_file():
-        entries = json.loads(catalog.read_text(encoding="utf-8"))["datasets"]
+        _refuse(path, _validate_root(path, scan_payloads=False).problems)
+        entries = _load_json(catalog, CATALOG_FILE, None, base=_resolved(path))["datasets"]
         return "\n\n".join(_dataset_summary(path / e["path"]) for e in entries)
     return _dataset_summary(path)

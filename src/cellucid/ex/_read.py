@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import copy
-import json
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -26,8 +25,8 @@ from .._format import (
     safe_filename_component,
 )
 from ..pp._quantize import dequantize
-from ._payload import read_payload
 from ._publish import recover
+from ._validate import _DatasetChecker
 
 if TYPE_CHECKING:
     import os
@@ -72,6 +71,19 @@ def read(
     var_names
         Read only these genes, in this order (names as the var manifest has them). None
         reads every gene.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` holds no ``dataset_identity.json``.
+    ValueError
+        The export breaks a rule of the format: the message names the file and the rule
+        (``cl.ex.validate`` lists every problem). Exports are read as untrusted input: the
+        checks of :func:`~cellucid.ex.validate` run first, sizes come from the checked
+        manifests, decoding stops at the expected length, and no symbolic link out of the
+        export is followed.
+    KeyError
+        A name of ``var_names`` is not a gene of the export.
 
     Returns
     -------
@@ -118,24 +130,20 @@ def read(
         if (root / CATALOG_FILE).is_file():
             msg += f" It holds a {CATALOG_FILE} catalog; read one of the dataset folders it lists."
         raise FileNotFoundError(msg)
-    identity = _load_json(identity_path)
-    try:
-        n_cells = int(identity["stats"]["n_cells"])
-    except (KeyError, TypeError, ValueError):
-        msg = f"{identity_path} has no valid stats.n_cells."
-        raise ValueError(msg) from None
+    if isinstance(var_names, str):
+        var_names = [var_names]
+    wanted = None if genes and var_names is None else [] if not genes else list(var_names or [])
+    # every rule of the format first: what passes is what the code below may rely on
+    checker = _DatasetChecker(root, "", genes=wanted)
+    checker.run()
+    _raise_first(checker, root, 0)
+    identity, obs_manifest, var_manifest, conn_manifest = checker.documents
+    n_cells = int(identity["stats"]["n_cells"])
+    layout: LayoutName = checker.lay.name
+    payloads = _Payloads(checker, root)
 
-    obs_manifest = _load_json(root / OBS_MANIFEST) if (root / OBS_MANIFEST).is_file() else None
-    var_manifest = _load_json(root / VAR_MANIFEST) if (root / VAR_MANIFEST).is_file() else None
-    conn_manifest = (
-        _load_json(root / CONNECTIVITY_MANIFEST)
-        if (root / CONNECTIVITY_MANIFEST).is_file()
-        else None
-    )
-    layout = _detect_layout(obs_manifest, var_manifest, conn_manifest)
-
-    obsm = _read_embeddings(root, identity, n_cells)
-    for key, value in _read_vector_fields(root, identity, n_cells).items():
+    obsm = _read_embeddings(payloads, identity, n_cells)
+    for key, value in _read_vector_fields(payloads, identity, n_cells).items():
         if key in obsm:
             msg = f"Vector field file {key!r} clashes with an embedding of the same obsm key."
             raise ValueError(msg)
@@ -146,22 +154,22 @@ def read(
     centroids: dict[str, dict[int, pd.DataFrame]] = {}
     outliers: dict[str, np.ndarray] = {}
     if obs_manifest is not None:
-        _check_n_points(obs_manifest, n_cells, OBS_MANIFEST)
         obs, centroids, outliers = _read_obs(
-            root, obs_manifest, identity, layout, n_cells, obs_names
+            payloads, obs_manifest, identity, layout, n_cells, obs_names
         )
 
     x, var = None, pd.DataFrame(index=pd.Index([], dtype=str))
     if var_manifest is not None:
-        _check_n_points(var_manifest, n_cells, VAR_MANIFEST)
-        x, var = _read_var(root, var_manifest, layout, n_cells, genes=genes, var_names=var_names)
+        x, var = _read_var(
+            payloads, var_manifest, layout, n_cells, genes=genes, var_names=var_names
+        )
     elif var_names is not None and len(var_names):
         msg = f"var_names were given but the export at {str(root)!r} has no genes."
         raise KeyError(msg)
 
     obsp = {}
     if conn_manifest is not None:
-        obsp["connectivities"] = _read_connectivities(root, conn_manifest, n_cells)
+        obsp["connectivities"] = _read_connectivities(payloads, conn_manifest, n_cells)
 
     uns = {
         "cellucid": {
@@ -180,71 +188,42 @@ def read(
 # --- files -----------------------------------------------------------------------------------
 
 
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        msg = f"{path} is not valid JSON: {e}."
-        raise ValueError(msg) from None
+def _raise_first(checker: _DatasetChecker, root: Path, since: int) -> None:
+    """Raise a ValueError naming the first problem the checker found after ``since``."""
+    problems = checker.problems[since:]
+    if not problems:
+        return
+    more = (
+        f" (and {len(problems) - 1} more: cellucid validate lists them)"
+        if len(problems) > 1
+        else ""
+    )
+    msg = f"Cannot read the export at {str(root)!r}: {problems[0]}{more}."
+    raise ValueError(msg)
 
 
-def _resolve(root: Path, relpath: object) -> Path:
-    """Return ``root/relpath`` for a manifest path, refusing paths that leave ``root``."""
-    if not isinstance(relpath, str) or not relpath:
-        msg = f"Invalid payload path {relpath!r} in the export at {str(root)!r}."
-        raise ValueError(msg)
-    parts = PurePosixPath(relpath).parts
-    if relpath.startswith("/") or "\\" in relpath or any(p in ("", ".", "..") for p in parts):
-        msg = f"Payload path {relpath!r} must be relative and stay inside {str(root)!r}."
-        raise ValueError(msg)
-    return root.joinpath(*parts)
+class _Payloads:
+    """Reads the payloads of a checked export through its checker (bounded, no link out)."""
 
+    def __init__(self, checker: _DatasetChecker, root: Path) -> None:
+        self.checker = checker
+        self.root = root
 
-def _read_array(root: Path, relpath: object, dtype: np.dtype | str, n_values: int) -> np.ndarray:
-    """Read a payload and check it holds exactly ``n_values`` values."""
-    file = _resolve(root, relpath)
-    if not file.is_file():
-        msg = f"Payload {relpath!r} is missing from the export at {str(root)!r}."
-        raise FileNotFoundError(msg)
-    values = read_payload(file, dtype)
-    if values.size != n_values:
-        msg = f"Payload {relpath!r} holds {values.size:,} {np.dtype(dtype).name} values, expected {n_values:,}."
-        raise ValueError(msg)
-    return values
-
-
-def _check_n_points(manifest: dict, n_cells: int, name: str) -> None:
-    if manifest.get("n_points") != n_cells:
-        msg = f"{name} has n_points={manifest.get('n_points')!r} but the identity has {n_cells:,} cells."
-        raise ValueError(msg)
-
-
-def _detect_layout(
-    obs_manifest: dict | None, var_manifest: dict | None, conn: dict | None
-) -> LayoutName:
-    """Tell the layout from the placeholders of the manifests' path patterns."""
-    patterns = []
-    if obs_manifest is not None:
-        for schema in (obs_manifest.get("_obsSchemas") or {}).values():
-            patterns += [v for k, v in schema.items() if k.endswith(("PathPattern", "pathPattern"))]
-    if var_manifest is not None:
-        patterns.append((var_manifest.get("_varSchema") or {}).get("pathPattern"))
-    found = set()
-    for pattern in patterns:
-        if isinstance(pattern, str):
-            found |= {
-                name for name, ph in (("current", "{index}"), ("legacy", "{key}")) if ph in pattern
-            }
-    if len(found) > 1:
-        msg = (
-            "The export's path patterns mix '{index}' (current layout) and '{key}' (legacy layout)."
-        )
-        raise ValueError(msg)
-    if found:
-        return found.pop()
-    if conn is not None and "weightsPath" not in conn:
-        return "legacy"
-    return "current"
+    def array(self, relpath: str, dtype: np.dtype | str, n_values: int) -> np.ndarray:
+        """Read a payload of exactly ``n_values`` values, or raise a ValueError naming it."""
+        dtype = np.dtype(dtype).newbyteorder("<")
+        out = np.empty(n_values, dtype=dtype)
+        since = len(self.checker.problems)
+        filled = 0
+        for chunk in self.checker.payload_chunks(relpath, dtype, n_values):
+            take = chunk[: n_values - filled]
+            out[filled : filled + take.size] = take
+            filled += take.size
+        _raise_first(self.checker, self.root, since)
+        if filled != n_values:  # the file changed after it was checked
+            msg = f"Payload {relpath!r} of the export at {str(self.root)!r} changed while it was read."
+            raise ValueError(msg)
+        return out
 
 
 def _fill(
@@ -283,7 +262,9 @@ def _payload_dtype(name: object, allowed: tuple[str, ...], what: str) -> np.dtyp
 # --- embeddings and vectors -------------------------------------------------------------------
 
 
-def _read_per_dimension(root: Path, entry: dict, n_cells: int, what: str) -> dict[int, np.ndarray]:
+def _read_per_dimension(
+    root: _Payloads, entry: dict, n_cells: int, what: str
+) -> dict[int, np.ndarray]:
     """Read an identity entry's ``files`` for each of its ``available_dimensions`` (float32, n × d)."""
     files = entry.get("files") or {}
     out = {}
@@ -292,17 +273,17 @@ def _read_per_dimension(root: Path, entry: dict, n_cells: int, what: str) -> dic
         if relpath is None:
             msg = f"{what} lists dimension {dim} but no file for it."
             raise ValueError(msg)
-        values = _read_array(root, relpath, FLOAT_DTYPE, n_cells * dim)
+        values = root.array(relpath, FLOAT_DTYPE, n_cells * dim)
         out[dim] = values.astype(np.float32).reshape(n_cells, dim)
     return out
 
 
-def _read_embeddings(root: Path, identity: dict, n_cells: int) -> dict[str, np.ndarray]:
+def _read_embeddings(root: _Payloads, identity: dict, n_cells: int) -> dict[str, np.ndarray]:
     coords = _read_per_dimension(root, identity.get("embeddings") or {}, n_cells, IDENTITY_FILE)
     return {f"X_{_BASIS}_{dim}d": values for dim, values in coords.items()}
 
 
-def _read_vector_fields(root: Path, identity: dict, n_cells: int) -> dict[str, np.ndarray]:
+def _read_vector_fields(root: _Payloads, identity: dict, n_cells: int) -> dict[str, np.ndarray]:
     fields = (identity.get("vector_fields") or {}).get("fields") or {}
     obsm = {}
     for field_id, meta in fields.items():
@@ -362,7 +343,7 @@ def _categories_index(categories: object, key: str) -> pd.Index:
 
 
 def _read_obs(
-    root: Path,
+    root: _Payloads,
     manifest: dict,
     identity: dict,
     layout: LayoutName,
@@ -383,7 +364,7 @@ def _read_obs(
                 f"obs field {field.key!r}",
             )
             relpath = _fill(schema.get("pathPattern"), layout, field.index, field.key)
-            values = _read_array(root, relpath, dtype, n_cells)
+            values = root.array(relpath, dtype, n_cells)
             vmin, vmax = (field.entry[0], field.entry[1]) if quantized else (None, None)
             columns[field.key] = _decode(values, quantized=quantized, vmin=vmin, vmax=vmax)
             continue
@@ -397,7 +378,7 @@ def _read_obs(
         relpath = _fill(
             schema.get("codesPathPattern"), layout, field.index, field.key, EXT[dtype.name]
         )
-        codes = _read_array(root, relpath, dtype, n_cells).astype(np.int64)
+        codes = root.array(relpath, dtype, n_cells).astype(np.int64)
         is_missing = codes == missing
         bad = ~is_missing & (codes >= len(cats))
         if bad.any():
@@ -417,7 +398,7 @@ def _read_obs(
             f"obs field {field.key!r} outlier quantiles",
         )
         relpath = _fill(schema.get("outlierPathPattern"), layout, field.index, field.key)
-        values = _read_array(root, relpath, dtype, n_cells)
+        values = root.array(relpath, dtype, n_cells)
         vmin, vmax = (
             (field.entry[4], field.entry[5])
             if quantized and len(field.entry) >= 6
@@ -461,7 +442,7 @@ def _centroid_frames(by_dim: object, categories: pd.Index, key: str) -> dict[int
 
 
 def _read_var(
-    root: Path,
+    root: _Payloads,
     manifest: dict,
     layout: LayoutName,
     n_cells: int,
@@ -513,7 +494,7 @@ def _read_var(
     # each gene's non-zero values; NaN (missing) counts as non-zero
     rows, values = [], []
     for index, name, rest in entries:
-        raw = _read_array(root, _fill(pattern, layout, index, name), dtype, n_cells)
+        raw = root.array(_fill(pattern, layout, index, name), dtype, n_cells)
         vmin, vmax = (rest[0], rest[1]) if quantized and len(rest) >= 2 else (None, None)
         column = _decode(raw, quantized=quantized, vmin=vmin, vmax=vmax)
         nonzero = np.flatnonzero(column != 0)
@@ -546,7 +527,7 @@ def _assemble_x(
 # --- connectivity --------------------------------------------------------------------------------
 
 
-def _read_connectivities(root: Path, manifest: dict, n_cells: int) -> sparse.csr_matrix:
+def _read_connectivities(root: _Payloads, manifest: dict, n_cells: int) -> sparse.csr_matrix:
     if manifest.get("n_cells") != n_cells:
         msg = (
             f"{CONNECTIVITY_MANIFEST} has n_cells={manifest.get('n_cells')!r} "
@@ -558,12 +539,10 @@ def _read_connectivities(root: Path, manifest: dict, n_cells: int) -> sparse.csr
         msg = f"{CONNECTIVITY_MANIFEST} has an invalid n_edges {n_edges!r}."
         raise ValueError(msg)
     dtype = _payload_dtype(manifest.get("index_dtype"), ("uint16", "uint32"), "edge indices")
-    src = _read_array(root, manifest.get("sourcesPath"), dtype, n_edges).astype(np.int64)
-    dst = _read_array(root, manifest.get("destinationsPath"), dtype, n_edges).astype(np.int64)
+    src = root.array(manifest.get("sourcesPath"), dtype, n_edges).astype(np.int64)
+    dst = root.array(manifest.get("destinationsPath"), dtype, n_edges).astype(np.int64)
     if "weightsPath" in manifest:
-        weights = _read_array(root, manifest["weightsPath"], WEIGHT_DTYPE, n_edges).astype(
-            np.float64
-        )
+        weights = root.array(manifest["weightsPath"], WEIGHT_DTYPE, n_edges).astype(np.float64)
     else:  # the legacy layout keeps no weights
         weights = np.ones(n_edges, dtype=np.float64)
     if n_edges and (max(int(src.max()), int(dst.max())) >= n_cells):

@@ -15,9 +15,11 @@ import logging
 import math
 import re
 import struct
+import sys
 import unicodedata
+import urllib.parse
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +44,7 @@ from .._format import (
     EMBEDDINGS_KEYS,
     EXPORT_SETTINGS_KEYS,
     EXT,
+    FLOAT_DTYPE,
     ID_MAX_LENGTH,
     ID_PATTERN,
     IDENTITY_FILE,
@@ -53,6 +56,7 @@ from .._format import (
     MAX_JSON_BYTES,
     MAX_PAYLOAD_BYTES,
     MAX_QUANT,
+    MAX_SAFE_INTEGER,
     OBS_MANIFEST,
     OBS_MANIFEST_KEYS,
     QUANT_DTYPE,
@@ -67,7 +71,9 @@ from .._format import (
     VECTORS_DIR,
     WEIGHT_DTYPE,
     Layout,
+    gzip_ceiling,
     index_dtype,
+    is_blank,
     layout,
 )
 from ._publish import recover
@@ -81,12 +87,26 @@ _CHUNK = 4 * 2**20
 #: edges checked at a time (src, dst and weights in lockstep)
 _EDGE_CHUNK = 2**20
 #: the regular expression of ``created_at``
-_CREATED_AT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+_CREATED_AT = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_RESERVED_FLAGS = 0xE0
 _INDEX_DTYPES = {"uint16": 2, "uint32": 4}
+#: deflate cannot expand more than 1032-fold (258 bytes from 2 bits): a ``.gz`` file of
+#: ``n`` bytes that should inflate past ``1032 n`` is refused before inflating it
+_MAX_INFLATE_RATIO = 1032
+#: what ``encodeURIComponent`` leaves as it is besides letters and digits
+_URI_UNRESERVED = "-_.!~*'()"
+#: the viewer's connectivity working set: bytes per edge (+ per edge with uint16 indices,
+#: which it widens) and per cell, at most 512 MiB (connectivity-manifest-contract.js)
+_EDGE_WORKING_BYTES = 44
+_UINT16_EDGE_WORKING_BYTES = 4
+_CELL_WORKING_BYTES = 4
+_MAX_CONNECTIVITY_WORKING_BYTES = 512 * 2**20
+#: the largest cell count the viewer's uint32 cell axis addresses
+_MAX_CONNECTIVITY_CELLS = 2**32
+_FLOAT_MAX = int(sys.float_info.max)
 #: the manifests a dataset can advertise
 _KNOWN_MANIFESTS = frozenset({OBS_MANIFEST, VAR_MANIFEST, CONNECTIVITY_MANIFEST})
 
@@ -96,10 +116,12 @@ RULES: dict[str, str] = {
     "file.missing": "1/5/10: a file the identity, a manifest or the catalog declares is missing",
     "json.parse": "2: a JSON file is not valid UTF-8 JSON (NaN/Infinity included)",
     "json.size": "2: a JSON file is larger than 64 MiB",
-    "payload.length": "2: decoded payload length is exactly n_elements x itemsize",
+    "payload.length": "2: decoded payload length is exactly n_elements x itemsize (raw file size and plausible gzip size checked before reading)",
     "payload.size": "2: a payload is at most 512 MiB decoded",
     "path.syntax": "2: paths are relative POSIX: no leading /, no \\ % ? #, no scheme, no empty/./.. components, no control characters",
     "path.duplicate": "9/11: every payload path is declared once (connectivity paths differ; legacy keys that sanitize alike)",
+    "path.url": "2: embedding file paths and catalog directory paths are URL-canonical (encodeURIComponent(decodeURIComponent(part)) == part)",
+    "path.symlink": "1: no file or folder of an export is a symbolic link leading out of it (nor a dataset folder out of its exports root)",
     # gzip (section 3)
     "gzip.magic": "3: a .gz path holds a gzip stream (magic 1f 8b)",
     "gzip.method": "3: gzip method is 8 (deflate)",
@@ -109,6 +131,8 @@ RULES: dict[str, str] = {
     "gzip.isize": "3: the trailer ISIZE equals the expected decoded length",
     "gzip.crc": "3: the trailer CRC32 matches the decoded data",
     "gzip.corrupt": "3: the gzip member is complete and its deflate stream valid",
+    "gzip.header_crc": "3: when FHCRC is set, the header CRC-16 matches the header bytes",
+    "gzip.ceiling": "3: a .gz file is at most raw + 5 (ceil(raw / 65535) + 1) + 18 + 1024 bytes (checked before inflating)",
     "compression.value": "3: a manifest's compression is null or an integer 1-9",
     "compression.suffix": "3: a manifest's paths end in .gz exactly when its compression is set",
     "compression.mixed": "3: the folder picker wants one compression for every file (manifests, points, vectors, export_settings)",
@@ -116,10 +140,10 @@ RULES: dict[str, str] = {
     "identity.keys": "5: exactly the required and optional identity keys",
     "identity.version": "5: version is 2",
     "identity.id": "5: id matches ^[A-Za-z0-9][A-Za-z0-9._-]*$, not ending in '.', 1-180 characters",
-    "identity.name": "5: name is a non-empty string",
+    "identity.name": "5: name is a non-empty string (JavaScript trim)",
     "identity.description": "5: description is a string",
-    "identity.data_version": "5: cellucid_data_version is a non-empty string",
-    "identity.created_at": "5: created_at is YYYY-MM-DDTHH:MM:SSZ and a real UTC time",
+    "identity.data_version": "5: cellucid_data_version is a non-empty string (JavaScript trim)",
+    "identity.created_at": "5: created_at is YYYY-MM-DDTHH:MM:SSZ (ASCII digits) and a real UTC time",
     "stats.keys": "5: stats has exactly its seven keys",
     "stats.value": "5: stats counts are non-negative integers, has_connectivity a boolean",
     "stats.sum": "5: n_obs_fields = n_categorical_fields + n_continuous_fields",
@@ -138,11 +162,11 @@ RULES: dict[str, str] = {
     "export_settings.keys": "5: export_settings has exactly its four keys",
     "export_settings.value": "5: export_settings values are in range (compression, bits, codes dtype)",
     "export_settings.mismatch": "5: export_settings agree with the manifests",
-    "source.keys": "5: source has name and optionally url, citation",
-    "source.value": "5: source.name is a non-empty string (url, citation strings)",
+    "source.keys": "5: source has name and optionally url, citation, filename",
+    "source.value": "5: source.name, url, citation, filename are non-empty strings (JavaScript trim)",
     "vector_fields.keys": "5: vector_fields has exactly default_field and fields",
-    "vector_fields.default": "5: default_field is a declared field id, never null",
-    "vector_fields.fields": "5: fields is a non-empty object",
+    "vector_fields.default": "5: default_field is a declared, non-empty field id, never null",
+    "vector_fields.fields": "5: fields is a non-empty object with non-empty ids (JavaScript trim)",
     "vector_field.keys": "5/11: a vector field has exactly label, basis, available_dimensions, default_dimension, files (legacy: basis optional)",
     "vector_field.dimensions": "5: available_dimensions strictly increasing, a subset of the embedding dimensions",
     "vector_field.default": "5: default_dimension is the largest available dimension",
@@ -167,12 +191,12 @@ RULES: dict[str, str] = {
     "schema.dtype": "4/7/8: quantized/bits/dtype/ext pair exactly (8/uint8/u8, 16/uint16/u16, float32/f32)",
     "schema.pattern": "7/8/11: path patterns hold exactly the layout's placeholder and end as the format says",
     "quant.bounds": "4: quantization min, max are finite with min <= max",
-    "categories.value": "7: categories are unique JSON scalars (no null)",
-    "categories.count": "7: at most 254 (uint8) / 65534 (uint16) categories",
+    "categories.value": "7: categories are unique finite JSON scalars (no null, nothing that parses to +-Inf)",
+    "categories.count": "7: at most 255 (uint8) / 65535 (uint16) categories",
     "codes.dtype": "7: codesDtype is uint8 or uint16",
     "codes.missing_value": "7: codesMissingValue is 255 (uint8) / 65535 (uint16)",
     "codes.range": "7: every code is < len(categories) or the missing code",
-    "centroids.value": "7: centroidsByDim keyed 1/2/3, exactly {category, position, n_points}, at most one per category",
+    "centroids.value": "7: centroidsByDim keyed 1/2/3, exactly {category, position, n_points}, at most one per category; category is the identical JSON value",
     "outliers.range": "7: outlier quantiles decode to NaN or a number in [0, 1]",
     # var (section 8)
     "var.keys": "8: the var manifest has exactly its 7 keys",
@@ -188,10 +212,11 @@ RULES: dict[str, str] = {
     # connectivity (section 9)
     "connectivity.keys": "9/11: exactly the 12 (legacy: 9) connectivity keys",
     "connectivity.format": "9: format is 'edge_pairs'",
-    "connectivity.value": "9: n_cells, n_edges, max_neighbors integers; weight_dtype float64, weight_bytes 8",
+    "connectivity.value": "9: n_cells (at most 2^32), n_edges, max_neighbors integers; weight_dtype float64, weight_bytes 8",
     "connectivity.index_dtype": "9: index dtype is the smallest that fits (uint16/2 up to 65536 cells, else uint32/4)",
     "connectivity.n_edges": "9: n_edges <= n_cells (n_cells - 1) / 2",
     "connectivity.max_neighbors": "9: max_neighbors <= min(n_cells - 1, n_edges), 0 exactly when n_edges is 0",
+    "connectivity.working_set": "9 (viewer): 44 bytes per edge (48 with uint16 indices) + 4 per cell fit the viewer's 512 MiB connectivity working set",
     "connectivity.stats": "5: the connectivity manifest's n_cells and n_edges match stats",
     "edges.upper": "9: src < dst for every edge",
     "edges.order": "9: edges strictly increasing by (src, dst)",
@@ -434,8 +459,8 @@ def _show(value: object, limit: int = 160) -> str:
     else:
         try:
             text = json.dumps(value, ensure_ascii=False, default=str)
-        except (TypeError, ValueError):
-            text = repr(value)
+        except (TypeError, ValueError, RecursionError):
+            text = f"<a {_type_name(value)} nested too deeply to show>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -443,15 +468,20 @@ def _raw(value: object) -> str:
     """Return a parsed JSON value as JSON text (strings quoted), shortened for a message."""
     try:
         return _show(json.dumps(value, ensure_ascii=False))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return _show(value)
 
 
 def _is_int(value: object) -> bool:
-    """Whether a JSON value is an integer as the viewer sees it (``2.0`` is; ``true`` is not)."""
+    """Whether a JSON value is a safe integer as the viewer sees it (``2.0`` is; ``true`` is not)."""
     if type(value) is int:
-        return True
-    return type(value) is float and math.isfinite(value) and value.is_integer()
+        return abs(value) <= MAX_SAFE_INTEGER
+    return (
+        type(value) is float
+        and math.isfinite(value)
+        and value.is_integer()
+        and abs(value) <= MAX_SAFE_INTEGER
+    )
 
 
 def _is_nonneg_int(value: object) -> bool:
@@ -460,11 +490,26 @@ def _is_nonneg_int(value: object) -> bool:
 
 def _is_number(value: object) -> bool:
     """Whether a JSON value is a finite number (booleans are not numbers)."""
-    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
+    if type(value) is int:  # an integer past float64's range parses to Infinity in JavaScript
+        return abs(value) <= _FLOAT_MAX
+    return type(value) is float and math.isfinite(value)
 
 
 def _is_nonempty_str(value: object) -> bool:
-    return isinstance(value, str) and value != ""
+    """Whether a JSON value is a string the viewer calls non-empty (after JavaScript's trim)."""
+    return isinstance(value, str) and not is_blank(value)
+
+
+def _url_error(path: str) -> str | None:
+    """Return the first part of ``path`` that is not URL-canonical, as the viewer checks it."""
+    for part in path.split("/"):
+        try:
+            decoded = urllib.parse.unquote(part, errors="strict")
+        except UnicodeDecodeError:
+            return part
+        if urllib.parse.quote(decoded, safe=_URI_UNRESERVED) != part:
+            return part
+    return None
 
 
 def _path_error(path: object) -> str | None:
@@ -491,22 +536,14 @@ def _category_key(value: object) -> tuple[str, object] | None:
     if isinstance(value, bool):
         return ("b", value)
     if type(value) in (int, float):
-        return ("n", float(value))  # type: ignore[arg-type]
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except OverflowError:  # an integer past float64: JavaScript parses it as Infinity
+            return None
+        return ("n", number) if math.isfinite(number) else None
     if isinstance(value, str):
         return ("s", value)
     return None
-
-
-def _category_strings(value: object) -> set[str]:
-    """Return the string forms a label may take in a centroid's ``category``."""
-    if isinstance(value, bool):
-        return {str(value), str(value).lower()}
-    if type(value) in (int, float):
-        forms = {str(value)}
-        if float(value).is_integer():  # type: ignore[arg-type]
-            forms.add(str(int(value)))  # type: ignore[call-overload]
-        return forms
-    return {str(value)}
 
 
 def _reject_constant(name: str) -> None:
@@ -556,9 +593,21 @@ class _ObsField:
 class _DatasetChecker:
     """Check one dataset directory; problems name files as ``prefix + relative path``."""
 
-    def __init__(self, directory: Path, prefix: str) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        prefix: str,
+        *,
+        scan_payloads: bool = True,
+        genes: Collection[object] | None = None,
+    ) -> None:
         self.dir = directory
+        self.base = _resolved(directory)
         self.prefix = prefix
+        #: False checks the JSON documents only (no payload is opened)
+        self.scan_payloads = scan_payloads
+        #: the gene names whose payloads are read (None: every gene)
+        self.genes = None if genes is None else set(genes)
         self.problems: list[Problem] = []
         self.layout = "current"
         self.lay: Layout = layout("current")
@@ -584,9 +633,13 @@ class _DatasetChecker:
         expected_text = expected if isinstance(expected, str) else _raw(expected)
         self.problems.append(Problem(_join(self.prefix, rel), rule, found_text, expected_text))
 
-    # -- JSON --
+    # -- files --
+    def escapes(self, path: Path) -> bool:
+        """Whether ``path`` leads out of the dataset directory (through a symbolic link)."""
+        return _escapes(path, self.base)
+
     def load_json(self, rel: str, *, required: bool = True) -> Any:
-        return _load_json(self.dir / rel, rel, self.add, required=required)
+        return _load_json(self.dir / rel, rel, self.add, required=required, base=self.base)
 
     def check_keys(
         self,
@@ -620,45 +673,87 @@ class _DatasetChecker:
             self.declared[path] = what
         return path
 
-    def payload_chunks(
-        self, rel: str, dtype: np.dtype, n_elements: int, chunk: int | None = None
-    ) -> Iterator[np.ndarray]:
-        """Yield the decoded elements of payload ``rel`` in chunks, reporting envelope problems."""
-        dtype = np.dtype(dtype).newbyteorder("<")
-        itemsize = dtype.itemsize
-        expected = n_elements * itemsize
+    def payload_problem(self, rel: str, expected: int) -> tuple[str, str, str] | None:
+        """Return why payload ``rel`` cannot hold ``expected`` bytes, judged without reading it.
+
+        The declared size must be within the viewer's limit, an uncompressed file must be
+        exactly that size, and a ``.gz`` file must be within the transfer ceiling and large
+        enough for deflate to inflate to it. ``None`` when it may hold them.
+        """
         if expected > MAX_PAYLOAD_BYTES:
-            self.add(
-                rel,
+            return (
                 "payload.size",
                 f"{expected} bytes declared",
                 f"at most {MAX_PAYLOAD_BYTES} bytes decoded",
             )
         path = self.dir / rel
         if not _is_file(path):
-            self.add(rel, "file.missing", "no such file", "the payload file its manifest declares")
+            return ("file.missing", "no such file", "the payload file its manifest declares")
+        if self.escapes(path):
+            return (
+                "path.symlink",
+                "a symbolic link leading out of the export",
+                "a file inside the export",
+            )
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            return ("file.missing", f"an unreadable file ({exc})", "a readable payload file")
+        if not rel.endswith(".gz"):
+            if size != expected:
+                return ("payload.length", f"a file of {size} bytes", f"{expected} bytes")
+            return None
+        ceiling = gzip_ceiling(expected)
+        if size > ceiling:
+            return (
+                "gzip.ceiling",
+                f"a {size}-byte file for {expected} decoded bytes",
+                f"at most {ceiling} bytes",
+            )
+        if expected > _MAX_INFLATE_RATIO * size:
+            return (
+                "payload.length",
+                f"a {size}-byte gzip file, which cannot inflate to {expected} bytes",
+                f"{expected} bytes decoded",
+            )
+        return None
+
+    def payload_chunks(
+        self, rel: str, dtype: np.dtype, n_elements: int, chunk: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """Yield the decoded elements of payload ``rel`` in chunks, reporting envelope problems.
+
+        Nothing is read when the sizes are implausible (:meth:`payload_problem`), and
+        decoding stops at the first byte past the expected length.
+        """
+        dtype = np.dtype(dtype).newbyteorder("<")
+        itemsize = dtype.itemsize
+        expected = n_elements * itemsize
+        if not self.scan_payloads:
             return
+        problem = self.payload_problem(rel, expected)
+        if problem is not None:
+            self.add(rel, *problem)
+            return
+        path = self.dir / rel
         chunk_bytes = (chunk or max(1, _CHUNK // itemsize)) * itemsize
         state = _GzipState()
         blocks = (
-            _gunzip_blocks(path, rel, self.add, state) if rel.endswith(".gz") else _raw_blocks(path)
+            _gunzip_blocks(path, rel, self.add, state, expected)
+            if rel.endswith(".gz")
+            else _raw_blocks(path, expected)
         )
-        cap = max(expected, MAX_PAYLOAD_BYTES)
         buf = bytearray()
-        total = fed = 0
-        capped = False
+        total = 0
         try:
             for block in blocks:
+                part = block[: expected - total]
                 total += len(block)
-                if fed < expected:
-                    part = block[: expected - fed]
-                    fed += len(part)
-                    buf += part
-                    while len(buf) >= chunk_bytes:
-                        yield np.frombuffer(bytes(buf[:chunk_bytes]), dtype)
-                        del buf[:chunk_bytes]
-                if total > cap:
-                    capped = True
+                buf += part
+                while len(buf) >= chunk_bytes:
+                    yield np.frombuffer(bytes(buf[:chunk_bytes]), dtype)
+                    del buf[:chunk_bytes]
+                if total > expected:
                     break
         except OSError as exc:
             self.add(rel, "file.missing", f"an unreadable file ({exc})", "a readable payload file")
@@ -670,12 +765,12 @@ class _DatasetChecker:
             yield np.frombuffer(bytes(buf[:usable]), dtype)
         if state.fatal:
             return
-        if capped:
+        if total > expected:
             self.add(
                 rel,
-                "payload.size",
-                f"more than {cap} bytes decoded",
-                f"at most {MAX_PAYLOAD_BYTES} bytes decoded",
+                "payload.length",
+                f"more than {expected} bytes decoded (stopped there)",
+                f"{expected} bytes ({n_elements} x {itemsize})",
             )
         elif total != expected:
             self.add(
@@ -694,6 +789,8 @@ class _DatasetChecker:
         obs = self.load_json(OBS_MANIFEST)
         var = self.load_json(VAR_MANIFEST, required=False)
         conn = self.load_json(CONNECTIVITY_MANIFEST, required=False)
+        #: the parsed identity and manifests (``_FAILED`` when unreadable, None when absent)
+        self.documents = (identity, obs, var, conn)
         self.layout = _detect_layout(obs, var, conn)
         self.lay = layout(self.layout)
         logger.debug("validating %s (%s layout)", self.dir, self.layout)
@@ -893,6 +990,14 @@ class _DatasetChecker:
                 continue
             self.gz_paths[f"{rel} embeddings.files[{d}d]"] = path.endswith(".gz")
             self.points_paths[d] = path
+            part = _url_error(path)
+            if part is not None:
+                self.add(
+                    rel,
+                    "path.url",
+                    f"embeddings.files[{d}d] {path!r}: part {part!r}",
+                    "URL-canonical parts: letters, digits and - _ . ! ~ * ' ( ) only",
+                )
 
     def check_points(self) -> None:
         for d, path in getattr(self, "points_paths", {}).items():
@@ -917,9 +1022,14 @@ class _DatasetChecker:
             self.add(
                 rel, "source.value", f"source.name = {_raw(source['name'])}", "a non-empty string"
             )
-        for key in ("url", "citation"):
-            if key in source and not isinstance(source[key], str):
-                self.add(rel, "source.value", f"source.{key} = {_raw(source[key])}", "a string")
+        for key in sorted(SOURCE_OPTIONAL_KEYS):
+            if key in source and not _is_nonempty_str(source[key]):
+                self.add(
+                    rel,
+                    "source.value",
+                    f"source.{key} = {_raw(source[key])}",
+                    "a non-empty string when present",
+                )
 
     def check_export_settings_values(self, es: object) -> None:
         rel = IDENTITY_FILE
@@ -1089,9 +1199,18 @@ class _DatasetChecker:
                 rel, "vector_fields.fields", _raw(fields), "a non-empty object of vector fields"
             )
             fields = None
+        if isinstance(fields, dict):
+            blank = [k for k in fields if is_blank(k)]
+            if blank:
+                self.add(
+                    rel,
+                    "vector_fields.fields",
+                    f"field ids {_raw(blank)}",
+                    "non-empty field ids (after JavaScript's trim)",
+                )
         default = vf.get("default_field")
         if "default_field" in vf and not (
-            isinstance(default, str) and isinstance(fields, dict) and default in fields
+            _is_nonempty_str(default) and isinstance(fields, dict) and default in fields
         ):
             declared = sorted(fields) if isinstance(fields, dict) else []
             self.add(
@@ -1575,7 +1694,7 @@ class _DatasetChecker:
                     rel,
                     "categories.value",
                     f"{where}: labels {_raw(bad)}",
-                    "strings, numbers or booleans (no null)",
+                    "strings, finite numbers or booleans (no null)",
                 )
             elif len(set(ids)) != len(ids):
                 dupes = [c for c, k in zip(categories, ids, strict=True) if ids.count(k) > 1]
@@ -1619,11 +1738,6 @@ class _DatasetChecker:
         if not isinstance(centroids, dict):
             self.add(rel, "centroids.value", f"{where}: {_raw(centroids)}", expect)
             return
-        labels: dict[str, object] = {}
-        if categories is not None:
-            for c in categories:
-                for form in _category_strings(c):
-                    labels.setdefault(form, c)
         exact = {_category_key(c) for c in categories} if categories is not None else set()
         for dim_key, items in centroids.items():
             if dim_key not in ("1", "2", "3") or not isinstance(items, list):
@@ -1672,19 +1786,14 @@ class _DatasetChecker:
                         "one of the field's categories",
                     )
                     continue
-                if categories is not None:
-                    if ident in exact:
-                        ident = _category_key(label)
-                    elif isinstance(label, str) and label in labels:
-                        ident = _category_key(labels[label])
-                    else:
-                        self.add(
-                            rel,
-                            "centroids.value",
-                            f"{at}.category = {_raw(label)}",
-                            "one of the field's categories",
-                        )
-                        continue
+                if categories is not None and ident not in exact:
+                    self.add(
+                        rel,
+                        "centroids.value",
+                        f"{at}.category = {_raw(label)}",
+                        "one of the field's categories, as the identical JSON value",
+                    )
+                    continue
                 if ident in seen:
                     self.add(
                         rel,
@@ -1856,6 +1965,8 @@ class _DatasetChecker:
             path = self.field_path(
                 rel, schema.pattern, field, "{ext}", f"gene {field.key!r} values"
             )
+            if self.genes is not None and field.key not in self.genes:
+                continue
             if path is not None and n is not None:
                 for _ in self.scan(path, schema.dtype, n):
                     pass
@@ -1872,17 +1983,19 @@ class _DatasetChecker:
         if "format" in man and man["format"] != EDGE_FORMAT:
             self.add(rel, "connectivity.format", _raw(man["format"]), EDGE_FORMAT)
         vals: dict[str, int] = {}
+        highest = {"n_cells": _MAX_CONNECTIVITY_CELLS}
         for key, lowest in (("n_cells", 1), ("n_edges", 0), ("max_neighbors", 0)):
             value = man.get(key)
             if key in man:
-                if _is_int(value) and value >= lowest:  # type: ignore[operator]
+                if _is_int(value) and lowest <= value <= highest.get(key, value):  # type: ignore[operator]
                     vals[key] = int(value)  # type: ignore[call-overload]
                 else:
                     self.add(
                         rel,
                         "connectivity.value",
                         f"{key} = {_raw(value)}",
-                        f"an integer >= {lowest}",
+                        f"an integer >= {lowest}"
+                        + (f" and <= {highest[key]}" if key in highest else ""),
                     )
         if weighted:
             if "weight_dtype" in man and man["weight_dtype"] != "float64":
@@ -1939,6 +2052,19 @@ class _DatasetChecker:
                     f"max_neighbors {max_nb} with n_edges {n_edges}",
                     f"<= min(n_cells - 1, n_edges) = {limit}, and 0 exactly when n_edges is 0",
                 )
+        if n_cells is not None and n_edges is not None and weighted:
+            per_edge = _EDGE_WORKING_BYTES + (
+                _UINT16_EDGE_WORKING_BYTES if index_dtype(n_cells).itemsize == 2 else 0
+            )
+            working = per_edge * n_edges + _CELL_WORKING_BYTES * n_cells
+            if working > _MAX_CONNECTIVITY_WORKING_BYTES:
+                self.add(
+                    rel,
+                    "connectivity.working_set",
+                    f"{n_edges} edges and {n_cells} cells need {working} bytes in the viewer",
+                    f"at most {_MAX_CONNECTIVITY_WORKING_BYTES} bytes "
+                    f"({per_edge} per edge + {_CELL_WORKING_BYTES} per cell)",
+                )
         keys = ["sourcesPath", "destinationsPath"] + (["weightsPath"] if weighted else [])
         paths: dict[str, str | None] = {}
         for key in keys:
@@ -1952,6 +2078,16 @@ class _DatasetChecker:
         if n_cells is None or n_edges is None:
             return
         self.check_edges(paths, n_cells, n_edges, max_nb, weighted)
+
+    def cells_checked(self, n_cells: int) -> bool:
+        """Whether ``n_cells`` is the identity's count and a points file on disk fits it."""
+        if self.n_cells is not None and n_cells != self.n_cells:
+            return False
+        points = getattr(self, "points_paths", {})
+        return any(
+            self.payload_problem(path, n_cells * d * FLOAT_DTYPE.itemsize) is None
+            for d, path in points.items()
+        )
 
     def check_edges(
         self,
@@ -1973,7 +2109,10 @@ class _DatasetChecker:
         w_path = paths.get("weightsPath") or CONNECTIVITY_MANIFEST
         n_upper = n_order = n_range = n_weight = seen = 0
         prev: tuple[int, int] | None = None
-        degree = np.zeros(0, dtype=np.int64)  # grows to the largest index seen (<= n_cells)
+        # degrees are counted in an array sized by cells, so only for a cell count that the
+        # identity and a points file on disk back (never for one a payload or manifest claims)
+        count_degrees = complete and self.cells_checked(n_cells)
+        degree = np.zeros(0, dtype=np.int32)  # grows to the largest index seen (< n_cells)
         if complete:
             for chunks in zip(*its, strict=False):
                 m = min(len(c) for c in chunks)
@@ -1993,12 +2132,11 @@ class _DatasetChecker:
                 n_order += int(np.count_nonzero(~increasing))
                 prev = (int(src[-1]), int(dst[-1]))
                 ends = np.concatenate((src[inside], dst[inside]))
-                if ends.size:
+                if count_degrees and ends.size:
                     top = int(ends.max()) + 1
                     if top > degree.size:
-                        degree = np.concatenate(
-                            (degree, np.zeros(max(top, 2 * degree.size) - degree.size, np.int64))
-                        )
+                        grown = min(max(top, 2 * degree.size), n_cells)
+                        degree = np.concatenate((degree, np.zeros(grown - degree.size, np.int32)))
                     if top <= 4 * ends.size:
                         degree[:top] += np.bincount(ends, minlength=top)
                     else:
@@ -2037,7 +2175,7 @@ class _DatasetChecker:
                 f"{n_weight} weight(s) not finite or <= 0",
                 "finite weights > 0",
             )
-        if complete and seen == n_edges and not n_range and max_nb is not None:
+        if count_degrees and seen == n_edges and not n_range and max_nb is not None:
             true_max = int(degree.max()) if degree.size else 0
             if true_max != max_nb:
                 self.add(
@@ -2175,9 +2313,12 @@ def _is_file(path: Path) -> bool:
         return False
 
 
-def _raw_blocks(path: Path) -> Iterator[bytes]:
+def _raw_blocks(path: Path, limit: int) -> Iterator[bytes]:
+    """Yield the bytes of a file, stopping at the first byte past ``limit``."""
+    left = limit + 1
     with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
+        while left > 0 and (block := f.read(min(_CHUNK, left))):
+            left -= len(block)
             yield block
 
 
@@ -2188,17 +2329,24 @@ def _read_exact(f: Any, n: int) -> bytes:
     return data
 
 
-def _skip_zero_terminated(f: Any) -> None:
+def _read_zero_terminated(f: Any) -> bytes:
+    out = bytearray()
     while True:
         byte = f.read(1)
         if not byte:
             raise EOFError
+        out += byte
         if byte == b"\x00":
-            return
+            return bytes(out)
 
 
-def _gunzip_blocks(path: Path, rel: str, add: Any, state: _GzipState) -> Iterator[bytes]:
-    """Yield the decoded blocks of a one-member gzip file, reporting every envelope problem."""
+def _gunzip_blocks(
+    path: Path, rel: str, add: Any, state: _GzipState, limit: int
+) -> Iterator[bytes]:
+    """Yield the decoded blocks of a one-member gzip file, reporting every envelope problem.
+
+    Inflating stops at the first byte past ``limit`` (the trailer is then not checked).
+    """
     with open(path, "rb") as f:
         header = f.read(10)
         if header[:2] != _GZIP_MAGIC:
@@ -2221,16 +2369,25 @@ def _gunzip_blocks(path: Path, rel: str, add: Any, state: _GzipState) -> Iterato
         flags = header[3]
         if flags & _GZIP_RESERVED_FLAGS:
             add(rel, "gzip.flags", f"flags 0x{flags:02x}", "reserved flag bits 5-7 clear")
+        seen = bytearray(header)
         try:
             if flags & 4:
-                xlen = int.from_bytes(_read_exact(f, 2), "little")
-                _read_exact(f, xlen)
+                xlen = _read_exact(f, 2)
+                seen += xlen + _read_exact(f, int.from_bytes(xlen, "little"))
             if flags & 8:
-                _skip_zero_terminated(f)
+                seen += _read_zero_terminated(f)
             if flags & 16:
-                _skip_zero_terminated(f)
+                seen += _read_zero_terminated(f)
             if flags & 2:
-                _read_exact(f, 2)
+                stored = int.from_bytes(_read_exact(f, 2), "little")
+                actual = zlib.crc32(seen) & 0xFFFF
+                if stored != actual:
+                    add(
+                        rel,
+                        "gzip.header_crc",
+                        f"header CRC-16 {stored:04x}",
+                        f"{actual:04x} (the CRC of the header bytes)",
+                    )
         except EOFError:
             add(rel, "gzip.corrupt", "a truncated gzip header", "a complete gzip member")
             state.fatal = True
@@ -2244,13 +2401,16 @@ def _gunzip_blocks(path: Path, rel: str, add: Any, state: _GzipState) -> Iterato
                 if not data:
                     break
                 while True:
-                    out = inflater.decompress(data, _CHUNK)
+                    want = min(_CHUNK, limit + 1 - size)
+                    out = inflater.decompress(data, want)
                     if out:
                         crc = zlib.crc32(out, crc)
                         size += len(out)
                         yield out
+                        if size > limit:  # longer than declared: stop inflating here
+                            return
                     data = inflater.unconsumed_tail
-                    if inflater.eof or (not data and len(out) < _CHUNK):
+                    if inflater.eof or (not data and len(out) < want):
                         break
         except zlib.error as exc:
             add(rel, "gzip.corrupt", f"a broken deflate stream ({exc})", "a valid gzip member")
@@ -2292,13 +2452,40 @@ def _gunzip_blocks(path: Path, rel: str, add: Any, state: _GzipState) -> Iterato
                 )
 
 
-def _load_json(path: Path, rel: str, add: Any, *, required: bool = True) -> Any:
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
+
+
+def _escapes(path: Path, base: Path) -> bool:
+    """Whether ``path`` resolves (following every symbolic link) to outside ``base``."""
+    try:
+        return not path.resolve(strict=True).is_relative_to(base)
+    except (OSError, RuntimeError):
+        return True
+
+
+def _load_json(
+    path: Path, rel: str, add: Any, *, required: bool = True, base: Path | None = None
+) -> Any:
     """Read a JSON file; on failure report the problem and return ``_FAILED`` (``None`` if absent)."""
     if not _is_file(path):
         if required:
             add(rel, "file.missing", "no such file", "a JSON file")
             return _FAILED
         return None
+    if base is not None and _escapes(path, base):
+        add(rel, "path.symlink", "a symbolic link leading out of the export", "a file inside it")
+        return _FAILED
     try:
         size = path.stat().st_size
         if size > MAX_JSON_BYTES:
@@ -2411,8 +2598,9 @@ def _detect_layout(obs: object, var: object, conn: object) -> str:
 # --- exports roots --------------------------------------------------------------------------
 
 
-def _validate_root(root: Path) -> ValidationReport:
+def _validate_root(root: Path, *, scan_payloads: bool = True) -> ValidationReport:
     problems: list[Problem] = []
+    base = _resolved(root)
 
     def add(rel: str, rule: str, found: object, expected: object) -> None:
         problems.append(
@@ -2425,7 +2613,7 @@ def _validate_root(root: Path) -> ValidationReport:
         )
 
     rel = CATALOG_FILE
-    catalog = _load_json(root / rel, rel, add)
+    catalog = _load_json(root / rel, rel, add, base=base)
     layouts: dict[str, str] = {}
     if isinstance(catalog, _Fail) or not _check_keys(
         add, rel, catalog, "catalog.keys", CATALOG_KEYS
@@ -2487,7 +2675,23 @@ def _validate_root(root: Path) -> ValidationReport:
             add(rel, "catalog.path", f"{where}.path {path!r} again", "unique dataset paths")
             continue
         paths.add(path)
+        part = _url_error(path[:-1])
+        if part is not None:
+            add(
+                rel,
+                "path.url",
+                f"{where}.path {path!r}: part {part!r}",
+                "URL-canonical parts: letters, digits and - _ . ! ~ * ' ( ) only",
+            )
         directory = root / path
+        if _exists(directory) and _escapes(directory, base):
+            add(
+                rel,
+                "path.symlink",
+                f"{where}.path {path!r} leads out of the exports root",
+                "a dataset folder inside the exports root (not a link out of it)",
+            )
+            continue
         if not _is_file(directory / IDENTITY_FILE):
             add(
                 f"{path}{IDENTITY_FILE}",
@@ -2496,7 +2700,7 @@ def _validate_root(root: Path) -> ValidationReport:
                 f"the identity of catalog entry {where}",
             )
             continue
-        checker = _DatasetChecker(directory, path)
+        checker = _DatasetChecker(directory, path, scan_payloads=scan_payloads)
         checker.run()
         problems.extend(checker.problems)
         layouts[path.rstrip("/")] = checker.layout

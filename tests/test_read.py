@@ -361,6 +361,11 @@ def test_legacy_sanitized_names(tmp_path: Path) -> None:
     manifest = load_json(root / "obs_manifest.json")
     manifest["_continuousFields"][0][0] = "score (a.u.)"
     (root / "obs_manifest.json").write_text(json.dumps(manifest))
+    identity = load_json(root / "dataset_identity.json")
+    for field in identity["obs_fields"]:
+        if field["key"] == "score":
+            field["key"] = "score (a.u.)"
+    (root / "dataset_identity.json").write_text(json.dumps(identity))
     assert safe_filename_component("score (a.u.)") == "score_a.u"
     (root / "obs" / "score.values.f32").rename(root / "obs" / "score_a.u.values.f32")
     var = load_json(root / "var_manifest.json")

@@ -724,3 +724,71 @@ def test_round_trip_awkward_values(export, tmp_path: Path, layout: str, bits: in
         assert got.cat.categories.tolist() == expected, key
         assert [type(c) for c in got.cat.categories.tolist()] == [type(c) for c in expected], key
         np.testing.assert_array_equal(got.cat.codes.to_numpy(), orig.codes, err_msg=key)
+
+
+# --- untrusted exports --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def upstream_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "ds"
+    shutil.copytree(upstream_dir("synthetic-cell-types-2d"), root)
+    return root
+
+
+def test_payload_linked_out_of_the_export_is_refused(upstream_copy: Path) -> None:
+    """A right-sized payload outside the export, reached through a link: never read."""
+    outside = upstream_copy.parent / "elsewhere.gz"
+    (upstream_copy / "var" / "3.values.u8.gz").rename(outside)
+    (upstream_copy / "var" / "3.values.u8.gz").symlink_to(outside)
+    with pytest.raises(ValueError, match=r"var/3\.values\.u8\.gz: \[path\.symlink\]"):
+        read(upstream_copy)
+
+
+def test_var_folder_linked_out_of_the_export_is_refused(upstream_copy: Path) -> None:
+    outside = upstream_copy.parent / "var-elsewhere"
+    (upstream_copy / "var").rename(outside)
+    (upstream_copy / "var").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ValueError, match=r"var/0\.values\.u8\.gz: \[path\.symlink\]"):
+        read(upstream_copy)
+    # a link inside the export is followed
+    (upstream_copy / "var").unlink()
+    outside.rename(upstream_copy / "var-real")
+    (upstream_copy / "var").symlink_to("var-real", target_is_directory=True)
+    assert read(upstream_copy).n_vars == 8
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda root: (root / "obs_manifest.json").write_text(
+                (root / "obs_manifest.json").read_text().replace("0.95", "NaN")
+            ),
+            r"obs_manifest\.json: \[json\.parse\]",
+        ),
+        (
+            lambda root: (root / "var_manifest.json").write_text("[" * 50_000 + "]" * 50_000),
+            r"var_manifest\.json: \[(json\.parse|var\.keys)\]",
+        ),
+        (
+            lambda root: (root / "var" / "2.values.u8.gz").write_bytes(
+                (root / "var" / "2.values.u8.gz").read_bytes() + b"\x00" * 4
+            ),
+            r"var/2\.values\.u8\.gz: \[gzip\.trailing\]",
+        ),
+        (
+            lambda root: (root / "var" / "2.values.u8.gz").write_bytes(
+                gzip.compress(b"\x00" * 71, mtime=0)
+            ),
+            r"var/2\.values\.u8\.gz: \[payload\.length\] found 71 bytes decoded; expected 72",
+        ),
+    ],
+    ids=["NaN in JSON", "deeply nested JSON", "bytes after the gzip member", "one byte short"],
+)
+def test_broken_exports_raise_value_errors_naming_file_and_rule(
+    upstream_copy: Path, change: object, message: str
+) -> None:
+    change(upstream_copy)  # type: ignore[operator]
+    with pytest.raises(ValueError, match=message):
+        read(upstream_copy)

@@ -556,3 +556,140 @@ def test_malformed_catalog_is_a_problem_not_a_crash(
         (root / "datasets.json").write_text(json.dumps(doc))
         report = validate(root)
         assert doc == original or not report.ok
+
+
+# --- stricter or not than the viewer (issue 17 item 14) -----------------------------------------
+
+
+def test_source_filename_and_255_uint8_categories_are_valid(
+    base_copy: Callable[[Base], Path],
+) -> None:
+    """FORMAT.md allows both: source.filename, and 255 categories in uint8 (codes 0-254)."""
+    ds = base_copy(BASES[3])
+    d = DS(ds, pytest.MonkeyPatch())
+    with d.edit("dataset_identity.json") as ident:
+        ident["source"] = {"name": "PBMC", "filename": "pbmc.h5ad"}
+    with d.edit("obs_manifest.json") as man:
+        entry = man["_categoricalFields"][0]
+        assert entry[3] == "uint8"
+        key, cats = entry[1], entry[2]
+        entry[2] = cats + [f"extra {i}" for i in range(255 - len(cats))]
+    with d.edit("dataset_identity.json") as ident:
+        for field in ident["obs_fields"]:
+            if field["key"] == key:
+                field["n_categories"] = 255
+    report = validate(ds)
+    assert report.ok, str(report)
+
+
+def test_utf8_bom_is_refused(base_copy: Callable[[Base], Path]) -> None:
+    """Stricter than the viewer (which strips it): no writer of the format writes a BOM."""
+    ds = base_copy(BASES[2])
+    path = ds / "obs_manifest.json"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert validate(ds).rules == {"json.parse"}
+
+
+def test_centroid_category_must_be_the_identical_json_value(
+    base_copy: Callable[[Base], Path],
+) -> None:
+    ds = base_copy(BASES[2])
+    d = DS(ds, pytest.MonkeyPatch())
+    with d.edit("obs_manifest.json") as man:
+        entry = next(e for e in man["_categoricalFields"] if e[2] == [False, True])
+        item = next(i for items in entry[5].values() for i in items if i["category"] is True)
+        item["category"] = "true"
+    report = validate(ds)
+    assert report.rules == {"centroids.value"}, str(report)
+    assert '"true"' in report.problems[0].found
+
+
+# --- readers of untrusted exports: catalog, info --------------------------------------------------
+
+
+def catalog_root(exporter: Callable[..., Path], tmp_path: Path) -> Path:
+    root = tmp_path / "exports"
+    for name in ("one", "two"):
+        run_export(exporter, small_adata(), root / name, var_names=[], connectivities_key=False)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "rule"),
+    [
+        ("id", {"a": 1}, "identity.id"),
+        ("id", "../../evil", "identity.id"),
+        ("name", "\u3000", "identity.name"),
+        ("stats", {"n_cells": "many"}, "stats.keys"),
+    ],
+)
+def test_write_catalog_checks_each_identity(
+    exporter: Callable[..., Path], tmp_path: Path, key: str, value: object, rule: str
+) -> None:
+    root = catalog_root(exporter, tmp_path)
+    ident = json.loads((root / "two" / "dataset_identity.json").read_text())
+    ident[key] = value
+    (root / "two" / "dataset_identity.json").write_text(json.dumps(ident))
+    with pytest.raises(
+        ValueError, match=rf"'two' is not listed: two/dataset_identity\.json: \[{rule}\]"
+    ):
+        cl.ex.write_catalog(root)
+    assert not (root / "datasets.json").exists()
+
+
+def test_write_catalog_refuses_a_huge_identity(
+    exporter: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A description past what the viewer reads (64 MiB of JSON; lowered here) is refused."""
+    root = catalog_root(exporter, tmp_path)
+    monkeypatch.setattr(_validate, "MAX_JSON_BYTES", 100_000)
+    ident = json.loads((root / "one" / "dataset_identity.json").read_text())
+    ident["description"] = "x" * 100_000
+    (root / "one" / "dataset_identity.json").write_text(json.dumps(ident))
+    with pytest.raises(ValueError, match=r"one/dataset_identity\.json: \[json\.size\]"):
+        cl.ex.write_catalog(root)
+
+
+def test_write_catalog_refuses_folder_names_that_are_not_url_canonical(
+    exporter: Callable[..., Path], tmp_path: Path
+) -> None:
+    root = catalog_root(exporter, tmp_path)
+    (root / "two").rename(root / "two + three")
+    with pytest.raises(ValueError, match=r"'two \+ three'.*rename it, e\.g\. to 'two-three'"):
+        cl.ex.write_catalog(root)
+    (root / "two + three").rename(root / "two-three")
+    assert validate(cl.ex.write_catalog(root).parent).ok
+
+
+def test_write_catalog_refuses_a_dataset_linked_from_outside(
+    exporter: Callable[..., Path], tmp_path: Path
+) -> None:
+    root = catalog_root(exporter, tmp_path)
+    (root / "two").rename(tmp_path / "elsewhere")
+    (root / "two").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(ValueError, match="link leading out of the exports root"):
+        cl.ex.write_catalog(root)
+
+
+def test_info_checks_the_export_first(base_copy: Callable[[Base], Path]) -> None:
+    from cellucid.ex._info import summarize
+
+    ds = base_copy(BASES[2])
+    assert "cells        150" in summarize(ds)
+    d = DS(ds, pytest.MonkeyPatch())
+    with d.edit("dataset_identity.json") as ident:
+        ident["obs_fields"] = {"key": "x"}
+    with pytest.raises(ValueError, match=r"dataset_identity\.json: \[obs_fields\.entry\]"):
+        summarize(ds)
+
+
+def test_info_does_not_follow_links_out(base_copy: Callable[[Base], Path], tmp_path: Path) -> None:
+    from cellucid.ex._info import summarize
+
+    ds = base_copy(BASES[2])
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "blob").write_bytes(b"\x00" * 5_000_000)
+    (ds / "extra").symlink_to(big, target_is_directory=True)
+    assert "5.0 MB" not in summarize(ds)
+    assert "on disk" in summarize(ds)

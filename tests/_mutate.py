@@ -1489,27 +1489,35 @@ def vector_field_id_blank(ident: dict) -> None:
     vf["default_field"] = "\u205f"
 
 
-@identity_mutation("vector_fields.default", needs=("vectors",))
+@identity_mutation(
+    "vector_fields.fields", needs=("vectors", "current"), extra=("vector_fields.default",)
+)
 def default_field_empty(ident: dict) -> None:
-    ident["vector_fields"]["default_field"] = ""
+    """The id "" declared, labelled and the default: every check by key passes."""
+    vf = ident["vector_fields"]
+    first = next(iter(vf["fields"]))
+    vf["fields"] = {("" if k == first else k): v for k, v in vf["fields"].items()}
+    vf["fields"][""]["label"] = ""
+    vf["default_field"] = ""
 
 
 @mutation("centroids.value", needs=("current",))
 def centroid_category_as_string(ds: DS) -> None:
-    """A numeric category, and its centroid naming it by its string form."""
+    """A string category made the number 4711, and one centroid naming it "4711"."""
     with ds.edit(OBS) as man:
         for entry in man["_categoricalFields"]:
-            for items in entry[5].values():
-                if items:
-                    index = entry[2].index(items[0]["category"])
-                    entry[2][index] = 4711
-                    for by_dim in entry[5].values():
-                        for item in by_dim:
-                            if item["category"] == items[0]["category"]:
-                                item["category"] = 4711
-                    items[0]["category"] = "4711"
-                    return
-    msg = "no centroids in this export"
+            cats, by_dim = entry[2], entry[5]
+            items = [i for dim in by_dim.values() for i in dim]
+            if not items or not all(type(c) is str for c in cats):
+                continue
+            label = items[0]["category"]
+            cats[cats.index(label)] = 4711
+            for item in items:
+                if item["category"] == label:
+                    item["category"] = 4711
+            items[0]["category"] = "4711"
+            return
+    msg = "no centroids of string categories in this export"
     raise AssertionError(msg)
 
 

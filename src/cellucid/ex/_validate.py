@@ -385,6 +385,22 @@ def validate(path: str | Path, *, strict: bool = False) -> ValidationReport:
         Every problem found; truthy when there is none. Malformed or missing files are
         reported as problems, never raised.
 
+    Notes
+    -----
+    Every export is treated as untrusted input. Before a payload is read, its declared
+    size (from counts the manifests agree on) is checked against the 512 MiB limit and
+    against the file on disk: an uncompressed file must have exactly that size, a ``.gz``
+    file must be within the viewer's transfer ceiling and large enough for deflate to
+    inflate to it. Decoding stops at the first byte past the declared size, and arrays
+    are sized by the checked cell count, never by a value read from a payload, so time
+    and memory stay bounded by the export's size on disk (a gzip bomb is refused before
+    it is inflated). No symbolic link leading out of the dataset folder (or a dataset
+    folder out of the exports root) is followed: it is reported as ``path.symlink``.
+
+    Where the viewer and this check differ, this check is stricter: a JSON document
+    starting with a UTF-8 byte order mark is refused (the viewer strips it; no writer of
+    the format writes one).
+
     Raises
     ------
     FileNotFoundError

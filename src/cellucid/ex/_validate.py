@@ -19,6 +19,7 @@ import sys
 import unicodedata
 import urllib.parse
 import zlib
+from collections import Counter
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -1143,7 +1144,7 @@ class _DatasetChecker:
                 continue
             parsed.append((entry["key"], kind, entry.get("n_categories")))
         keys = [p[0] for p in parsed]
-        dupes = sorted({k for k in keys if keys.count(k) > 1})  # type: ignore[type-var]
+        dupes = sorted(k for k, n in Counter(keys).items() if n > 1)  # type: ignore[type-var]
         if dupes:
             self.add(rel, "obs_fields.unique", f"duplicate keys {_raw(dupes)}", "unique keys")
         stats = getattr(self, "stats", {})
@@ -1436,7 +1437,7 @@ class _DatasetChecker:
         for field in fields:
             if field.kind == "continuous" and cont_schema is not None:
                 path = self.field_path(
-                    rel, cont_schema.pattern, field, "{ext}", f"{field.key!r} values"
+                    rel, cont_schema.pattern, field, "{ext}", f"{_raw(field.key)} values"
                 )
                 if path is not None and n is not None:
                     for _ in self.scan(path, cont_schema.dtype, n):
@@ -1450,13 +1451,13 @@ class _DatasetChecker:
                     cat_schema.codes_pattern,
                     field,
                     EXT[field.codes_dtype],
-                    f"{field.key!r} codes",
+                    f"{_raw(field.key)} codes",
                 )
                 if path is not None and n is not None:
                     self.check_codes(path, field, n)
             if cat_schema.outlier_pattern is not None and cat_schema.outlier_dtype is not None:
                 path = self.field_path(
-                    rel, cat_schema.outlier_pattern, field, "{ext}", f"{field.key!r} outliers"
+                    rel, cat_schema.outlier_pattern, field, "{ext}", f"{_raw(field.key)} outliers"
                 )
                 if path is not None and n is not None:
                     bounds = entry[head + 4 : head + 6] if cat_schema.outlier_quantized else None
@@ -1471,6 +1472,8 @@ class _DatasetChecker:
         what: str,
     ) -> str | None:
         index, key = (field.index, field.key) if isinstance(field, _ObsField) else field
+        if not isinstance(key, str):  # reported as a key problem; names no file
+            return None
         if self.layout == "current":
             if index is None:
                 return None
@@ -1713,7 +1716,8 @@ class _DatasetChecker:
                     "strings, finite numbers or booleans (no null)",
                 )
             elif len(set(ids)) != len(ids):
-                dupes = [c for c, k in zip(categories, ids, strict=True) if ids.count(k) > 1]
+                counts = Counter(ids)
+                dupes = [c for c, k in zip(categories, ids, strict=True) if counts[k] > 1]
                 self.add(
                     rel,
                     "categories.value",
@@ -1845,7 +1849,7 @@ class _DatasetChecker:
         if bad_keys:
             self.add(rel, rule, f"keys {_raw(bad_keys)}", "non-empty strings")
         good = [k for k in keys if _is_nonempty_str(k)]
-        dupes = sorted({k for k in good if good.count(k) > 1})  # type: ignore[type-var]
+        dupes = sorted(k for k, n in Counter(good).items() if n > 1)  # type: ignore[type-var]
         if dupes:
             self.add(rel, rule, f"duplicate {_raw(dupes)}", "unique keys")
 
@@ -1979,7 +1983,7 @@ class _DatasetChecker:
             return
         for field in parsed:
             path = self.field_path(
-                rel, schema.pattern, field, "{ext}", f"gene {field.key!r} values"
+                rel, schema.pattern, field, "{ext}", f"gene {_raw(field.key)} values"
             )
             if self.genes is not None and field.key not in self.genes:
                 continue
@@ -2650,6 +2654,7 @@ def _validate_root(root: Path, *, scan_payloads: bool = True) -> ValidationRepor
         )
     entries = entries if isinstance(entries, list) else []
     ids: list[str] = []
+    id_set: set[str] = set()
     paths: set[str] = set()
     for i, entry in enumerate(entries):
         where = f"datasets[{i}]"
@@ -2668,10 +2673,11 @@ def _validate_root(root: Path, *, scan_payloads: bool = True) -> ValidationRepor
         if not isinstance(entry_id, str):
             add(rel, "catalog.entry", f"{where}.id = {_raw(entry_id)}", "a string")
             entry_id = None
-        elif entry_id in ids:
+        elif entry_id in id_set:
             add(rel, "catalog.id", f"{where}.id {entry_id!r} again", "unique dataset ids")
         else:
             ids.append(entry_id)
+            id_set.add(entry_id)
         path = entry.get("path")
         if "path" not in entry:
             continue
@@ -2747,8 +2753,10 @@ def _validate_root(root: Path, *, scan_payloads: bool = True) -> ValidationRepor
                     f"{where}.{key} = {_raw(entry[key])}",
                     f"{_raw(value)} (the dataset identity)",
                 )
-    if "default" in catalog and catalog["default"] not in ids:
-        add(rel, "catalog.default", _raw(catalog["default"]), f"one of the dataset ids {ids}")
+    if "default" in catalog and not (
+        isinstance(catalog["default"], str) and catalog["default"] in id_set
+    ):
+        add(rel, "catalog.default", _raw(catalog["default"]), f"one of the dataset ids {_raw(ids)}")
     kinds = set(layouts.values())
     overall = kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "current")
     return ValidationReport(root, overall, problems, layouts)

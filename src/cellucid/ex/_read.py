@@ -226,6 +226,34 @@ class _Payloads:
         return out
 
 
+def _detect_layout(
+    obs_manifest: dict | None, var_manifest: dict | None, conn: dict | None
+) -> LayoutName:
+    """Tell the layout from the placeholders of the manifests' path patterns."""
+    patterns = []
+    if obs_manifest is not None:
+        for schema in (obs_manifest.get("_obsSchemas") or {}).values():
+            patterns += [v for k, v in schema.items() if k.endswith(("PathPattern", "pathPattern"))]
+    if var_manifest is not None:
+        patterns.append((var_manifest.get("_varSchema") or {}).get("pathPattern"))
+    found = set()
+    for pattern in patterns:
+        if isinstance(pattern, str):
+            found |= {
+                name for name, ph in (("current", "{index}"), ("legacy", "{key}")) if ph in pattern
+            }
+    if len(found) > 1:
+        msg = (
+            "The export's path patterns mix '{index}' (current layout) and '{key}' (legacy layout)."
+        )
+        raise ValueError(msg)
+    if found:
+        return found.pop()
+    if conn is not None and "weightsPath" not in conn:
+        return "legacy"
+    return "current"
+
+
 def _fill(
     pattern: object, layout: LayoutName, index: int | None, key: str, ext: str | None = None
 ) -> str:

@@ -97,7 +97,7 @@ def _entry(folder: Path, base: Path) -> dict:
     if checker.problems:
         more = len(checker.problems) - 1
         msg = (
-            f"Dataset folder {name!r} is not listed: {checker.problems[0]}"
+            f"Dataset folder {name!r} under {folder.parent} is not listed: {checker.problems[0]}"
             + (f" (and {more} more: cellucid validate lists them)" if more else "")
             + ". Fix or re-export that dataset."
         )

@@ -308,6 +308,26 @@ def test_graph_past_the_limit_is_refused_and_prune_graph_fits_it(
     assert _format.max_edges("legacy") == 2 * limit
 
 
+def test_graph_past_the_viewers_working_set_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the viewer holds 44 bytes per edge (+4 with uint16 indices) and 4 per cell
+    assert _format.max_edges(n_cells=1_000_000) == (512 * 2**20 - 4 * 10**6) // 44
+    # tighter than the file of weights (8 bytes per edge) at any number of cells
+    assert _format.max_edges(n_cells=300) == (512 * 2**20 - 1_200) // 48 < _format.max_edges()
+    adata = make_adata()
+    n_edges = cl.pp.graph_edges(adata.obsp["connectivities"]).src.shape[0]
+    monkeypatch.setattr(_format, "MAX_CONNECTIVITY_WORKING_BYTES", 48 * (n_edges - 50) + 4 * 300)
+    assert _format.max_edges(n_cells=300) == n_edges - 50
+    refused(adata, tmp_path, rf"has {n_edges:,} edges; the viewer loads at most {n_edges - 50:,}")
+    with pytest.warns(UserWarning, match=rf"to fit {n_edges - 50:,}"):
+        adata.obsp["connectivities"] = cl.pp.prune_graph(adata.obsp["connectivities"])
+    out = cl.ex.export(adata, tmp_path / "ds")
+    assert decode(out).identity["stats"]["n_edges"] <= n_edges - 50
+    # the legacy layout is for older viewers, which have no such working set
+    cl.ex.export(make_adata(), tmp_path / "legacy", layout="legacy")
+
+
 def test_prune_graph_keeps_each_cells_strongest_neighbours() -> None:
     rng = np.random.default_rng(3)
     g = knn_graph(rng.normal(size=(200, 5)), k=10)

@@ -71,10 +71,30 @@ MAX_PAYLOAD_BYTES = 512 * 2**20
 MAX_JSON_BYTES = 64 * 2**20
 
 
-def max_edges(layout_name: str = "current") -> int:
-    """Return the most edges the export writes: the largest file, weights (indices in legacy), fits one payload."""
+#: the current viewer holds a graph's edges several times over while it checks and draws
+#: them: 44 bytes per edge (+ 4 more with uint16 indices, which it widens) and 4 per cell
+#: must fit this working set (its connectivity manifest contract)
+MAX_CONNECTIVITY_WORKING_BYTES = 512 * 2**20
+CELL_WORKING_BYTES = 4
+
+
+def edge_working_bytes(n_cells: int) -> int:
+    """Return the bytes the current viewer holds per edge of a graph of ``n_cells`` cells."""
+    return 44 + (4 if n_cells <= UINT16_INDEX_MAX_CELLS else 0)
+
+
+def max_edges(layout_name: str = "current", *, n_cells: int | None = None) -> int:
+    """Return the most edges the export writes for a graph of ``n_cells`` cells.
+
+    Its largest edge file (weights; 4-byte indices in legacy) must fit one payload, and in
+    the current layout the viewer's working set must hold the graph as well.
+    """
     bytes_per_edge = WEIGHT_DTYPE.itemsize if layout_name == "current" else 4
-    return MAX_PAYLOAD_BYTES // bytes_per_edge
+    limit = MAX_PAYLOAD_BYTES // bytes_per_edge
+    if layout_name == "current" and n_cells is not None:
+        room = max(MAX_CONNECTIVITY_WORKING_BYTES - CELL_WORKING_BYTES * n_cells, 0)
+        limit = min(limit, room // edge_working_bytes(n_cells))
+    return limit
 
 
 # --- gzip ------------------------------------------------------------------------------------

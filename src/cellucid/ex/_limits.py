@@ -1,7 +1,7 @@
 """The viewer's size limits, checked from the inputs before files are written.
 
-The viewer refuses a payload past ``MAX_PAYLOAD_BYTES`` decoded and a JSON document past
-``MAX_JSON_BYTES`` before reading them: an export that would write one fails here
+The viewer refuses a payload past ``MAX_PAYLOAD_BYTES`` decoded, a JSON document past
+``MAX_JSON_BYTES`` and a graph past its working set before reading them: an export that would write one fails here
 instead, with what to do. The limits are read from :mod:`cellucid._format` at each call.
 """
 
@@ -42,20 +42,21 @@ def check_payload_sizes(found: Collected) -> None:
 
 
 def check_edges(edges: Edges, *, n_cells: int, settings: ExportSettings, key: str) -> None:
-    """Refuse a graph whose edge files would pass the viewer's limit, saying how to fit it."""
+    """Refuse a graph the viewer would not load, saying how to fit it.
+
+    Its largest edge file must fit one payload and, in the current layout, the viewer's
+    working set must hold its edges (at ~12M edges for 1M cells, the tighter of the two).
+    """
     n_edges = int(edges.src.shape[0])
-    limit = _format.max_edges(settings.layout.name)
+    limit = _format.max_edges(settings.layout.name, n_cells=n_cells)
     if n_edges <= limit:
         return
-    index_bytes = _format.index_dtype(n_cells).itemsize
-    per_edge = max(
-        index_bytes, _format.WEIGHT_DTYPE.itemsize if settings.layout.weighted_edges else 0
-    )
     msg = (
-        f"adata.obsp[{key!r}] has {n_edges:,} edges: its edge files would take "
-        f"{_mb(n_edges * per_edge)}, past the {_mb(_format.MAX_PAYLOAD_BYTES)} the viewer reads per "
-        f"file ({limit:,} edges). Keep each cell's strongest neighbours first: "
-        f"adata.obsp[{key!r}] = cl.pp.prune_graph(adata.obsp[{key!r}]), or leave the graph out "
+        f"adata.obsp[{key!r}] has {n_edges:,} edges; the viewer loads at most {limit:,} "
+        f"for {n_cells:,} cells (one file of {_mb(_format.MAX_PAYLOAD_BYTES)}, and "
+        f"{_mb(_format.MAX_CONNECTIVITY_WORKING_BYTES)} of memory for the graph). Keep each "
+        f"cell's strongest neighbours first: adata.obsp[{key!r}] = "
+        f"cl.pp.prune_graph(adata.obsp[{key!r}]), or leave the graph out "
         "(connectivities_key=False)."
     )
     raise ValueError(msg)

@@ -168,9 +168,9 @@ def prune_graph(
 ) -> sparse.csr_matrix:
     """Keep each cell's strongest neighbours so that a kNN graph fits the viewer's limit.
 
-    The viewer reads at most 512 MiB per file: the export's float64 edge weights reach it
-    at 67,108,864 edges (~6-7 million cells with a 15-NN graph), and the export refuses a
-    larger graph. This keeps, for the largest ``k`` that fits, every edge that is among
+    The viewer holds a graph's edges in at most 512 MiB of memory (44 bytes per edge and 4
+    per cell: ~12 million edges for a million cells, about a 15-NN graph) and reads at
+    most 512 MiB per file (67,108,864 float64 weights); the export refuses a larger graph. This keeps, for the largest ``k`` that fits, every edge that is among
     the ``k`` strongest of either of its cells (so every connected cell stays connected),
     and warns how many edges were dropped.
 
@@ -180,7 +180,8 @@ def prune_graph(
         Square matrix of non-negative, finite weights (sparse or dense), as
         :func:`graph_edges` takes it.
     max_edges
-        Most undirected edges to keep; by default as many as the export writes.
+        Most undirected edges to keep; by default as many as the export writes for this
+        many cells (current layout).
     name
         What to call the graph in messages.
 
@@ -202,10 +203,10 @@ def prune_graph(
     """
     from .._format import max_edges as format_max_edges
 
-    limit = format_max_edges() if max_edges is None else int(max_edges)
+    n = int(np.shape(connectivities)[0])
+    limit = format_max_edges(n_cells=n) if max_edges is None else int(max_edges)
     dtype = getattr(connectivities, "dtype", np.float64)
     edges = graph_edges(connectivities, name=name)
-    n = int(np.shape(connectivities)[0])
     kept = strongest_edges(edges, limit, n_cells=n)
     dropped = edges.src.shape[0] - kept.src.shape[0]
     if dropped:

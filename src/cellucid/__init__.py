@@ -7,6 +7,6 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from . import ex, pp
+from . import ex, logging, pp
 
 __all__ = ["__version__", "ex", "logging", "pp"]

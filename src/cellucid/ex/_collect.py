@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -20,11 +23,14 @@ from .._format import (
     is_blank,
     safe_filename_component,
 )
+from ..pp._anndata import basis_key
 from ._columns import checked_column, refuse_complex
 from ._genes import is_dask
 
 if TYPE_CHECKING:
     from anndata import AnnData
+
+logger = logging.getLogger("cellucid")
 
 #: latent spaces tried, in order, when ``latent_key`` is not given
 LATENT_KEYS = ("X_scVI", "X_pca")
@@ -84,6 +90,22 @@ def vector_field_pattern(basis: str) -> re.Pattern:
     return re.compile(rf"^(?P<field>.+_{re.escape(basis)})(?:_(?P<dim>[123])d)?$")
 
 
+def basis_names(keys: Collection[str], basis: str) -> tuple[str, str]:
+    """Return the embedding's ``obsm`` key and the name its vector fields end with.
+
+    As scanpy's plotting reads ``basis``: ``"X_umap"`` and ``"umap"`` both give
+    ``("X_umap", "umap")``; ``"spatial"`` gives ``("spatial", "spatial")`` when
+    ``obsm["spatial"]`` (or ``spatial_2d``, ...) exists. The embedding's keys are the key
+    and the key followed by ``_1d``, ``_2d`` or ``_3d``.
+    """
+    key = basis_key(keys, basis, suffixes=("", *(f"_{d}d" for d in DIMENSIONS)))
+    return key, key.removeprefix("X_")
+
+
+def _embedding_keys(key: str) -> list[str]:
+    return [key, *(f"{key}_{d}d" for d in DIMENSIONS)]
+
+
 def graph_key(adata: AnnData | Source, connectivities_key: str | None) -> str:
     """Return the obsp key of the kNN graph: given, or named by ``uns["neighbors"]``, else ``connectivities``."""
     if connectivities_key is not None:
@@ -123,8 +145,9 @@ def materialize(
     latent = (
         latent_key if latent_key is not None else next((k for k in LATENT_KEYS if k in obsm), None)
     )
-    pattern = vector_field_pattern(basis)
-    embedding_names = {f"X_{basis}", *(f"X_{basis}_{d}d" for d in DIMENSIONS)}
+    key, name = basis_names(obsm, basis)
+    pattern = vector_field_pattern(name)
+    embedding_names = set(_embedding_keys(key))
 
     def needed(key: str) -> bool:
         if key in embedding_names or key == latent:
@@ -187,31 +210,36 @@ def _as_float32(array: np.ndarray, what: str) -> np.ndarray:
 def collect_embeddings(
     adata: AnnData | Source, basis: str
 ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
-    """Find ``X_<basis>_1d/_2d/_3d`` and ``X_<basis>`` (by its width) in ``adata.obsm``."""
+    """Find ``X_<basis>_1d/_2d/_3d`` and ``X_<basis>`` (by its width) in ``adata.obsm``.
+
+    ``basis`` is read as :func:`basis_names` says (``"umap"``, ``"X_umap"``, ``"spatial"``).
+    """
+    base, _ = basis_names(adata.obsm, basis)
     found: dict[int, str] = {}
     for dim in DIMENSIONS:
-        key = f"X_{basis}_{dim}d"
+        key = f"{base}_{dim}d"
         if key in adata.obsm:
             width = _width(adata.obsm[key])
             if width != dim:
                 msg = f"adata.obsm[{key!r}] has {width} columns; a {dim}-D embedding needs {dim}."
                 raise ValueError(msg)
             found[dim] = key
-    implicit = f"X_{basis}"
-    if implicit in adata.obsm:
-        width = _width(adata.obsm[implicit])
+    if base in adata.obsm:
+        width = _width(adata.obsm[base])
         if width not in DIMENSIONS:
             msg = (
-                f"adata.obsm[{implicit!r}] has {width} columns; the viewer shows 1, 2 or 3 "
-                f"dimensions. Store the dimensions you want as {implicit}_2d or {implicit}_3d."
+                f"adata.obsm[{base!r}] has {width} columns; the viewer shows 1, 2 or 3 "
+                f"dimensions. Store the dimensions you want as {base}_2d or {base}_3d."
             )
             raise ValueError(msg)
-        found.setdefault(width, implicit)  # an explicit key of that width wins
+        found.setdefault(width, base)  # an explicit key of that width wins
     if not found:
+        looked = _embedding_keys(basis) + (
+            _embedding_keys(f"X_{basis}") if not basis.startswith("X_") else []
+        )
         msg = (
-            f"No embedding for basis {basis!r} in adata.obsm (looked for X_{basis}, "
-            f"X_{basis}_1d, X_{basis}_2d, X_{basis}_3d); keys are {list(adata.obsm.keys())}. "
-            "Compute one (e.g. sc.tl.umap) or pass basis=."
+            f"No embedding for basis {basis!r} in adata.obsm (looked for {', '.join(looked)}); "
+            f"keys are {list(adata.obsm.keys())}. Compute one (e.g. sc.tl.umap) or pass basis=."
         )
         raise KeyError(msg)
     embeddings = {}
@@ -255,7 +283,8 @@ def collect_vector_fields(
     """
     if vector_fields is False:
         return {}
-    pattern = vector_field_pattern(basis)
+    base, name = basis_names(adata.obsm, basis)
+    pattern = vector_field_pattern(name)
     keys = list(adata.obsm.keys()) if vector_fields is True else list(vector_fields)
     if vector_fields is not True:
         unknown = [k for k in keys if k not in adata.obsm]
@@ -266,9 +295,11 @@ def collect_vector_fields(
     implicit: dict[str, dict[int, str]] = {}
     for key in keys:
         match = pattern.match(key)
-        if match is None or match["field"] == f"X_{basis}":
+        if match is None or match["field"] in (base, f"X_{name}"):
             if vector_fields is not True:
-                msg = f"vector field key {key!r} is not named <field>_{basis} or <field>_{basis}_<d>d."
+                msg = (
+                    f"vector field key {key!r} is not named <field>_{name} or <field>_{name}_<d>d."
+                )
                 raise ValueError(msg)
             continue
         width = _width(adata.obsm[key])
@@ -293,6 +324,51 @@ def collect_vector_fields(
         if vectors:
             fields[field_id] = vectors
     return fields
+
+
+def report_lookalikes(
+    adata: AnnData | Source,
+    basis: str,
+    embedding_dims: Collection[int],
+    *,
+    vector_fields: bool,
+) -> None:
+    """Say which ``obsm`` keys look like an embedding (or vector field) of ``basis`` but are not read.
+
+    The export reads exact names only, so ``X_umap3d``, ``X_umap_3D`` or ``X_UMAP`` are
+    skipped; each one is logged (info) with the name to give it, and warned about when it
+    would add a dimension no embedding has (``embedding_dims``). Vector field look-alikes
+    are logged when ``vector_fields`` are discovered.
+    """
+    base, name = basis_names(adata.obsm, basis)
+    exact_field = vector_field_pattern(name)
+    n = re.escape(name)
+    embedding_like = re.compile(rf"^(?:X_)?{n}(?:[_-]?(?P<dim>[123])d)?$", re.IGNORECASE)
+    field_like = re.compile(rf"^(?P<field>.+?)_{n}(?:[_-]?(?P<dim>[123])d)?$", re.IGNORECASE)
+    for key in map(str, adata.obsm):
+        if key in _embedding_keys(base) or exact_field.match(key):
+            continue
+        if match := embedding_like.match(key):
+            dim = int(match["dim"]) if match["dim"] else _width(adata.obsm[key])
+            target, what = f"{base}_{dim}d", f"a {dim}-D embedding of basis {basis!r}"
+            missing_dim = dim not in embedding_dims
+        elif vector_fields and (match := field_like.match(key)):
+            dim = int(match["dim"]) if match["dim"] else _width(adata.obsm[key])
+            target, what = f"{match['field']}_{name}_{dim}d", f"a {dim}-D vector field"
+            missing_dim = False
+        else:
+            continue
+        if dim not in DIMENSIONS:
+            continue
+        msg = (
+            f"adata.obsm[{key!r}] looks like {what} but is not exported: the export reads "
+            f"{base}, {base}_<d>d and <field>_{name}[_<d>d] only. To export it, rename it: "
+            f"adata.obsm[{target!r}] = adata.obsm.pop({key!r})."
+        )
+        if missing_dim:  # e.g. no 3-D embedding was found, and this key could be it
+            warnings.warn(msg, UserWarning, stacklevel=3)
+        else:
+            logger.info(msg)
 
 
 def collect_graph(
@@ -429,6 +505,8 @@ def collect_genes(
     if var_names is None:
         columns = np.arange(len(names))
     else:
+        if isinstance(var_names, str):  # one gene, not its letters
+            var_names = [var_names]
         wanted = pd.Index([str(v) for v in var_names])
         columns = lookup.get_indexer(wanted) if lookup.is_unique else None
         if columns is None:
@@ -436,7 +514,15 @@ def collect_genes(
             raise ValueError(msg)
         missing = list(wanted[columns < 0])
         if missing:
-            msg = f"var_names {missing[:10]}{' ...' if len(missing) > 10 else ''} ({len(missing)}) are not genes of the data."
+            searched = (
+                f"var[{gene_id_column!r}]"
+                if gene_id_column is not None
+                else ("raw.var_names" if use_raw else "var_names")
+            )
+            msg = (
+                f"var_names {missing[:10]}{' ...' if len(missing) > 10 else ''} ({len(missing)}) "
+                f"are not genes of the data (searched {searched}).{_suggestions(missing, lookup)}"
+            )
             raise KeyError(msg)
         if len(columns) == 0:
             return None
@@ -452,6 +538,25 @@ def collect_genes(
     if layout.name == "legacy":
         refuse_name_collisions(chosen, "genes")
     return GeneSource(matrix, np.asarray(columns, dtype=np.int64), chosen, gene_id_column)
+
+
+def _suggestions(missing: list[str], names: pd.Index, most: int = 5) -> str:
+    """Close matches of a few missing gene names: same name in another case, else difflib's."""
+    lower = names.str.lower()
+    by_lower = pd.Series(names, index=lower)
+    by_lower = by_lower[~by_lower.index.duplicated()]
+    lengths, initials = names.str.len().to_numpy(), lower.str[:1].to_numpy()
+    hints = []
+    for name in missing[:most]:
+        same = by_lower.get(name.lower())
+        # difflib compares with every candidate: only names of about the same length and
+        # initial are (a gene list has tens of thousands)
+        near = (np.abs(lengths - len(name)) <= 2) & (initials == name[:1].lower())
+        candidates = list(names[near])
+        close = [same] if same is not None else difflib.get_close_matches(name, candidates, n=3)
+        if close:
+            hints.append(f"{name!r}: {', '.join(map(repr, close))}")
+    return f" Did you mean {'; '.join(hints)}?" if hints else ""
 
 
 def check_lengths(collected: Collected) -> None:

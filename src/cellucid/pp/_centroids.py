@@ -128,13 +128,15 @@ def centroids(
     groupby
         A categorical (or category-like) column of ``adata.obs``.
     basis
-        The embedding in ``adata.obsm``.
+        The embedding in ``adata.obsm``: its key, or its basis as scanpy's plotting
+        takes it (``"umap"`` reads ``obsm["X_umap"]``).
     quantile
         Fraction of each category's cells (nearest first) the trimmed mean keeps.
     min_points
         Fewest cells a category needs for a centroid.
     key_added
-        Key in ``adata.uns["cellucid"]["centroids"]``; defaults to ``f"{groupby}_{basis}"``.
+        Key in ``adata.uns["cellucid"]["centroids"]``; defaults to ``f"{groupby}_{key}"``
+        where ``key`` is the ``obsm`` key read (``"bulk_labels_X_umap"``).
         The value is a DataFrame indexed by category with one column per dimension and
         ``n_points``.
     copy
@@ -154,10 +156,11 @@ def centroids(
     (10, 3)
 
     """
-    from ._anndata import obs_column, obsm_array, store_uns
+    from ._anndata import obs_column, obsm_array, obsm_key, store_uns
     from ._categories import as_categorical
 
     adata = adata.copy() if copy else adata
+    basis = obsm_key(adata, basis)
     cat = as_categorical(obs_column(adata, groupby))
     coords = obsm_array(adata, basis)
     result = category_centroids(

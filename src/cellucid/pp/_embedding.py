@@ -100,7 +100,8 @@ def normalize_embedding(
     adata
         Annotated data matrix.
     key
-        The embedding in ``adata.obsm``.
+        The embedding in ``adata.obsm``: its key, or its basis as scanpy's plotting
+        takes it (``"umap"`` reads ``obsm["X_umap"]``).
     key_added
         Where the normalized embedding goes in ``adata.obsm``; defaults to
         ``f"{key}_normalized"``. The centre and scale go to
@@ -122,9 +123,10 @@ def normalize_embedding(
     1.0
 
     """
-    from ._anndata import obsm_array, store_uns
+    from ._anndata import obsm_array, obsm_key, store_uns
 
     adata = adata.copy() if copy else adata
+    key = obsm_key(adata, key)
     norm = normalize_coords(obsm_array(adata, key))
     key_added = key_added or f"{key}_normalized"
     adata.obsm[key_added] = norm.coords

@@ -100,7 +100,7 @@ def outlier_quantiles_obs(
     groupby
         A categorical (or category-like) column of ``adata.obs``.
     use_rep
-        The latent space in ``adata.obsm``.
+        The latent space in ``adata.obsm`` (``"pca"`` reads ``obsm["X_pca"]``).
     min_points
         Categories with fewer cells get NaN.
     key_added

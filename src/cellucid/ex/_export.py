@@ -9,21 +9,32 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from .._format import LayoutName, is_blank
+import numpy as np
+
+from .._format import QUANT_DTYPE, LayoutName, index_dtype, is_blank
 from ..pp import graph_edges
 from . import _collect as collect
 from ._arithmetic import arithmetic
 from ._connectivity import write_connectivity
-from ._genes import DEFAULT_MEMORY_BUDGET
 from ._identity import created_at, dataset_id_for, source_entry, write_identity
 from ._limits import check_edges, check_payload_sizes
 from ._obs import encode_obs, write_obs
 from ._payload import PayloadWriter, default_n_jobs
 from ._payload import gzip_encoder as payload_gzip_encoder
 from ._points import normalize_embeddings, write_points, write_vectors
-from ._progress import progress_enabled
+from ._progress import ExportProgress, progress_enabled
 from ._publish import check_target, staged
-from ._settings import ExportSettings
+from ._settings import (
+    DEFAULT_BASIS,
+    DEFAULT_CENTROID_MIN_POINTS,
+    DEFAULT_CENTROID_OUTLIER_QUANTILE,
+    DEFAULT_EXPORTS_ROOT,
+    DEFAULT_GZIP_ENCODER,
+    DEFAULT_LAYOUT,
+    DEFAULT_MEMORY_BUDGET,
+    DEFAULT_OBS_CATEGORICAL_DTYPE,
+    ExportSettings,
+)
 from ._var import gene_stream, write_var
 
 if TYPE_CHECKING:
@@ -34,9 +45,9 @@ logger = logging.getLogger("cellucid")
 
 def export(
     adata: AnnData,
-    out_dir: str | Path,
+    out_dir: str | Path | None = None,
     *,
-    basis: str = "umap",
+    basis: str = DEFAULT_BASIS,
     latent_key: str | Literal[False] | None = None,
     vector_fields: bool | Sequence[str] = True,
     connectivities_key: str | Literal[False] | None = None,
@@ -45,20 +56,21 @@ def export(
     layer: str | None = None,
     use_raw: bool = False,
     gene_id_column: str | None = None,
+    gene_symbols: str | None = None,
     var_quantization: Literal[8, 16] | None = None,
     obs_continuous_quantization: Literal[8, 16] | None = None,
-    obs_categorical_dtype: Literal["auto", "uint8", "uint16"] = "auto",
+    obs_categorical_dtype: Literal["auto", "uint8", "uint16"] = DEFAULT_OBS_CATEGORICAL_DTYPE,
     compression: int | None = None,
-    gzip_encoder: Literal["auto", "zlib", "zlib-ng"] = "auto",
-    centroid_outlier_quantile: float | None = 0.95,
-    centroid_min_points: int = 10,
+    gzip_encoder: Literal["auto", "zlib", "zlib-ng"] = DEFAULT_GZIP_ENCODER,
+    centroid_outlier_quantile: float | None = DEFAULT_CENTROID_OUTLIER_QUANTILE,
+    centroid_min_points: int = DEFAULT_CENTROID_MIN_POINTS,
     dataset_name: str | None = None,
     dataset_description: str = "",
     dataset_id: str | None = None,
     source_name: str | None = None,
     source_url: str | None = None,
     source_citation: str | None = None,
-    layout: LayoutName = "current",
+    layout: LayoutName = DEFAULT_LAYOUT,
     overwrite: bool = False,
     n_jobs: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
@@ -69,7 +81,9 @@ def export(
     Everything is found in ``adata`` itself; each keyword overrides one discovery:
 
     - embeddings: ``obsm["X_<basis>_1d"]``, ``["X_<basis>_2d"]``, ``["X_<basis>_3d"]`` and
-      ``obsm["X_<basis>"]`` by its width (an explicit ``_<d>d`` key wins);
+      ``obsm["X_<basis>"]`` by its width (an explicit ``_<d>d`` key wins); keys that look
+      like one but are named otherwise (``X_umap3d``) are reported with the name to give
+      them (logged; a warning when they would add a missing dimension);
     - the latent space for outlier quantiles: ``obsm["X_scVI"]``, else ``obsm["X_pca"]``;
     - vector fields: ``obsm["<field>_<basis>"]`` and ``obsm["<field>_<basis>_<d>d"]``
       (e.g. ``velocity_umap``, ``T_fwd_umap_3d``), scaled like their embedding;
@@ -89,9 +103,14 @@ def export(
     adata
         Annotated data matrix.
     out_dir
-        The dataset folder to create.
+        The dataset folder to create. By default ``exports/<dataset id>`` under the working
+        directory (see ``dataset_id``), the exports root :func:`~cellucid.ex.write_catalog`
+        lists; the path is logged (info) and returned.
     basis
-        Embedding name: ``"umap"`` reads ``obsm["X_umap"]``, ``obsm["X_umap_3d"]``, ...
+        Embedding name, as scanpy's plotting takes it: ``"umap"`` or ``"X_umap"`` reads
+        ``obsm["X_umap"]``, ``obsm["X_umap_3d"]``, ...; a name that is itself a key (with
+        or without ``_<d>d``) is read as is, so ``"spatial"`` reads squidpy's
+        ``obsm["spatial"]``. Vector fields are then ``<field>_umap``, ``<field>_spatial``.
     latent_key
         ``obsm`` key of the latent space for outlier quantiles; ``False`` for none (the
         quantiles are then written as unavailable).
@@ -102,14 +121,17 @@ def export(
     obs_keys
         ``obs`` columns to export, in order; all of them by default.
     var_names
-        Genes to export (names as in ``var_names``, or in ``gene_id_column``); all by
-        default, ``[]`` for none.
+        Genes to export (names as in ``var_names``, or in ``gene_id_column``); a single
+        name is one gene; all by default, ``[]`` for none. An unknown name is refused
+        with the closest names there are.
     layer
         Take gene values from ``adata.layers[layer]`` instead of ``X``.
     use_raw
         Take gene values and names from ``adata.raw``.
     gene_id_column
         ``var`` column with the gene names users search for; the index by default.
+    gene_symbols
+        The same as ``gene_id_column``, under the name scanpy's plotting functions use.
     var_quantization
         Store gene values as 8- or 16-bit codes instead of float32.
     obs_continuous_quantization
@@ -131,11 +153,14 @@ def export(
     centroid_min_points
         Fewest cells a category needs for a centroid and outlier quantiles.
     dataset_name
-        Name shown in the viewer; the folder name by default.
+        Name shown in the viewer. By default the name of ``out_dir``; without ``out_dir``,
+        ``dataset_id``, else the name of the file of a backed ``adata``, else
+        ``"dataset"``.
     dataset_description
         Description shown in the viewer.
     dataset_id
-        Id of the dataset in a catalog; derived from the name by default.
+        Id of the dataset in a catalog (and its folder name without ``out_dir``); derived
+        from the name by default.
     source_name, source_url, source_citation
         Where the data comes from.
     layout
@@ -155,7 +180,10 @@ def export(
         sparse dask matrix is read once, by row chunks, its values spilled to one
         temporary file per block inside the staging folder. The output does not depend on it.
     progress
-        Show a progress bar over genes; by default on a terminal or in a notebook, not in CI.
+        Show one progress bar for the whole export (the graph, ``obs``, genes encoded
+        and written, publishing), with the time remaining. By default on a terminal or in
+        a notebook, and never when the ``CI`` or ``TQDM_DISABLE`` environment variable is
+        set.
 
     Returns
     -------
@@ -166,6 +194,8 @@ def export(
     >>> import scanpy as sc
     >>> import cellucid as cl
     >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> cl.ex.export(adata, dataset_id="pbmc")
+    PosixPath('exports/pbmc')
     >>> cl.ex.export(adata, "exports/pbmc", compression=6, var_quantization=8, overwrite=True)
     PosixPath('exports/pbmc')
 
@@ -173,7 +203,11 @@ def export(
     from .. import __version__
 
     start = time.perf_counter()
-    out_dir = Path(out_dir)
+    if gene_symbols is not None:
+        if gene_id_column is not None and gene_id_column != gene_symbols:
+            msg = f"gene_symbols={gene_symbols!r} and gene_id_column={gene_id_column!r} name the same option; pass one."
+            raise ValueError(msg)
+        gene_id_column = gene_symbols
     settings = ExportSettings.checked(
         layout_name=layout,
         compression=compression,
@@ -184,16 +218,24 @@ def export(
         centroid_min_points=centroid_min_points,
     )
     deflate = payload_gzip_encoder(gzip_encoder)
-    check_target(out_dir, overwrite=overwrite, input_path=adata.filename)
     if isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget <= 0:
         msg = f"memory_budget must be a positive number of bytes, got {memory_budget!r}."
         raise ValueError(msg)
     arith = arithmetic(settings.layout)
-    name = dataset_name if dataset_name is not None else out_dir.resolve().name
+    if out_dir is None:
+        name = dataset_name or dataset_id or _backed_file_name(adata) or "dataset"
+        identity_id = dataset_id_for(dataset_id, name)
+        out_dir = Path(DEFAULT_EXPORTS_ROOT) / identity_id
+        logger.info("writing to %s (out_dir not given: exports/<dataset id>)", out_dir)
+    else:
+        out_dir = Path(out_dir)
+        name = dataset_name if dataset_name is not None else out_dir.resolve().name
+        identity_id = None
+    check_target(out_dir, overwrite=overwrite, input_path=adata.filename)
     if is_blank(name):
         msg = f"dataset_name must not be empty or whitespace (the viewer trims it), got {name!r}."
         raise ValueError(msg)
-    identity_id = dataset_id_for(dataset_id, name)
+    identity_id = identity_id or dataset_id_for(dataset_id, name)
     source = source_entry(source_name, source_url, source_citation)
 
     # 1. collect from adata and check it, before anything is written
@@ -209,6 +251,7 @@ def export(
         connectivities_key=connectivities_key,
     )
     embeddings, embedding_keys = collect.collect_embeddings(loaded, basis)
+    collect.report_lookalikes(loaded, basis, embeddings, vector_fields=vector_fields is not False)
     latent, used_latent_key = collect.collect_latent(loaded, latent_key)
     found = collect.Collected(
         n_cells=n_cells,
@@ -233,108 +276,200 @@ def export(
         collect.refuse_name_collisions(list(found.vector_fields), "vector fields")
     check_payload_sizes(found)
     normalized = normalize_embeddings(found.embeddings, arith, keys=found.embedding_keys)
+    times = {"collect": time.perf_counter() - start}
 
     # 2. transform and write. The genes' first pass over the matrix starts at once, in a
     # thread; the graph's edges (the largest file but the genes) are queued to compress
-    # as soon as they exist, while the rest is encoded.
-    with (
-        staged(out_dir, overwrite=overwrite) as stage,
-        PayloadWriter(
-            stage, compression=settings.compression, n_jobs=n_jobs, lib=deflate
-        ) as writer,
-        gene_stream(
-            found.genes,
-            root=stage,
-            n_cells=n_cells,
-            settings=settings,
-            memory_budget=memory_budget,
-        )
-        if found.genes is not None
-        else nullcontext() as gene_blocks,
-    ):
-        n_edges = None
-        if found.graph is not None:
-            edges = graph_edges(found.graph, name=f"obsp[{found.graph_key!r}]")
-            check_edges(edges, n_cells=n_cells, settings=settings, key=found.graph_key)
-            n_edges = write_connectivity(writer, edges, n_cells=n_cells, settings=settings)
-            del edges  # the writer holds the arrays until they are written, then they are freed
-        embeddings_entry = write_points(writer, normalized)
-        vector_entry = write_vectors(
-            writer, found.vector_fields, normalized, layout=settings.layout, arith=arith
-        )
-        encoded_obs = encode_obs(
-            found.obs_fields,
-            embeddings=normalized,
-            latent=found.latent,
-            settings=settings,
-            arith=arith,
-            n_jobs=n_jobs or default_n_jobs(),
-        )
-        obs_fields = write_obs(
-            writer, encoded_obs, n_cells=n_cells, latent_key=found.latent_key, settings=settings
-        )
-        n_genes = 0
-        if gene_blocks is not None:
-            write_var(
-                writer,
+    # as soon as they exist, while the rest is encoded. The progress bar counts payload
+    # bytes once encoded and once written (see ExportProgress).
+    gene_bytes = _gene_payload_bytes(found, settings)
+    bar = ExportProgress(
+        total=2 * (_estimated_payload_bytes(found, settings) + gene_bytes),
+        enabled=progress_enabled(progress),
+    )
+    try:
+        with (
+            staged(out_dir, overwrite=overwrite) as stage,
+            PayloadWriter(
+                stage,
+                compression=settings.compression,
+                n_jobs=n_jobs,
+                lib=deflate,
+                on_written=bar.advance,
+            ) as writer,
+            gene_stream(
                 found.genes,
-                gene_blocks,
+                root=stage,
                 n_cells=n_cells,
                 settings=settings,
-                arith=arith,
-                progress=progress_enabled(progress),
+                memory_budget=memory_budget,
             )
-            n_genes = len(found.genes.names)
-        writer.close()
-        n_continuous = sum(f["kind"] == "continuous" for f in obs_fields)
-        # every field's codes have one dtype, declared here (the folder picker checks it)
-        codes_dtype = next(
-            (e.codes_dtype for e in encoded_obs if e.codes_dtype), settings.obs_categorical_dtype
-        )
-        if codes_dtype == "auto":  # no categorical field
-            codes_dtype = "uint8"
-        identity = {
-            "id": identity_id,
-            "name": name,
-            "description": dataset_description,
-            "created_at": created_at(),
-            "cellucid_data_version": __version__,
-            "stats": {
-                "n_cells": n_cells,
-                "n_genes": n_genes,
-                "n_obs_fields": len(obs_fields),
-                "n_categorical_fields": len(obs_fields) - n_continuous,
-                "n_continuous_fields": n_continuous,
-                "has_connectivity": n_edges is not None,
-                "n_edges": n_edges,
-            },
-            "embeddings": embeddings_entry,
-            "obs_fields": obs_fields,
-            "export_settings": {
-                "compression": settings.compression,
-                "var_quantization": settings.var_quantization,
-                "obs_continuous_quantization": settings.obs_continuous_quantization,
-                "obs_categorical_dtype": codes_dtype,
-            },
-        }
-        if source is not None:
-            identity["source"] = source
-        if vector_entry is not None:
-            identity["vector_fields"] = vector_entry
-        write_identity(stage, identity)
-        written_bytes, written_files = writer.bytes_written, writer.files_written
+            if found.genes is not None
+            else nullcontext() as gene_blocks,
+        ):
+            clock = time.perf_counter()
+            n_edges = None
+            if found.graph is not None:
+                bar.stage("graph")
+                edges = graph_edges(found.graph, name=f"obsp[{found.graph_key!r}]")
+                check_edges(edges, n_cells=n_cells, settings=settings, key=found.graph_key)
+                n_edges = write_connectivity(writer, edges, n_cells=n_cells, settings=settings)
+                del edges  # the writer holds the arrays until they are written, then they are freed
+            queued = _advance_by_queued(bar, writer, 0)
+            clock = _lap(times, "graph", clock)
+            bar.stage("embeddings")
+            embeddings_entry = write_points(writer, normalized)
+            vector_entry = write_vectors(
+                writer, found.vector_fields, normalized, layout=settings.layout, arith=arith
+            )
+            queued = _advance_by_queued(bar, writer, queued)
+            clock = _lap(times, "embeddings", clock)
+            bar.stage("obs")
+            encoded_obs = encode_obs(
+                found.obs_fields,
+                embeddings=normalized,
+                latent=found.latent,
+                settings=settings,
+                arith=arith,
+                n_jobs=n_jobs or default_n_jobs(),
+            )
+            obs_fields = write_obs(
+                writer, encoded_obs, n_cells=n_cells, latent_key=found.latent_key, settings=settings
+            )
+            _advance_by_queued(bar, writer, queued)
+            clock = _lap(times, "obs", clock)
+            # everything but the genes is queued: the total is exact from here on
+            bar.set_total(2 * (writer.bytes_queued + gene_bytes))
+            n_genes = 0
+            if gene_blocks is not None:
+                bar.stage("genes")
+                write_var(
+                    writer,
+                    found.genes,
+                    gene_blocks,
+                    n_cells=n_cells,
+                    settings=settings,
+                    arith=arith,
+                    progress=bar,
+                    times=times,
+                )
+                n_genes = len(found.genes.names)
+            clock = _lap(times, "genes", clock)
+            bar.stage("writing")
+            writer.close()
+            clock = _lap(times, "drain", clock)
+            n_continuous = sum(f["kind"] == "continuous" for f in obs_fields)
+            # every field's codes have one dtype, declared here (the folder picker checks it)
+            codes_dtype = next(
+                (e.codes_dtype for e in encoded_obs if e.codes_dtype),
+                settings.obs_categorical_dtype,
+            )
+            if codes_dtype == "auto":  # no categorical field
+                codes_dtype = "uint8"
+            identity = {
+                "id": identity_id,
+                "name": name,
+                "description": dataset_description,
+                "created_at": created_at(),
+                "cellucid_data_version": __version__,
+                "stats": {
+                    "n_cells": n_cells,
+                    "n_genes": n_genes,
+                    "n_obs_fields": len(obs_fields),
+                    "n_categorical_fields": len(obs_fields) - n_continuous,
+                    "n_continuous_fields": n_continuous,
+                    "has_connectivity": n_edges is not None,
+                    "n_edges": n_edges,
+                },
+                "embeddings": embeddings_entry,
+                "obs_fields": obs_fields,
+                "export_settings": {
+                    "compression": settings.compression,
+                    "var_quantization": settings.var_quantization,
+                    "obs_continuous_quantization": settings.obs_continuous_quantization,
+                    "obs_categorical_dtype": codes_dtype,
+                },
+            }
+            if source is not None:
+                identity["source"] = source
+            if vector_entry is not None:
+                identity["vector_fields"] = vector_entry
+            write_identity(stage, identity)
+            written_bytes, written_files = writer.bytes_written, writer.files_written
+            bar.stage("publish")
+            clock = _lap(times, "identity", clock)
+        _lap(times, "publish", clock)
+        bar.finish()
+    finally:
+        bar.close()
+    total = time.perf_counter() - start
     logger.info(
-        "exported %s: %s cells, embeddings %s, %d obs fields, %d genes, %s edges, %d vector fields; "
-        "%d payload files, %.1f MB in %.1f s",
+        "exported %s: %s cells, embeddings %s, %s obs fields, %s genes, %s edges, %s vector fields; "
+        "%s payload files, %.1f MB in %.1f s",
         out_dir,
         f"{n_cells:,}",
         "/".join(f"{d}D" for d in normalized),
-        len(obs_fields),
-        n_genes,
+        f"{len(obs_fields):,}",
+        f"{n_genes:,}",
         f"{n_edges:,}" if n_edges is not None else "no",
-        len(found.vector_fields),
-        written_files,
+        f"{len(found.vector_fields):,}",
+        f"{written_files:,}",
         written_bytes / 1e6,
-        time.perf_counter() - start,
+        total,
     )
+    for stage_name, seconds in times.items():
+        logger.debug(
+            "export stage %s: %.3f s",
+            stage_name,
+            seconds,
+            extra={"cellucid_stage": stage_name, "cellucid_seconds": seconds},
+        )
     return out_dir
+
+
+def _backed_file_name(adata: AnnData) -> str | None:
+    """Return the stem of a backed ``adata``'s file, a name for its dataset."""
+    filename = getattr(adata, "filename", None) if getattr(adata, "isbacked", False) else None
+    return Path(filename).stem if filename else None
+
+
+def _lap(times: dict[str, float], stage: str, since: float) -> float:
+    """Add the time since ``since`` to ``times[stage]``; return now."""
+    now = time.perf_counter()
+    times[stage] = times.get(stage, 0.0) + now - since
+    return now
+
+
+def _advance_by_queued(bar: ExportProgress, writer: PayloadWriter, before: int) -> int:
+    """Count the payloads queued since ``before`` bytes as encoded; return the bytes queued now."""
+    bar.advance(writer.bytes_queued - before)
+    return writer.bytes_queued
+
+
+def _gene_payload_bytes(found: collect.Collected, settings: ExportSettings) -> int:
+    """Bytes of the gene payloads, before compression (exact)."""
+    if found.genes is None:
+        return 0
+    bits = settings.var_quantization
+    itemsize = np.dtype(QUANT_DTYPE[bits]).itemsize if bits else 4
+    return len(found.genes.names) * found.n_cells * itemsize
+
+
+def _estimated_payload_bytes(found: collect.Collected, settings: ExportSettings) -> int:
+    """Bytes of every other payload, before compression, as far as known before encoding.
+
+    The graph's edges are about half of its stored values (one triangle); an ``obs`` field
+    is counted as a code or value and an outlier quantile per cell.
+    """
+    n = found.n_cells
+    total = sum(a.size * 4 for a in found.embeddings.values())
+    total += sum(a.size * 4 for by_dim in found.vector_fields.values() for a in by_dim.values())
+    if found.graph is not None:
+        edges = getattr(found.graph, "nnz", 0) // 2
+        total += edges * (
+            2 * index_dtype(n).itemsize + (8 if settings.layout.weighted_edges else 0)
+        )
+    bits = settings.obs_continuous_quantization
+    value_bytes = bits // 8 if bits else 4
+    total += len(found.obs_fields) * n * (value_bytes + 1)
+    return total

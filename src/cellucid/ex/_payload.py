@@ -10,7 +10,7 @@ import threading
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from functools import partial
@@ -143,7 +143,8 @@ class PayloadWriter:
     zlib releases the GIL, so files compress in parallel; each file's bytes depend on its
     own content only, so the output does not depend on ``n_jobs``. A queued array is
     referenced, not copied, until its file is written: callers that queue much bound
-    their memory with :meth:`mark` and :meth:`wait_for`.
+    their memory with :meth:`mark` and :meth:`wait_for`. ``on_written`` is called with a
+    file's uncompressed size once it is written (from the pool's threads), for progress.
     """
 
     def __init__(
@@ -153,6 +154,7 @@ class PayloadWriter:
         compression: int | None,
         n_jobs: int | None = None,
         lib: ModuleType = zlib,
+        on_written: Callable[[int], None] | None = None,
     ) -> None:
         self.root = Path(root)
         self.compression = compression or None
@@ -160,6 +162,8 @@ class PayloadWriter:
         self.n_jobs = max(1, n_jobs or default_n_jobs())
         self.bytes_written = 0
         self.files_written = 0
+        self.bytes_queued = 0  # uncompressed
+        self._on_written = on_written
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.n_jobs) if self.n_jobs > 1 else None
         self._pending: deque[Future] = deque()
@@ -186,6 +190,7 @@ class PayloadWriter:
             os.makedirs(folder, exist_ok=True)
             self._folders.add(folder)
         jobs = list(zip(targets, (array for _, array in files), strict=True))
+        self.bytes_queued += sum(array.nbytes for _, array in files)
         for start in range(0, len(jobs), _FILES_PER_TASK):
             task = partial(self._write_files, jobs[start : start + _FILES_PER_TASK], run_length)
             self._queued += 1
@@ -218,6 +223,8 @@ class PayloadWriter:
             with self._lock:
                 self.bytes_written += len(data) if isinstance(data, bytes) else data.nbytes
                 self.files_written += 1
+            if self._on_written is not None:
+                self._on_written(array.nbytes)
 
     def close(self) -> None:
         """Wait for every queued file; re-raise the first error."""

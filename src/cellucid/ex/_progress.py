@@ -1,10 +1,11 @@
-"""When to show a progress bar: on a terminal or in a notebook, never in CI logs."""
+"""Progress of an export: one bar over all of its work, shown to people, never in CI logs."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 import sys
+import threading
 from contextlib import AbstractContextManager
 
 
@@ -12,12 +13,14 @@ def progress_enabled(progress: bool | None) -> bool:
     """Resolve ``progress=None`` to whether this process talks to a person."""
     if progress is not None:
         return progress
-    if os.environ.get("CI"):
+    if os.environ.get("CI") or os.environ.get("TQDM_DISABLE"):
         return False
     return "ipykernel" in sys.modules or sys.stderr.isatty()
 
 
-def progress_bar(*, total: int, desc: str, unit: str, enabled: bool) -> AbstractContextManager:
+def progress_bar(
+    *, total: int, desc: str, unit: str, enabled: bool, **options: object
+) -> AbstractContextManager:
     """Return a tqdm bar (a notebook widget where ipywidgets exists), or a silent one when disabled."""
     # imported here: tqdm.auto warns at import in a notebook without ipywidgets
     if (
@@ -28,4 +31,67 @@ def progress_bar(*, total: int, desc: str, unit: str, enabled: bool) -> Abstract
         from tqdm.auto import tqdm
     else:
         from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False)
+
+        if enabled and 0 in _terminal_size():
+            # a terminal that reports no size (a fresh pseudo-terminal, some CI runners'
+            # tty): tqdm would draw nothing in 0 columns or 0 lines
+            options.setdefault("ncols", 80)
+            options.setdefault("nrows", 24)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False, **options)
+
+
+def _terminal_size() -> tuple[int, int]:
+    """Return the columns and lines stderr's terminal reports (0 when unknown)."""
+    try:
+        return tuple(os.get_terminal_size(sys.stderr.fileno()))
+    except (AttributeError, OSError, ValueError):  # no file descriptor, or not a terminal
+        return (0, 0)
+
+
+class ExportProgress:
+    """One bar for a whole export, advancing with the work done.
+
+    The work is counted in bytes of payload, each byte twice: once when it is encoded
+    (the graph's edges, the normalized embeddings, the encoded ``obs`` fields, a block of
+    genes) and once when its file is written (compressed, if asked). The total starts as
+    an estimate and is made exact once everything but the genes is encoded (gene payload
+    sizes are known from the start), so the bar's rate and remaining time reflect the
+    export as a whole. The bar shows a percentage and the stage, not the byte counts.
+    """
+
+    def __init__(self, *, total: int, enabled: bool) -> None:
+        self._lock = threading.Lock()
+        self._bar = progress_bar(
+            total=max(1, total),
+            desc="export",
+            unit="B",
+            enabled=enabled,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
+        )
+
+    def stage(self, name: str) -> None:
+        """Show that the export is in stage ``name`` (graph, obs, genes, publish, ...)."""
+        with self._lock:
+            self._bar.set_description_str(f"export {name}", refresh=True)
+
+    def advance(self, nbytes: int) -> None:
+        """Count ``nbytes`` more of work as done (called from any thread)."""
+        with self._lock:
+            self._bar.update(nbytes)
+
+    def set_total(self, total: int) -> None:
+        """Replace the estimated total by ``total`` (never below the work done)."""
+        with self._lock:
+            self._bar.total = max(total, self._bar.n, 1)
+            self._bar.refresh()
+
+    def finish(self) -> None:
+        """Fill the bar (the last steps write no payload) and close it."""
+        with self._lock:
+            self._bar.update(max(0, self._bar.total - self._bar.n))
+            self._bar.close()
+
+    def close(self) -> None:
+        """Close the bar as it is (on failure)."""
+        with self._lock:
+            self._bar.close()

@@ -1,10 +1,43 @@
-"""The options of an export, checked once."""
+"""The options of an export, checked once, and their defaults (spelled once, here).
+
+``cl.ex.export``'s signature and the ``cellucid export`` command line both take their
+defaults from these constants.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._format import MAX_CATEGORIES, Layout, layout
+from .._format import (
+    DEFAULT_CENTROID_MIN_POINTS,
+    DEFAULT_CENTROID_OUTLIER_QUANTILE,
+    MAX_CATEGORIES,
+    Layout,
+    LayoutName,
+    layout,
+)
+from ._genes import DEFAULT_MEMORY_BUDGET
+
+#: the embedding ``export`` looks for: ``obsm["X_umap"]``, ``obsm["X_umap_3d"]``, ...
+DEFAULT_BASIS = "umap"
+#: where ``export`` writes without ``out_dir``: ``exports/<dataset id>``, the folder
+#: ``write_catalog("exports")`` lists
+DEFAULT_EXPORTS_ROOT = "exports"
+DEFAULT_OBS_CATEGORICAL_DTYPE = "auto"
+DEFAULT_GZIP_ENCODER = "auto"
+DEFAULT_LAYOUT: LayoutName = "current"
+
+__all__ = [
+    "DEFAULT_BASIS",
+    "DEFAULT_CENTROID_MIN_POINTS",
+    "DEFAULT_CENTROID_OUTLIER_QUANTILE",
+    "DEFAULT_EXPORTS_ROOT",
+    "DEFAULT_GZIP_ENCODER",
+    "DEFAULT_LAYOUT",
+    "DEFAULT_MEMORY_BUDGET",
+    "DEFAULT_OBS_CATEGORICAL_DTYPE",
+    "ExportSettings",
+]
 
 
 @dataclass(frozen=True)
@@ -15,9 +48,9 @@ class ExportSettings:
     compression: int | None = None
     var_quantization: int | None = None
     obs_continuous_quantization: int | None = None
-    obs_categorical_dtype: str = "auto"
-    centroid_outlier_quantile: float | None = 0.95
-    centroid_min_points: int = 10
+    obs_categorical_dtype: str = DEFAULT_OBS_CATEGORICAL_DTYPE
+    centroid_outlier_quantile: float | None = DEFAULT_CENTROID_OUTLIER_QUANTILE
+    centroid_min_points: int = DEFAULT_CENTROID_MIN_POINTS
 
     @classmethod
     def checked(

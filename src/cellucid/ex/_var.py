@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -24,7 +25,7 @@ from ._genes import (
     gene_blocks,
 )
 from ._payload import PayloadWriter, dumps_manifest, write_json
-from ._progress import progress_bar
+from ._progress import ExportProgress
 from ._settings import ExportSettings
 
 
@@ -149,20 +150,28 @@ def write_var(
     n_cells: int,
     settings: ExportSettings,
     arith: Arithmetic,
-    progress: bool,
+    progress: ExportProgress,
+    times: dict[str, float],
 ) -> None:
-    """Write one payload per gene of ``blocks`` (from :func:`gene_stream`) and the var manifest."""
+    """Write one payload per gene of ``blocks`` (from :func:`gene_stream`) and the var manifest.
+
+    ``progress`` advances by each block's payload bytes once encoded (the writer counts
+    them again once written); ``times`` gets the seconds spent waiting for blocks
+    (``genes.read``), encoding them (``genes.encode``) and waiting for the writer
+    (``genes.write``).
+    """
     layout, comp, bits = settings.layout, settings.compression, settings.var_quantization
     ext = EXT[QUANT_DTYPE[bits]] if bits else EXT["float32"]
     fields: list[list] = [[] for _ in genes.names]
     non_finite_at: list[int] = []
-    with (
-        progress_bar(total=len(genes.names), desc="genes", unit="gene", enabled=progress) as bar,
-        ThreadPoolExecutor(writer.n_jobs) as pool,
-    ):
+    waited = {"genes.read": 0.0, "genes.encode": 0.0, "genes.write": 0.0}
+    with ThreadPoolExecutor(writer.n_jobs) as pool:
         encode = _BlockEncoder(n_cells, bits, arith, pool)
         previous = writer.mark()
+        start = time.perf_counter()
         for block in blocks:
+            encoding = time.perf_counter()
+            waited["genes.read"] += encoding - start
             payloads, vmin, vmax, finite = encode(block)
             files = []
             for j, index in enumerate(block.genes.tolist()):
@@ -170,12 +179,17 @@ def write_var(
                 files.append((f"{VAR_DIR}/{layout.stem(index, name)}.values.{ext}", payloads[j]))
                 bounds = [float(vmin[j]), float(vmax[j])] if bits else []
                 fields[index] = [*layout.entry_head(index, name), *bounds]
+            progress.advance(payloads.nbytes)
             writer.write_many(files, run_length=bits is not None)
             non_finite_at.extend(block.genes[~finite].tolist())
-            bar.update(block.genes.shape[0])
+            writing = time.perf_counter()
+            waited["genes.encode"] += writing - encoding
             # at most two blocks of payloads in memory: this one and the one being written
             writer.wait_for(previous)
             previous = writer.mark()
+            start = time.perf_counter()
+            waited["genes.write"] += start - writing
+    times.update(waited)
     non_finite = [genes.names[i] for i in sorted(non_finite_at)]
     if non_finite:
         warnings.warn(

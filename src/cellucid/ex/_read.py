@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -26,6 +25,7 @@ from .._format import (
 )
 from ..pp._quantize import dequantize
 from ._publish import recover
+from ._read_uns import cellucid_uns
 from ._validate import _DatasetChecker
 
 if TYPE_CHECKING:
@@ -101,13 +101,13 @@ def read(
       normalized embedding (float32);
     * ``obsp["connectivities"]``: the symmetric kNN graph (CSR, float64); the legacy
       layout stores no weights, so its edges get weight 1;
-    * ``uns["cellucid"]``: ``"identity"`` (the parsed ``dataset_identity.json``),
-      ``"centroids"`` (per categorical field, a dict dimension (int) -> DataFrame with
-      columns ``category``, ``n_points`` and ``x``/``y``/``z``), ``"outlier_quantiles"``
-      (per categorical field, float32 per cell, NaN where unavailable),
-      ``"export_settings"`` (None when the export has none) and ``"layout"``
-      (``"current"`` or ``"legacy"``). The identity holds JSON nulls, which h5ad cannot
-      store: drop ``uns["cellucid"]`` before ``write_h5ad``.
+    * ``uns["cellucid"]``: ``"identity"`` (the text of ``dataset_identity.json``, for
+      :func:`json.loads`), ``"centroids"`` (per categorical field, a dict dimension
+      (``"1"``, ``"2"``, ``"3"``) -> DataFrame with columns ``category``, ``n_points`` and
+      ``x``/``y``/``z``), ``"outlier_quantiles"`` (per categorical field, float32 per cell,
+      NaN where unavailable), ``"export_settings"`` (absent when the export has none; a
+      setting that is off, null in the file, is left out) and ``"layout"``
+      (``"current"`` or ``"legacy"``). All of it is stored by ``write_h5ad`` as is.
 
     Examples
     --------
@@ -171,15 +171,7 @@ def read(
     if conn_manifest is not None:
         obsp["connectivities"] = _read_connectivities(payloads, conn_manifest, n_cells)
 
-    uns = {
-        "cellucid": {
-            "identity": identity,
-            "centroids": centroids,
-            "outlier_quantiles": outliers,
-            "export_settings": copy.deepcopy(identity.get("export_settings")),
-            "layout": layout,
-        }
-    }
+    uns = {"cellucid": cellucid_uns(identity, centroids, outliers, layout)}
     if x is None:
         return ad.AnnData(obs=obs, var=var, obsm=obsm, obsp=obsp, uns=uns)
     return ad.AnnData(X=x, obs=obs, var=var, obsm=obsm, obsp=obsp, uns=uns)

@@ -86,3 +86,31 @@ def make_adata(n_cells: int = 300, n_genes: int = 40, *, seed: int = 0) -> ad.An
 @pytest.fixture
 def adata() -> ad.AnnData:
     return make_adata()
+
+
+@pytest.fixture
+def caplog_cellucid():
+    """Collect what the ``cellucid`` logger lets through at a level (it does not propagate to caplog)."""
+    import logging
+    from contextlib import contextmanager
+
+    import cellucid.logging as cl_logging
+
+    verbosity = {logging.ERROR: 0, logging.WARNING: 1, logging.INFO: 2, logging.DEBUG: 3}
+
+    @contextmanager
+    def capture(level: int):
+        records: list[logging.LogRecord] = []
+        handler = logging.Handler()
+        handler.emit = records.append
+        logger = logging.getLogger("cellucid")
+        before = cl_logging._level
+        cl_logging.set_verbosity(verbosity[level])
+        logger.addHandler(handler)
+        try:
+            yield records
+        finally:
+            logger.removeHandler(handler)
+            cl_logging._level = before
+
+    return capture

@@ -305,3 +305,72 @@ def test_deeply_nested_json_is_one_line(h5ad: Path, tmp_path: Path) -> None:
     line = error_line(result, "catalog")
     assert str(root) in line and ("nested" in line or "dataset_identity.json" in line)
     assert not (root / "datasets.json").exists()
+
+
+def _export_parser():
+    from cellucid.cli import build_parser
+
+    commands = next(
+        a
+        for a in build_parser()._actions
+        if isinstance(a, __import__("argparse")._SubParsersAction)
+    )
+    return commands.choices["export"]
+
+
+def test_every_export_keyword_has_a_flag_with_the_same_default(h5ad: Path) -> None:
+    import inspect
+
+    import cellucid as cl
+
+    parser = _export_parser()
+    flags = {option for action in parser._actions for option in action.option_strings}
+    args = parser.parse_args([str(h5ad)])
+    keywords = [
+        p
+        for p in inspect.signature(cl.ex.export).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    assert len(keywords) > 25
+    missing = [p.name for p in keywords if "--" + p.name.replace("_", "-") not in flags]
+    assert missing == []
+    for p in keywords:
+        if p.name != "gene_symbols":  # an alias, stored as gene_id_column
+            assert getattr(args, p.name) == p.default, p.name
+    assert args.out_dir is None
+
+
+def test_new_spellings_and_flags(h5ad: Path, tmp_path: Path) -> None:
+    result = run(
+        "export", h5ad, tmp_path / "a", "--var-quantization", "8", "--obs-continuous-quantization", "16",
+        "--obs-categorical-dtype", "uint16", "--var-names", "sym1", "--dataset-name", "First",
+        "--dataset-id", "first", "--dataset-description", "one", "--n-jobs", "1", "--memory-budget", "1M",
+        "--no-progress", "--centroid-outlier-quantile", "none", "--gene-symbols", "symbol",
+        "--no-connectivities",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    dec = decode(tmp_path / "a")
+    assert dec.identity["id"] == "first" and dec.identity["description"] == "one"
+    assert list(dec.genes) == ["sym1"] and dec.edges is None
+    assert dec.identity["export_settings"] == {
+        "compression": None,
+        "var_quantization": 8,
+        "obs_continuous_quantization": 16,
+        "obs_categorical_dtype": "uint16",
+    }
+    assert dec.centroids and all(
+        positions == [] for by_dim in dec.centroids.values() for positions in by_dim.values()
+    )
+    bad = run("export", h5ad, tmp_path / "b", "--memory-budget", "lots")
+    assert bad.returncode == 2 and "--memory-budget: must be a number of bytes" in bad.stderr
+
+
+def test_export_without_out_dir_goes_to_exports(h5ad: Path, tmp_path: Path) -> None:
+    result = run("export", h5ad, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(Path("exports") / "data")
+    assert decode(tmp_path / "exports" / "data").identity["name"] == "data"
+    named = run("export", h5ad, "--dataset-id", "pbmc", cwd=tmp_path)
+    assert named.returncode == 0 and named.stdout.strip() == str(Path("exports") / "pbmc")
+    assert run("catalog", tmp_path / "exports").returncode == 0
+    assert run("validate", tmp_path / "exports").returncode == 0

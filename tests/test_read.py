@@ -352,7 +352,9 @@ def test_legacy_reference(variant: str, bits: int | None, legacy_input: ad.AnnDa
     assert np.isnan(outliers[cell_type.isna().to_numpy()]).all()
     other = cell_type.notna().to_numpy() & (cell_type != "Platelet").to_numpy()
     assert ((outliers[other] > 0) & (outliers[other] <= 1)).all()
-    assert "Platelet" not in adata.uns["cellucid"]["centroids"]["cell_type"]["2"]["category"].tolist()
+    assert (
+        "Platelet" not in adata.uns["cellucid"]["centroids"]["cell_type"]["2"]["category"].tolist()
+    )
 
 
 def test_legacy_sanitized_names(tmp_path: Path) -> None:

@@ -43,21 +43,64 @@ def _csv(value: str) -> list[str]:
     return [v for v in value.split(",") if v]
 
 
+def _quantile(value: str) -> float | None:
+    if value.lower() == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        msg = f"must be a fraction between 0 and 1, or none, not {value!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+_BYTE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
+
+
+def _bytes(value: str) -> int:
+    number, unit = value[:-1] if value[-1:].upper() in _BYTE_UNITS else value, value[-1:].upper()
+    try:
+        return int(float(number) * _BYTE_UNITS[unit if unit in _BYTE_UNITS else ""])
+    except ValueError:
+        msg = f"must be a number of bytes (suffix K, M or G: 256M), not {value!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
 def _add_export(commands: argparse._SubParsersAction) -> None:
+    # every keyword of cl.ex.export has a flag spelled like it (--var-quantization), stored
+    # under its name with the function's default; earlier spellings (--quantize-genes) stay
+    from .ex._settings import (
+        DEFAULT_BASIS,
+        DEFAULT_CENTROID_MIN_POINTS,
+        DEFAULT_CENTROID_OUTLIER_QUANTILE,
+        DEFAULT_EXPORTS_ROOT,
+        DEFAULT_GZIP_ENCODER,
+        DEFAULT_LAYOUT,
+        DEFAULT_MEMORY_BUDGET,
+        DEFAULT_OBS_CATEGORICAL_DTYPE,
+    )
+
     p = commands.add_parser(
         "export",
         help="export an .h5ad or .zarr file to a dataset folder",
         description="Export an AnnData file (.h5ad or .zarr) to a dataset folder the Cellucid viewer opens. "
         "Embeddings, latent space, vector fields, kNN graph, obs columns and genes are found in the file; "
-        "each option overrides one discovery.",
+        "each option overrides one discovery. The options are the keywords of cellucid.ex.export, "
+        "with the same defaults.",
     )
     p.add_argument("input", type=Path, help="the .h5ad file or .zarr store")
-    p.add_argument("out_dir", type=Path, help="the dataset folder to create")
+    p.add_argument(
+        "out_dir",
+        type=Path,
+        nargs="?",
+        help=f"the dataset folder to create (default: {DEFAULT_EXPORTS_ROOT}/<dataset id>, the id "
+        "from --dataset-id, --dataset-name or the input file's name)",
+    )
     found = p.add_argument_group("what to export")
     found.add_argument(
         "--basis",
-        default="umap",
-        help="embedding name: umap reads obsm X_umap, X_umap_3d, ... (default: umap)",
+        default=DEFAULT_BASIS,
+        help="embedding name: umap (or X_umap) reads obsm X_umap, X_umap_3d, ...; spatial reads "
+        f"obsm spatial (default: {DEFAULT_BASIS})",
     )
     latent = found.add_mutually_exclusive_group()
     latent.add_argument(
@@ -65,22 +108,40 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
         help="obsm key of the latent space for outlier quantiles (default: X_scVI, else X_pca)",
     )
     latent.add_argument(
-        "--no-latent", action="store_true", help="write outlier quantiles as unavailable"
+        "--no-latent",
+        dest="latent_key",
+        action="store_const",
+        const=False,
+        help="write outlier quantiles as unavailable",
     )
     vectors = found.add_mutually_exclusive_group()
     vectors.add_argument(
         "--vector-fields",
         type=_csv,
+        default=True,
         metavar="KEY,...",
         help="obsm keys of vector fields (default: discovered)",
     )
-    vectors.add_argument("--no-vector-fields", action="store_true", help="skip vector fields")
+    vectors.add_argument(
+        "--no-vector-fields",
+        dest="vector_fields",
+        action="store_const",
+        const=False,
+        help="skip vector fields",
+    )
     graph = found.add_mutually_exclusive_group()
     graph.add_argument(
         "--connectivities-key",
         help="obsp key of the kNN graph (default: from uns['neighbors'], else connectivities)",
     )
-    graph.add_argument("--no-graph", action="store_true", help="skip the kNN graph")
+    graph.add_argument(
+        "--no-graph",
+        "--no-connectivities",
+        dest="connectivities_key",
+        action="store_const",
+        const=False,
+        help="skip the kNN graph",
+    )
     found.add_argument(
         "--obs-keys",
         type=_csv,
@@ -89,6 +150,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     )
     genes = found.add_mutually_exclusive_group()
     genes.add_argument(
+        "--var-names",
         "--genes",
         type=_csv,
         metavar="NAME,...",
@@ -97,7 +159,9 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     genes.add_argument(
         "--genes-file", type=Path, metavar="FILE", help="file with one gene name per line"
     )
-    genes.add_argument("--no-genes", action="store_true", help="export no genes")
+    genes.add_argument(
+        "--no-genes", dest="var_names", action="store_const", const=[], help="export no genes"
+    )
     source = found.add_mutually_exclusive_group()
     source.add_argument("--layer", help="take gene values from this layer instead of X")
     source.add_argument(
@@ -105,26 +169,32 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     )
     found.add_argument(
         "--gene-id-column",
+        "--gene-symbols",
+        metavar="COLUMN",
         help="var column with the gene names users search for (default: var_names)",
     )
     enc = p.add_argument_group("encoding")
     enc.add_argument(
+        "--var-quantization",
         "--quantize-genes",
         type=_bits,
         metavar="8|16",
-        help="store gene values as 8- or 16-bit codes",
+        help="store gene values as 8- or 16-bit codes (default: float32)",
     )
     enc.add_argument(
+        "--obs-continuous-quantization",
         "--quantize-obs",
         type=_bits,
         metavar="8|16",
-        help="store continuous obs values as 8- or 16-bit codes",
+        help="store continuous obs values as 8- or 16-bit codes (default: float32)",
     )
     enc.add_argument(
+        "--obs-categorical-dtype",
         "--categorical-dtype",
         choices=["auto", "uint8", "uint16"],
-        default="auto",
-        help="category codes dtype (default: auto)",
+        default=DEFAULT_OBS_CATEGORICAL_DTYPE,
+        metavar="auto|uint8|uint16",
+        help=f"category codes dtype (default: {DEFAULT_OBS_CATEGORICAL_DTYPE})",
     )
     enc.add_argument(
         "--compression",
@@ -135,42 +205,79 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     enc.add_argument(
         "--gzip-encoder",
         choices=["auto", "zlib", "zlib-ng"],
-        default="auto",
-        help="deflate implementation; auto: zlib-ng when installed (default: auto)",
+        default=DEFAULT_GZIP_ENCODER,
+        metavar="auto|zlib|zlib-ng",
+        help=f"deflate implementation; auto: zlib-ng when installed (default: {DEFAULT_GZIP_ENCODER})",
     )
     enc.add_argument(
+        "--centroid-outlier-quantile",
         "--centroid-quantile",
-        type=float,
-        default=0.95,
+        type=_quantile,
+        default=DEFAULT_CENTROID_OUTLIER_QUANTILE,
         metavar="Q",
-        help="fraction of a category's cells its centroid averages (default: 0.95)",
+        help="fraction of a category's cells its centroid averages; none: no centroids "
+        f"(default: {DEFAULT_CENTROID_OUTLIER_QUANTILE})",
     )
     enc.add_argument(
         "--centroid-min-points",
         type=int,
-        default=10,
+        default=DEFAULT_CENTROID_MIN_POINTS,
         metavar="N",
-        help="fewest cells for a centroid (default: 10)",
+        help=f"fewest cells for a centroid (default: {DEFAULT_CENTROID_MIN_POINTS})",
     )
     enc.add_argument(
         "--layout",
         choices=["current", "legacy"],
-        default="current",
-        help="file layout (default: current)",
+        default=DEFAULT_LAYOUT,
+        metavar="current|legacy",
+        help=f"file layout (default: {DEFAULT_LAYOUT})",
     )
     meta = p.add_argument_group("dataset metadata")
-    meta.add_argument("--name", help="dataset name shown in the viewer (default: the folder name)")
-    meta.add_argument("--description", default="", help="dataset description")
     meta.add_argument(
-        "--id", dest="dataset_id", help="dataset id in a catalog (default: from the name)"
+        "--dataset-name",
+        "--name",
+        metavar="NAME",
+        help="dataset name shown in the viewer (default: the folder name)",
+    )
+    meta.add_argument(
+        "--dataset-description",
+        "--description",
+        default="",
+        metavar="TEXT",
+        help="dataset description",
+    )
+    meta.add_argument(
+        "--dataset-id",
+        "--id",
+        metavar="ID",
+        help="dataset id in a catalog (default: from the name)",
     )
     meta.add_argument("--source-name", help="where the data comes from")
     meta.add_argument("--source-url", help="link to the data source")
     meta.add_argument("--source-citation", help="how to cite the data")
     run = p.add_argument_group("running")
-    run.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     run.add_argument(
-        "--jobs", type=int, metavar="N", help="threads compressing files (default: all cores)"
+        "--overwrite", action="store_true", help="replace an existing OUT_DIR (an earlier export)"
+    )
+    run.add_argument(
+        "--n-jobs",
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="threads encoding and compressing files (default: all cores)",
+    )
+    run.add_argument(
+        "--memory-budget",
+        type=_bytes,
+        default=DEFAULT_MEMORY_BUDGET,
+        metavar="BYTES",
+        help="bytes the blocks of genes in flight may take; suffix K, M or G "
+        f"(default: {DEFAULT_MEMORY_BUDGET // 2**20}M)",
+    )
+    run.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="show a progress bar (default: on a terminal, not when CI is set)",
     )
     run.add_argument(
         "--backed", action="store_true", help="read .h5ad in backed mode: genes stream from disk"
@@ -199,49 +306,29 @@ def _read_input(path: Path, *, backed: bool) -> object:
 
 
 def _export(args: argparse.Namespace) -> int:
+    import inspect
+
     from .ex import export
+    from .ex._export import default_out_dir
     from .ex._publish import check_target
 
-    var_names = args.genes
+    options = {
+        name: getattr(args, name)
+        for name, parameter in inspect.signature(export).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and hasattr(args, name)
+    }
     if args.genes_file is not None:
-        var_names = [
+        options["var_names"] = [
             line.strip() for line in args.genes_file.read_text().splitlines() if line.strip()
         ]
-    elif args.no_genes:
-        var_names = []
+    if args.out_dir is None:  # exports/data for data.h5ad, named after the file
+        args.out_dir, options["dataset_name"] = default_out_dir(
+            args.dataset_name, args.dataset_id, fallback_name=args.input.stem
+        )
     # refuse the target before the input is read; the input must not be in it
     check_target(args.out_dir, overwrite=args.overwrite, input_path=args.input)
     adata = _read_input(args.input, backed=args.backed)
-    out = export(
-        adata,
-        args.out_dir,
-        basis=args.basis,
-        latent_key=False if args.no_latent else args.latent_key,
-        vector_fields=False if args.no_vector_fields else (args.vector_fields or True),
-        connectivities_key=False if args.no_graph else args.connectivities_key,
-        obs_keys=args.obs_keys,
-        var_names=var_names,
-        layer=args.layer,
-        use_raw=args.use_raw,
-        gene_id_column=args.gene_id_column,
-        var_quantization=args.quantize_genes,
-        obs_continuous_quantization=args.quantize_obs,
-        obs_categorical_dtype=args.categorical_dtype,
-        compression=args.compression,
-        gzip_encoder=args.gzip_encoder,
-        centroid_outlier_quantile=args.centroid_quantile,
-        centroid_min_points=args.centroid_min_points,
-        dataset_name=args.name,
-        dataset_description=args.description,
-        dataset_id=args.dataset_id,
-        source_name=args.source_name,
-        source_url=args.source_url,
-        source_citation=args.source_citation,
-        layout=args.layout,
-        overwrite=args.overwrite,
-        n_jobs=args.jobs,
-    )
-    print(out)
+    print(export(adata, args.out_dir, **options))
     return EXIT_OK
 
 

@@ -223,9 +223,10 @@ def export(
         raise ValueError(msg)
     arith = arithmetic(settings.layout)
     if out_dir is None:
-        name = dataset_name or dataset_id or _backed_file_name(adata) or "dataset"
-        identity_id = dataset_id_for(dataset_id, name)
-        out_dir = Path(DEFAULT_EXPORTS_ROOT) / identity_id
+        out_dir, name = default_out_dir(
+            dataset_name, dataset_id, fallback_name=_backed_file_name(adata) or "dataset"
+        )
+        identity_id = out_dir.name
         logger.info("writing to %s (out_dir not given: exports/<dataset id>)", out_dir)
     else:
         out_dir = Path(out_dir)
@@ -425,6 +426,18 @@ def export(
             extra={"cellucid_stage": stage_name, "cellucid_seconds": seconds},
         )
     return out_dir
+
+
+def default_out_dir(
+    dataset_name: str | None, dataset_id: str | None, *, fallback_name: str
+) -> tuple[Path, str]:
+    """Return the folder of an export without ``out_dir`` (``exports/<dataset id>``) and its name.
+
+    The name is ``dataset_name``, else ``dataset_id``, else ``fallback_name`` (the input
+    file's name); the id is ``dataset_id``, else derived from the name.
+    """
+    name = dataset_name or dataset_id or fallback_name
+    return Path(DEFAULT_EXPORTS_ROOT) / dataset_id_for(dataset_id, name), name
 
 
 def _backed_file_name(adata: AnnData) -> str | None:

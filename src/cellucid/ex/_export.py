@@ -285,7 +285,7 @@ def export(
     # bytes once encoded and once written (see ExportProgress).
     gene_bytes = _gene_payload_bytes(found, settings)
     bar = ExportProgress(
-        total=2 * (_estimated_payload_bytes(found, settings) + gene_bytes),
+        total=_estimated_work(found, settings) + 2 * gene_bytes,
         enabled=progress_enabled(progress),
     )
     try:
@@ -333,14 +333,19 @@ def export(
                 settings=settings,
                 arith=arith,
                 n_jobs=n_jobs or default_n_jobs(),
+                on_encoded=lambda field: bar.advance(_obs_work(field, found, settings)),
             )
             obs_fields = write_obs(
                 writer, encoded_obs, n_cells=n_cells, latent_key=found.latent_key, settings=settings
             )
-            _advance_by_queued(bar, writer, queued)
             clock = _lap(times, "obs", clock)
-            # everything but the genes is queued: the total is exact from here on
-            bar.set_total(2 * (writer.bytes_queued + gene_bytes))
+            # everything but the genes is queued: the total is exact from here on (obs
+            # fields were counted as encoded by their work, see _obs_work)
+            bar.set_total(
+                2 * (queued + gene_bytes)
+                + (writer.bytes_queued - queued)
+                + sum(_obs_work(f, found, settings) for f in found.obs_fields)
+            )
             n_genes = 0
             if gene_blocks is not None:
                 bar.stage("genes")
@@ -468,21 +473,37 @@ def _gene_payload_bytes(found: collect.Collected, settings: ExportSettings) -> i
     return len(found.genes.names) * found.n_cells * itemsize
 
 
-def _estimated_payload_bytes(found: collect.Collected, settings: ExportSettings) -> int:
-    """Bytes of every other payload, before compression, as far as known before encoding.
+def _obs_work(field: collect.ObsField, found: collect.Collected, settings: ExportSettings) -> int:
+    """Return the work of encoding an ``obs`` field, in bytes.
 
-    The graph's edges are about half of its stored values (one triangle); an ``obs`` field
-    is counted as a code or value and an outlier quantile per cell.
+    Its payloads, and for categories the latent space and embeddings that their outlier
+    quantiles and centroids go through.
+    """
+    bits = settings.obs_continuous_quantization
+    value_bytes = bits // 8 if bits else 4
+    if field.kind == "continuous":
+        return found.n_cells * value_bytes
+    latent = found.latent.nbytes if found.latent is not None else 0
+    coords = sum(a.nbytes for a in found.embeddings.values())
+    return found.n_cells * (1 + value_bytes) + latent + coords
+
+
+def _estimated_work(found: collect.Collected, settings: ExportSettings) -> int:
+    """Return the work of everything but the genes, in bytes, as far as known before encoding.
+
+    Payloads count twice (encoded, then written); the graph's edges are about half of its
+    stored values (one triangle); an ``obs`` field counts as its :func:`_obs_work`, then a
+    code or value and an outlier quantile per cell written.
     """
     n = found.n_cells
-    total = sum(a.size * 4 for a in found.embeddings.values())
-    total += sum(a.size * 4 for by_dim in found.vector_fields.values() for a in by_dim.values())
+    payloads = sum(a.size * 4 for a in found.embeddings.values())
+    payloads += sum(a.size * 4 for by_dim in found.vector_fields.values() for a in by_dim.values())
     if found.graph is not None:
         edges = getattr(found.graph, "nnz", 0) // 2
-        total += edges * (
+        payloads += edges * (
             2 * index_dtype(n).itemsize + (8 if settings.layout.weighted_edges else 0)
         )
     bits = settings.obs_continuous_quantization
     value_bytes = bits // 8 if bits else 4
-    total += len(found.obs_fields) * n * (value_bytes + 1)
-    return total
+    obs = sum(_obs_work(f, found, settings) for f in found.obs_fields)
+    return 2 * payloads + obs + len(found.obs_fields) * n * (value_bytes + 1)

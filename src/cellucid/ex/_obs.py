@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -109,8 +110,12 @@ def encode_obs(
     settings: ExportSettings,
     arith: Arithmetic,
     n_jobs: int = 1,
+    on_encoded: Callable[[ObsField], None] = lambda field: None,
 ) -> list[EncodedField]:
-    """Encode every field in memory (codes, centroids, quantiles); raises before anything is written."""
+    """Encode every field in memory (codes, centroids, quantiles); raises before anything is written.
+
+    ``on_encoded`` is called with each field once it is encoded (for progress).
+    """
     bits = settings.obs_continuous_quantization
     with ThreadPoolExecutor(max(1, n_jobs)) as pool:
         categorical = [f for f in fields if f.kind != "continuous"]
@@ -120,6 +125,11 @@ def encode_obs(
     codes_dtype = _codes_dtype(cats, settings.obs_categorical_dtype)
 
     def encode(f: ObsField) -> EncodedField:
+        enc = _encode(f)
+        on_encoded(f)
+        return enc
+
+    def _encode(f: ObsField) -> EncodedField:
         enc = EncodedField(f)
         what = f"obs[{f.key!r}]"
         if f.kind == "continuous":

@@ -52,11 +52,12 @@ class ExportProgress:
     """One bar for a whole export, advancing with the work done.
 
     The work is counted in bytes of payload, each byte twice: once when it is encoded
-    (the graph's edges, the normalized embeddings, the encoded ``obs`` fields, a block of
-    genes) and once when its file is written (compressed, if asked). The total starts as
-    an estimate and is made exact once everything but the genes is encoded (gene payload
-    sizes are known from the start), so the bar's rate and remaining time reflect the
-    export as a whole. The bar shows a percentage and the stage, not the byte counts.
+    (the graph's edges, the normalized embeddings, each part of a block of genes) and once
+    when its file is written (compressed, if asked); an ``obs`` field counts, when
+    encoded, the bytes its outlier quantiles and centroids go through. The total starts
+    as an estimate and is made exact once everything but the genes is encoded (gene
+    payload sizes are known from the start), so the bar's rate and remaining time reflect
+    the export as a whole. The bar shows a percentage and the stage, not byte counts.
     """
 
     def __init__(self, *, total: int, enabled: bool) -> None:

@@ -35,11 +35,20 @@ class _BlockEncoder:
     A sparse block's parts are encoded in parallel, straight into the payloads (every
     implicit zero gets the code of 0). Freshly allocated pages are slow to fault in (here:
     slower than filling them), so two payload buffers alternate between blocks: the
-    caller waits for block ``b - 1``'s files before encoding block ``b + 1``.
+    caller waits for block ``b - 1``'s files before encoding block ``b + 1``. ``progress``
+    advances by the payload bytes encoded, part by part.
     """
 
-    def __init__(self, n_cells: int, bits: int | None, arith: Arithmetic, pool: Executor) -> None:
+    def __init__(
+        self,
+        n_cells: int,
+        bits: int | None,
+        arith: Arithmetic,
+        pool: Executor,
+        progress: ExportProgress,
+    ) -> None:
         self.n_cells, self.bits, self.arith, self.pool = n_cells, bits, arith, pool
+        self.progress = progress
         self.dtype = np.dtype(QUANT_DTYPE[bits] if bits else np.float32)
         self._buffers = [np.empty(0, np.uint8)] * 2
         self._next = 0
@@ -56,9 +65,13 @@ class _BlockEncoder:
             lo, hi = finite_range(dense, axis=1, finite=finite_values)
             finite = finite_values.all(axis=1)
             if not bits:
-                return missing_as_nan(dense), lo, hi, finite
+                payloads = missing_as_nan(dense)
+                self.progress.advance(payloads.nbytes)
+                return payloads, lo, hi, finite
             vmin, vmax = arith.bounds(lo, hi)
-            return arith.encode(dense, vmin[:, None], vmax[:, None], bits=bits), vmin, vmax, finite
+            payloads = arith.encode(dense, vmin[:, None], vmax[:, None], bits=bits)
+            self.progress.advance(payloads.nbytes)
+            return payloads, vmin, vmax, finite
         lo, hi = _with_implicit_zeros(block.summary, self.n_cells)
         vmin, vmax = arith.bounds(lo, hi) if bits else (lo, hi)
         zero = (
@@ -70,6 +83,7 @@ class _BlockEncoder:
         flat = payloads.reshape(-1)
         if not block.part_rows:
             payloads[:] = zero
+        share = payloads.nbytes // max(1, len(block.parts))  # each part's, for progress
 
         def encode_part(part: Callable[[], StoredValues], rows: tuple[int, int] | None) -> None:
             if rows is not None:  # this part's share, while it is in the cache
@@ -83,10 +97,12 @@ class _BlockEncoder:
                 if bits
                 else missing_as_nan(value)
             )
+            self.progress.advance(share)
 
         rows = block.part_rows or [None] * len(block.parts)
         for _ in self.pool.map(encode_part, block.parts, rows):
             pass
+        self.progress.advance(payloads.nbytes - share * len(block.parts))
         return payloads, vmin, vmax, ~block.summary.non_finite
 
     def _buffer(self, n_genes: int) -> np.ndarray:
@@ -155,8 +171,8 @@ def write_var(
 ) -> None:
     """Write one payload per gene of ``blocks`` (from :func:`gene_stream`) and the var manifest.
 
-    ``progress`` advances by each block's payload bytes once encoded (the writer counts
-    them again once written); ``times`` gets the seconds spent waiting for blocks
+    ``progress`` advances by the payload bytes encoded (the writer counts them again once
+    written); ``times`` gets the seconds spent waiting for blocks
     (``genes.read``), encoding them (``genes.encode``) and waiting for the writer
     (``genes.write``).
     """
@@ -166,7 +182,7 @@ def write_var(
     non_finite_at: list[int] = []
     waited = {"genes.read": 0.0, "genes.encode": 0.0, "genes.write": 0.0}
     with ThreadPoolExecutor(writer.n_jobs) as pool:
-        encode = _BlockEncoder(n_cells, bits, arith, pool)
+        encode = _BlockEncoder(n_cells, bits, arith, pool, progress)
         previous = writer.mark()
         start = time.perf_counter()
         for block in blocks:
@@ -179,7 +195,6 @@ def write_var(
                 files.append((f"{VAR_DIR}/{layout.stem(index, name)}.values.{ext}", payloads[j]))
                 bounds = [float(vmin[j]), float(vmax[j])] if bits else []
                 fields[index] = [*layout.entry_head(index, name), *bounds]
-            progress.advance(payloads.nbytes)
             writer.write_many(files, run_length=bits is not None)
             non_finite_at.extend(block.genes[~finite].tolist())
             writing = time.perf_counter()

@@ -143,6 +143,6 @@ def test_the_total_is_the_work_counted(
         for f in (tmp_path / "ds").rglob("*")
         if f.is_file() and not f.name.endswith(".json")
     )
-    assert 2 * payload_bytes < bar.total < 4 * payload_bytes
+    assert 2 * payload_bytes < bar.total < 8 * payload_bytes
     assert bar.stages == ["export graph", "export embeddings", "export obs", "export genes",
                           "export writing", "export publish"]  # fmt: skip

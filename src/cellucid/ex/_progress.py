@@ -51,17 +51,19 @@ def _terminal_size() -> tuple[int, int]:
 class ExportProgress:
     """One bar for a whole export, advancing with the work done.
 
-    The work is counted in bytes of payload, each byte twice: once when it is encoded
-    (the graph's edges, the normalized embeddings, each part of a block of genes) and once
-    when its file is written (compressed, if asked); an ``obs`` field counts, when
+    The work is counted in bytes of payload: once when they are encoded (the graph's
+    edges, the normalized embeddings, each part of a block of genes) and ``write_weight``
+    times when their file is written (compressing costs more than encoding, so the export
+    weighs it more when it gzips); an ``obs`` field counts, when
     encoded, the bytes its outlier quantiles and centroids go through. The total starts
     as an estimate and is made exact once everything but the genes is encoded (gene
     payload sizes are known from the start), so the bar's rate and remaining time reflect
     the export as a whole. The bar shows a percentage and the stage, not byte counts.
     """
 
-    def __init__(self, *, total: int, enabled: bool) -> None:
+    def __init__(self, *, total: int, enabled: bool, write_weight: int = 1) -> None:
         self._lock = threading.Lock()
+        self._write_weight = write_weight
         self._bar = progress_bar(
             total=max(1, total),
             desc="export",
@@ -79,6 +81,10 @@ class ExportProgress:
         """Count ``nbytes`` more of work as done (called from any thread)."""
         with self._lock:
             self._bar.update(nbytes)
+
+    def written(self, nbytes: int) -> None:
+        """Count a payload of ``nbytes`` (uncompressed) as written (called from any thread)."""
+        self.advance(nbytes * self._write_weight)
 
     def set_total(self, total: int) -> None:
         """Replace the estimated total by ``total`` (never below the work done)."""

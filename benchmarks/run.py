@@ -11,8 +11,8 @@ One run of this script:
    cores, and sequential write throughput (1 GB + fsync) on the output disk;
 4. times our export and the reference, each run in its own subprocess that reads the
    same h5ad, for two settings: float32 uncompressed, and 8-bit genes + 8-bit obs +
-   gzip 6. For ours, per-stage times come from wrapping the stage functions in the
-   ``cellucid.ex._export`` namespace (src/ is not changed);
+   gzip 6. For ours, per-stage times come from the export's own debug log (each
+   stage's time, see ``STAGES``);
 5. prints Markdown tables and writes JSON (``--json``).
 
 The script is also its own worker: ``run.py --worker ours|ref ...`` is what the
@@ -45,29 +45,9 @@ SETTINGS = {
     "float32": {"var_quantization": None, "obs_continuous_quantization": None, "compression": None},
     "8bit+gzip6": {"var_quantization": 8, "obs_continuous_quantization": 8, "compression": 6},
 }
-#: the stage functions wrapped in ``cellucid.ex._export``'s namespace, in call order
-STAGES = (
-    "collect",
-    "normalize_embeddings",
-    "encode_obs",
-    "graph_edges",
-    "write_points",
-    "write_vectors",
-    "write_obs",
-    "write_connectivity",
-    "write_var",
-    "drain",
-    "write_identity",
-)
-COLLECT_FUNCS = (
-    "collect_embeddings",
-    "collect_latent",
-    "collect_vector_fields",
-    "collect_obs",
-    "collect_genes",
-    "collect_graph",
-    "check_lengths",
-)
+#: the stages ``cl.ex.export`` times and logs at debug level (``extra``: ``cellucid_stage``,
+#: ``cellucid_seconds``), in order; ``genes.read``/``.encode``/``.write`` split ``genes``
+STAGES = ("collect", "graph", "embeddings", "obs", "genes", "drain", "identity", "publish")
 
 
 # --------------------------------------------------------------------------- #
@@ -126,71 +106,26 @@ def worker_ours(args) -> dict:
     rss_start = _proc_status_kb("VmRSS")
     import numpy as np  # noqa: F401
 
-    import cellucid.ex._export as E
-    import cellucid.ex._var as V
-    from cellucid.ex._payload import PayloadWriter
+    import cellucid as cl
 
     rss_imports = _proc_status_kb("VmRSS")
     adata, read_s, sizes = _read_input(args.data)
     rss_after_read = _proc_status_kb("VmRSS")
 
+    # the export logs the time of each of its stages at debug level: collect them
     times: dict[str, float] = {}
-    spans: list[tuple[float, float]] = []  # when top-level stages ran (some run at once)
 
-    def timed(key, fn):
-        def wrapper(*a, **k):
-            t = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                end = time.perf_counter()
-                times[key] = times.get(key, 0.0) + end - t
-                if key in STAGES:
-                    spans.append((t, end))
+    class StageTimes(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            stage = getattr(record, "cellucid_stage", None)
+            if stage is not None:
+                times[stage] = times.get(stage, 0.0) + record.cellucid_seconds
 
-        return wrapper
-
-    for name in ("normalize_embeddings", "encode_obs", "graph_edges", "write_points",
-                 "write_vectors", "write_obs", "write_connectivity", "write_var", "write_identity"):
-        setattr(E, name, timed(name, getattr(E, name)))
-    for name in COLLECT_FUNCS:
-        setattr(E.collect, name, timed("collect", getattr(E.collect, name)))
-    # sub-stages of write_var: producing blocks of genes (in a thread of their own, one block
-    # ahead), encoding them into payloads, and the main thread's waits for the writer
-    # (the hooks below follow src as it is: each is wrapped only where it exists)
-    if hasattr(V, "_BlockEncoder"):
-        V._BlockEncoder.__call__ = timed("write_var.encode", V._BlockEncoder.__call__)
-    if hasattr(V, "gene_blocks"):
-        orig_blocks = V.gene_blocks
-
-        def gene_blocks(*a, **k):
-            it = orig_blocks(*a, **k)
-            while True:
-                t = time.perf_counter()
-                try:
-                    block = next(it)
-                except StopIteration:
-                    return
-                finally:
-                    key = "write_var.gene_blocks"
-                    times[key] = times.get(key, 0.0) + time.perf_counter() - t
-                yield block
-
-        V.gene_blocks = gene_blocks
-    # the writer's queueing method (write delegates to write_many where that exists)
-    queue = "write_many" if hasattr(PayloadWriter, "write_many") else "write"
-    setattr(PayloadWriter, queue,
-            timed("writer.write (main thread, incl. waits)", getattr(PayloadWriter, queue)))
-    orig_close = PayloadWriter.close
-    closed = {"n": 0}
-
-    def close(self):
-        key = "drain" if closed["n"] == 0 else "drain (exit)"
-        closed["n"] += 1
-        return timed(key, orig_close)(self)
-
-    PayloadWriter.close = close
-    logging.getLogger("cellucid").setLevel(logging.WARNING)
+    logger = logging.getLogger("cellucid")
+    for handler in logger.handlers:  # cellucid's own stderr handler: warnings only
+        handler.setLevel(logging.WARNING)
+    logger.addHandler(StageTimes())
+    cl.logging.set_verbosity(3)
     out = Path(args.out)
     settings = SETTINGS[args.setting]
     prof = None
@@ -200,18 +135,13 @@ def worker_ours(args) -> dict:
         prof = cProfile.Profile()
         prof.enable()
     t0 = time.perf_counter()
-    E.export(adata, out, overwrite=True, progress=False, n_jobs=args.n_jobs,
-             gzip_encoder=args.gzip_encoder, **settings)
+    cl.ex.export(adata, out, overwrite=True, progress=False, n_jobs=args.n_jobs,
+                 gzip_encoder=args.gzip_encoder, **settings)
     total = time.perf_counter() - t0
     if prof is not None:
         prof.disable()
         prof.dump_stats(args.cprofile)
-    # the time covered by at least one stage (encode_obs runs while graph_edges does)
-    staged, reached = 0.0, t0
-    for start, end in sorted(spans):
-        staged += max(0.0, end - max(start, reached))
-        reached = max(reached, end)
-    times["other (staging, manifests, publish)"] = total - staged
+    times["other (checks, progress, summary)"] = total - sum(times.get(k, 0.0) for k in STAGES)
     return {
         "read_s": read_s,
         "export_s": total,
@@ -220,6 +150,11 @@ def worker_ours(args) -> dict:
         "rss_kb": {"start": rss_start, "after_imports": rss_imports, "after_read": rss_after_read,
                    "peak_self": _proc_status_kb("VmHWM")},
     }
+
+
+def _genes_s(stages: dict) -> float:
+    """The gene stage's seconds ("write_var" in results saved before the stages were logged)."""
+    return stages.get("genes", stages.get("write_var", 0.0))
 
 
 def worker_ref(args) -> dict:
@@ -618,12 +553,12 @@ def markdown(report: dict) -> str:
     lines.append("")
     lines.append("### Linearity (ours): export time per matrix element and per nonzero")
     lines.append("")
-    lines.append("| dataset | setting | cells×genes | nnz | total ns/element | write_var ns/element | write_var ns/nnz |")
+    lines.append("| dataset | setting | cells×genes | nnz | total ns/element | genes ns/element | genes ns/nnz |")
     lines.append("|---|---|--:|--:|--:|--:|--:|")
     for row in report["results"]:
         o = row["ours"]
         el = row["cells"] * row["genes"]
-        wv = o["stages"].get("write_var", 0.0)
+        wv = _genes_s(o["stages"])
         lines.append(f"| {row['dataset']} | {row['setting']} | {el:,} | {row['nnz']:,} | "
                      f"{o['export_s'] / el * 1e9:.2f} | {wv / el * 1e9:.2f} | {wv / row['nnz'] * 1e9:.1f} |")
     lim = report.get("limits")
@@ -646,7 +581,7 @@ def markdown(report: dict) -> str:
         lines.append("")
         lines.append("### Gene stage vs its limit")
         lines.append("")
-        lines.append("| dataset | setting | raw gene bytes | write_var s | write_var MB/s (raw) | limit | limit MB/s | % of limit |")
+        lines.append("| dataset | setting | raw gene bytes | genes s | genes MB/s (raw) | limit | limit MB/s | % of limit |")
         lines.append("|---|---|--:|--:|--:|---|--:|--:|")
         # the limit of the gene stage with codes: the run-length encoder the export used
         codes = ("cellucid codes (zlib-ng, Z_RLE)" if "zlib-ng" in meta.get("gzip_encoder_resolved", "")
@@ -655,7 +590,7 @@ def markdown(report: dict) -> str:
                    next(e for e in lim["encoders"] if e["encoder"].startswith("zlib 6")))
         for row in report["results"]:
             o = row["ours"]
-            wv = o["stages"].get("write_var", 0.0) + o["stages"].get("drain", 0.0)
+            wv = _genes_s(o["stages"]) + o["stages"].get("drain", 0.0)
             item = 1 if row["setting"] == "8bit+gzip6" else 4
             raw = row["cells"] * row["genes"] * item
             if row["setting"] == "8bit+gzip6":
@@ -666,7 +601,7 @@ def markdown(report: dict) -> str:
             lines.append(f"| {row['dataset']} | {row['setting']} | {raw / 1e6:,.0f} MB | {wv:.2f} | {rate:.0f} "
                          f"| {limit_name} | {limit:.0f} | {100 * rate / limit:.0f}% |")
         lines.append("")
-        lines.append("(write_var here includes the final drain of the compression pool.)")
+        lines.append("(genes here includes the final drain of the compression pool.)")
     return "\n".join(lines)
 
 

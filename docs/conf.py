@@ -34,6 +34,10 @@ warnings.filterwarnings(
     "ignore", message=r".*_RstSnippetParser\.set_application.*", module="sphinx_autodoc_typehints"
 )
 
+# The notebooks' kernels inherit this: no progress bar (cellucid's, scanpy's) in the built
+# pages, which would only show a frozen bar or a widget without its state.
+os.environ.setdefault("TQDM_DISABLE", "1")
+
 # -- project -----------------------------------------------------------------------------
 
 _meta = metadata("cellucid")

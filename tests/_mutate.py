@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from cellucid._format import CODES_MISSING, MAX_CATEGORIES, MAX_QUANT, safe_filename_component
-from cellucid.ex import _validate
+from cellucid.ex._validate import _connectivity, _dataset, _files, _payloads
 
 IDENTITY = "dataset_identity.json"
 OBS = "obs_manifest.json"
@@ -85,7 +85,7 @@ class DS:
     # --- where things are ---
     @property
     def layout(self) -> str:
-        return _validate._detect_layout(self.json(OBS), self._maybe(VAR), self._maybe(CONN))
+        return _dataset._detect_layout(self.json(OBS), self._maybe(VAR), self._maybe(CONN))
 
     def _maybe(self, rel: str) -> Any:
         return self.json(rel) if (self.path / rel).is_file() else None
@@ -225,13 +225,13 @@ def latin1_identity(ds: DS) -> None:
 @mutation("json.size")
 def oversized_var_manifest(ds: DS) -> None:
     largest = max(p.stat().st_size for p in ds.path.glob("*.json"))
-    ds.mp.setattr(_validate, "MAX_JSON_BYTES", largest)
+    ds.mp.setattr(_files, "MAX_JSON_BYTES", largest)
     ds.write_raw(VAR, ds.raw(VAR) + b" " * (largest + 1 - len(ds.raw(VAR))))
 
 
 @mutation("payload.size")
 def small_payload_limit(ds: DS) -> None:
-    ds.mp.setattr(_validate, "MAX_PAYLOAD_BYTES", 16)
+    ds.mp.setattr(_payloads, "MAX_PAYLOAD_BYTES", 16)
 
 
 @mutation("path.duplicate", needs=("vectors",))
@@ -1546,7 +1546,7 @@ def connectivity_cells_past_uint32(man: dict) -> None:
 
 @mutation("connectivity.working_set", needs=("current",))
 def small_connectivity_working_set(ds: DS) -> None:
-    ds.mp.setattr(_validate, "_MAX_CONNECTIVITY_WORKING_BYTES", 1000)
+    ds.mp.setattr(_connectivity, "_MAX_CONNECTIVITY_WORKING_BYTES", 1000)
 
 
 def _move_dataset(root: Path, index: int, new_name: str, *, outside: bool = False) -> None:

@@ -23,7 +23,17 @@ from conftest import make_adata, shared_dir
 
 import cellucid as cl
 from cellucid.ex import _validate
-from cellucid.ex._validate import RULES, Problem, ValidationReport, _path_error, validate
+from cellucid.ex._validate import (
+    RULES,
+    Problem,
+    ValidationReport,
+    _connectivity,
+    _dataset,
+    _files,
+    _payloads,
+    validate,
+)
+from cellucid.ex._validate._values import _path_error
 
 UPSTREAM = ("synthetic-cell-types-2d", "synthetic-development-3d", "synthetic-trajectory-1d")
 LEGACY_REFERENCES = Path(__file__).parent / "data" / "legacy"
@@ -281,7 +291,7 @@ def test_broken_catalog_rule_is_reported(
 def test_every_rule_has_a_mutation() -> None:
     covered = {m.rule for m in MUTATIONS} | {m.rule for m in CATALOG_MUTATIONS}
     assert covered == set(RULES)
-    source = Path(_validate.__file__).read_text()
+    source = "".join(p.read_text() for p in Path(_validate.__file__).parent.glob("*.py"))
     used = {r for r in re.findall(r'"([a-z_]+\.[a-z_]+)"', source) if not r.endswith(".json")}
     assert used == set(RULES)
 
@@ -433,8 +443,8 @@ def test_small_chunks_give_the_same_answers(
     base_copy: Callable[[Base], Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Checks that carry state across chunks (edge order, code ranges) work at every boundary."""
-    monkeypatch.setattr(_validate, "_CHUNK", 64)
-    monkeypatch.setattr(_validate, "_EDGE_CHUNK", 5)
+    monkeypatch.setattr(_payloads, "_CHUNK", 64)
+    monkeypatch.setattr(_connectivity, "_EDGE_CHUNK", 5)
     ds = base_copy(BASES[1])
     assert validate(ds).ok
     d = DS(ds, monkeypatch)
@@ -462,7 +472,7 @@ def test_large_payload_streams_in_bounded_memory(tmp_path: Path) -> None:
         for _ in range(n // 2**20):
             f.write(compressor.compress(block))
         f.write(compressor.flush())
-    checker = _validate._DatasetChecker(tmp_path, "")
+    checker = _dataset._DatasetChecker(tmp_path, "")
     tracemalloc.start()
     try:
         total = sum(len(c) for c in checker.scan(rel, "<f4", n))
@@ -642,7 +652,7 @@ def test_write_catalog_refuses_a_huge_identity(
 ) -> None:
     """A description past what the viewer reads (64 MiB of JSON; lowered here) is refused."""
     root = catalog_root(exporter, tmp_path)
-    monkeypatch.setattr(_validate, "MAX_JSON_BYTES", 100_000)
+    monkeypatch.setattr(_files, "MAX_JSON_BYTES", 100_000)
     ident = json.loads((root / "one" / "dataset_identity.json").read_text())
     ident["description"] = "x" * 100_000
     (root / "one" / "dataset_identity.json").write_text(json.dumps(ident))

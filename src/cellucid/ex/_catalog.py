@@ -8,7 +8,9 @@ from pathlib import Path
 
 from .._format import CATALOG_FILE, CATALOG_VERSION, IDENTITY_FILE
 from ._payload import dumps_identity, write_json
-from ._validate import _DatasetChecker, _escapes, _resolved, _url_error
+from ._validate._dataset import _DatasetChecker
+from ._validate._files import _escapes, _resolved
+from ._validate._values import _url_error
 
 logger = logging.getLogger("cellucid")
 

@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 from .._format import CATALOG_FILE, IDENTITY_FILE
-from ._validate import _DatasetChecker, _load_json, _resolved, _validate_root
+from ._validate._catalog import _validate_root
+from ._validate._dataset import _DatasetChecker
+from ._validate._files import _load_json, _resolved
 
 
 def _size(path: Path) -> tuple[int, int]:

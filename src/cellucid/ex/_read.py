@@ -26,7 +26,7 @@ from .._format import (
 from ..pp._quantize import dequantize
 from ._publish import recover
 from ._read_uns import cellucid_uns
-from ._validate import _DatasetChecker
+from ._validate._dataset import _DatasetChecker
 
 if TYPE_CHECKING:
     import os
@@ -139,7 +139,7 @@ def read(
     _raise_first(checker, root, 0)
     identity, obs_manifest, var_manifest, conn_manifest = checker.documents
     n_cells = int(identity["stats"]["n_cells"])
-    layout: LayoutName = checker.lay.name
+    layout: LayoutName = checker.facts.lay.name
     payloads = _Payloads(checker, root)
 
     obsm = _read_embeddings(payloads, identity, n_cells)

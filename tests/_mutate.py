@@ -1546,7 +1546,7 @@ def connectivity_cells_past_uint32(man: dict) -> None:
 
 @mutation("connectivity.working_set", needs=("current",))
 def small_connectivity_working_set(ds: DS) -> None:
-    ds.mp.setattr(_connectivity, "_MAX_CONNECTIVITY_WORKING_BYTES", 1000)
+    ds.mp.setattr(_connectivity, "MAX_CONNECTIVITY_WORKING_BYTES", 1000)
 
 
 def _move_dataset(root: Path, index: int, new_name: str, *, outside: bool = False) -> None:

@@ -7,11 +7,14 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..._format import (
+    CELL_WORKING_BYTES,
     CONNECTIVITY_MANIFEST,
     CONNECTIVITY_MANIFEST_KEYS,
     EDGE_FORMAT,
     FLOAT_DTYPE,
+    MAX_CONNECTIVITY_WORKING_BYTES,
     WEIGHT_DTYPE,
+    edge_working_bytes,
     index_dtype,
 )
 from ._context import Part
@@ -23,12 +26,6 @@ from ._values import (
 
 #: edges checked at a time (src, dst and weights in lockstep)
 _EDGE_CHUNK = 2**20
-#: the viewer's connectivity working set: bytes per edge (+ per edge with uint16 indices,
-#: which it widens) and per cell, at most 512 MiB (connectivity-manifest-contract.js)
-_EDGE_WORKING_BYTES = 44
-_UINT16_EDGE_WORKING_BYTES = 4
-_CELL_WORKING_BYTES = 4
-_MAX_CONNECTIVITY_WORKING_BYTES = 512 * 2**20
 #: the largest cell count the viewer's uint32 cell axis addresses
 _MAX_CONNECTIVITY_CELLS = 2**32
 
@@ -123,17 +120,15 @@ class ConnectivityChecker(Part):
                     f"<= min(n_cells - 1, n_edges) = {limit}, and 0 exactly when n_edges is 0",
                 )
         if n_cells is not None and n_edges is not None and weighted:
-            per_edge = _EDGE_WORKING_BYTES + (
-                _UINT16_EDGE_WORKING_BYTES if index_dtype(n_cells).itemsize == 2 else 0
-            )
-            working = per_edge * n_edges + _CELL_WORKING_BYTES * n_cells
-            if working > _MAX_CONNECTIVITY_WORKING_BYTES:
+            per_edge = edge_working_bytes(n_cells)
+            working = per_edge * n_edges + CELL_WORKING_BYTES * n_cells
+            if working > MAX_CONNECTIVITY_WORKING_BYTES:
                 self.ctx.add(
                     rel,
                     "connectivity.working_set",
                     f"{n_edges} edges and {n_cells} cells need {working} bytes in the viewer",
-                    f"at most {_MAX_CONNECTIVITY_WORKING_BYTES} bytes "
-                    f"({per_edge} per edge + {_CELL_WORKING_BYTES} per cell)",
+                    f"at most {MAX_CONNECTIVITY_WORKING_BYTES} bytes "
+                    f"({per_edge} per edge + {CELL_WORKING_BYTES} per cell)",
                 )
         keys = ["sourcesPath", "destinationsPath"] + (["weightsPath"] if weighted else [])
         paths: dict[str, str | None] = {}

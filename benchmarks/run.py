@@ -87,7 +87,13 @@ def _read_input(path: str):
         "var": _nbytes(adata.var),
     }
     # what the exporters actually consume (obsp["distances"] is read but not exported)
-    used = parts["X"] + parts["obsm"] + _nbytes(adata.obsp["connectivities"]) + parts["obs"] + parts["var"]
+    used = (
+        parts["X"]
+        + parts["obsm"]
+        + _nbytes(adata.obsp["connectivities"])
+        + parts["obs"]
+        + parts["var"]
+    )
     return adata, read_s, {"parts": parts, "total": sum(parts.values()), "exported_inputs": used}
 
 
@@ -135,8 +141,15 @@ def worker_ours(args) -> dict:
         prof = cProfile.Profile()
         prof.enable()
     t0 = time.perf_counter()
-    cl.ex.export(adata, out, overwrite=True, progress=False, n_jobs=args.n_jobs,
-                 gzip_encoder=args.gzip_encoder, **settings)
+    cl.ex.export(
+        adata,
+        out,
+        overwrite=True,
+        progress=False,
+        n_jobs=args.n_jobs,
+        gzip_encoder=args.gzip_encoder,
+        **settings,
+    )
     total = time.perf_counter() - t0
     if prof is not None:
         prof.disable()
@@ -147,8 +160,12 @@ def worker_ours(args) -> dict:
         "export_s": total,
         "stages": times,
         "input_bytes": sizes,
-        "rss_kb": {"start": rss_start, "after_imports": rss_imports, "after_read": rss_after_read,
-                   "peak_self": _proc_status_kb("VmHWM")},
+        "rss_kb": {
+            "start": rss_start,
+            "after_imports": rss_imports,
+            "after_read": rss_after_read,
+            "peak_self": _proc_status_kb("VmHWM"),
+        },
     }
 
 
@@ -195,8 +212,12 @@ def worker_ref(args) -> dict:
         "export_s": total,
         "stages": {},
         "input_bytes": sizes,
-        "rss_kb": {"start": rss_start, "after_imports": rss_imports, "after_read": rss_after_read,
-                   "peak_self": _proc_status_kb("VmHWM")},
+        "rss_kb": {
+            "start": rss_start,
+            "after_imports": rss_imports,
+            "after_read": rss_after_read,
+            "peak_self": _proc_status_kb("VmHWM"),
+        },
     }
 
 
@@ -212,10 +233,17 @@ def worker_main(args) -> int:
 # --------------------------------------------------------------------------- #
 def _git_describe() -> str | None:
     try:
-        rev = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(HERE), "status", "--porcelain", "--", "../src"],
-                               capture_output=True, text=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(HERE), "status", "--porcelain", "--", "../src"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         return rev + ("+dirty src" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -236,8 +264,18 @@ def ensure_data(data_dir: Path, cells: int, genes: int, density: float) -> Path:
     log(f"generating {path.name} (make_data.py prints progress)")
     tmp = path.with_suffix(".tmp.h5ad")
     subprocess.run(
-        [sys.executable, str(HERE / "make_data.py"), "--cells", str(cells), "--genes", str(genes),
-         "--density", str(density), "--out", str(tmp)],
+        [
+            sys.executable,
+            str(HERE / "make_data.py"),
+            "--cells",
+            str(cells),
+            "--genes",
+            str(genes),
+            "--density",
+            str(density),
+            "--out",
+            str(tmp),
+        ],
         check=True,
     )
     tmp.rename(path)
@@ -247,14 +285,20 @@ def ensure_data(data_dir: Path, cells: int, genes: int, density: float) -> Path:
 def ensure_reference(data_dir: Path) -> Path:
     venv = data_dir / "venv-ref"
     python = venv / "bin" / "python"
-    ok = python.exists() and subprocess.run(
-        [str(python), "-c", "import cellucid.prepare_data, anndata, h5py"], capture_output=True
-    ).returncode == 0
+    ok = (
+        python.exists()
+        and subprocess.run(
+            [str(python), "-c", "import cellucid.prepare_data, anndata, h5py"], capture_output=True
+        ).returncode
+        == 0
+    )
     if not ok:
         log(f"creating {venv} with {REFERENCE_SPEC}")
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", REFERENCE_SPEC, "anndata", "h5py"],
-                       check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", REFERENCE_SPEC, "anndata", "h5py"],
+            check=True,
+        )
     return python
 
 
@@ -266,16 +310,37 @@ def _cpu_busy_s() -> float:
     return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def run_worker(python: str, kind: str, data: Path, setting: str, out: Path, scratch: Path,
-               timeout: float | None, n_jobs: int | None, cprofile: str | None = None,
-               gzip_encoder: str = "auto") -> dict:
+def run_worker(
+    python: str,
+    kind: str,
+    data: Path,
+    setting: str,
+    out: Path,
+    scratch: Path,
+    timeout: float | None,
+    n_jobs: int | None,
+    cprofile: str | None = None,
+    gzip_encoder: str = "auto",
+) -> dict:
     """Run one export in a fresh subprocess; return its timings, peak RSS and output size."""
     result = scratch / f"result-{kind}.json"
     result.unlink(missing_ok=True)
     if out.exists():
         shutil.rmtree(out)
-    cmd = [python, str(Path(__file__).resolve()), "--worker", kind, "--data", str(data),
-           "--setting", setting, "--out", str(out), "--result", str(result)]
+    cmd = [
+        python,
+        str(Path(__file__).resolve()),
+        "--worker",
+        kind,
+        "--data",
+        str(data),
+        "--setting",
+        setting,
+        "--out",
+        str(out),
+        "--result",
+        str(result),
+    ]
     if kind == "ours":
         cmd += ["--gzip-encoder", gzip_encoder]
     if n_jobs:
@@ -308,8 +373,12 @@ def run_worker(python: str, kind: str, data: Path, setting: str, out: Path, scra
     cpu = rusage.ru_utime + rusage.ru_stime
     # CPU used by other processes on the machine meanwhile (this machine may be shared)
     foreign = max(0.0, _cpu_busy_s() - busy0 - cpu)
-    rec: dict = {"process_wall_s": wall, "peak_rss_kb": rusage.ru_maxrss, "cpu_s": cpu,
-                 "foreign_cpu_pct": 100 * foreign / wall}
+    rec: dict = {
+        "process_wall_s": wall,
+        "peak_rss_kb": rusage.ru_maxrss,
+        "cpu_s": cpu,
+        "foreign_cpu_pct": 100 * foreign / wall,
+    }
     if timed_out:
         rec.update(timed_out=True, export_s=None, timeout_s=timeout)
     elif proc.returncode != 0:
@@ -361,8 +430,8 @@ def _encoders() -> dict:
     except ImportError:
         pass
     for lvl in (1, 6, 9):
-        enc[f"zlib {lvl} (stdlib {zlib.ZLIB_RUNTIME_VERSION})"] = (
-            lambda b, lvl=lvl: zlib.compress(b, lvl, wbits=31)
+        enc[f"zlib {lvl} (stdlib {zlib.ZLIB_RUNTIME_VERSION})"] = lambda b, lvl=lvl: zlib.compress(
+            b, lvl, wbits=31
         )
     try:
         from zlib_ng import zlib_ng
@@ -414,8 +483,10 @@ def measure_encoders(cols: list[bytes], n_threads: int, min_time: float = 0.3) -
                 best = max(best, raw * reps / el / 1e6)
             res[f"MBps_{threads}t"] = best
         rows.append(res)
-        log(f"  {name}: ratio {res['ratio']:.2f}, "
-            f"{res['MBps_1t']:.0f} MB/s 1 thread, {res[f'MBps_{n_threads}t']:.0f} MB/s {n_threads} threads")
+        log(
+            f"  {name}: ratio {res['ratio']:.2f}, "
+            f"{res['MBps_1t']:.0f} MB/s 1 thread, {res[f'MBps_{n_threads}t']:.0f} MB/s {n_threads} threads"
+        )
     return rows
 
 
@@ -436,7 +507,7 @@ def measure_disk(directory: Path, size: int = 1 << 30) -> dict:
     # many small files (what the gene stage writes): 20,000 files of 100 kB, no fsync
     small_dir = directory / "small-files-test"
     small_dir.mkdir(exist_ok=True)
-    blob = chunk[: 100_000]
+    blob = chunk[:100_000]
     n_small = 20_000
     t0 = time.perf_counter()
     for i in range(n_small):
@@ -465,7 +536,11 @@ def _resolved_encoder(name: str) -> str:
     from cellucid.ex._payload import gzip_encoder
 
     lib = gzip_encoder(name)
-    return "zlib-ng " + lib.ZLIBNG_VERSION if hasattr(lib, "ZLIBNG_VERSION") else "zlib " + lib.ZLIB_RUNTIME_VERSION
+    return (
+        "zlib-ng " + lib.ZLIBNG_VERSION
+        if hasattr(lib, "ZLIBNG_VERSION")
+        else "zlib " + lib.ZLIB_RUNTIME_VERSION
+    )
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -499,15 +574,19 @@ def fmt_s(x, timed_out=False, timeout=None):
 def markdown(report: dict) -> str:
     lines = []
     meta = report["meta"]
-    lines.append(f"cellucid at {meta.get('cellucid_git')}; machine: {meta['cpus']} cores, {meta['mem_gib']:.0f} GiB; Python {meta['python']}; "
-                 f"numpy {meta['numpy']}; repeats ours={meta['repeats']}, reference={meta['reference_repeats_note']}; "
-                 f"our gzip encoder: {meta.get('gzip_encoder_resolved', 'zlib')}; exports written to {meta.get('out_dir', 'the scratch folder')}.")
+    lines.append(
+        f"cellucid at {meta.get('cellucid_git')}; machine: {meta['cpus']} cores, {meta['mem_gib']:.0f} GiB; Python {meta['python']}; "
+        f"numpy {meta['numpy']}; repeats ours={meta['repeats']}, reference={meta['reference_repeats_note']}; "
+        f"our gzip encoder: {meta.get('gzip_encoder_resolved', 'zlib')}; exports written to {meta.get('out_dir', 'the scratch folder')}."
+    )
     lines.append("")
     lines.append("### End to end (median export time; the h5ad read is not included)")
     lines.append("")
-    lines.append("| dataset | setting | ours s | reference s (runs) | ref/ours | ours peak RSS GB | ref peak RSS GB "
-                 "| input in memory GB | ours peak / input | ours (peak − imports) / input | ours out MB (files) | ref out MB (files) | out ours/ref "
-                 "| other load % (ours/ref) |")
+    lines.append(
+        "| dataset | setting | ours s | reference s (runs) | ref/ours | ours peak RSS GB | ref peak RSS GB "
+        "| input in memory GB | ours peak / input | ours (peak − imports) / input | ours out MB (files) | ref out MB (files) | out ours/ref "
+        "| other load % (ours/ref) |"
+    )
     lines.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for row in report["results"]:
         o, r = row["ours"], row.get("ref")
@@ -518,11 +597,14 @@ def markdown(report: dict) -> str:
                 ratio = f"{r['export_s'] / o['export_s']:.1f}×"
             elif r["timed_out"]:
                 ratio = f"> {r['timeout_s'] / o['export_s']:.0f}×"
-        ref_s = fmt_s(r["export_s"], r["timed_out"], r.get("timeout_s")) + f" ({r['n']})" if r else "—"
+        ref_s = (
+            fmt_s(r["export_s"], r["timed_out"], r.get("timeout_s")) + f" ({r['n']})" if r else "—"
+        )
         lines.append(
             f"| {row['dataset']} | {row['setting']} | {fmt_s(o['export_s'])} | {ref_s} | {ratio or '—'} "
-            f"| {o['peak_rss_kb'] / 2**20:.2f} | {r['peak_rss_kb'] / 2**20:.2f} " if r else
-            f"| {row['dataset']} | {row['setting']} | {fmt_s(o['export_s'])} | — | — | {o['peak_rss_kb'] / 2**20:.2f} | — "
+            f"| {o['peak_rss_kb'] / 2**20:.2f} | {r['peak_rss_kb'] / 2**20:.2f} "
+            if r
+            else f"| {row['dataset']} | {row['setting']} | {fmt_s(o['export_s'])} | — | — | {o['peak_rss_kb'] / 2**20:.2f} | — "
         )
         lines[-1] += (
             f"| {inp / 2**30:.2f} | {o['peak_rss_kb'] * 1024 / inp:.2f} "
@@ -530,16 +612,26 @@ def markdown(report: dict) -> str:
             f"| {o['output_bytes'] / 1e6:.1f} ({o['output_files']:,}) "
         )
         if r and r.get("output_bytes"):
-            lines[-1] += (f"| {r['output_bytes'] / 1e6:.1f} ({r['output_files']:,}) "
-                          f"| {o['output_bytes'] / r['output_bytes']:.3f} ")
+            lines[-1] += (
+                f"| {r['output_bytes'] / 1e6:.1f} ({r['output_files']:,}) "
+                f"| {o['output_bytes'] / r['output_bytes']:.3f} "
+            )
         else:
             lines[-1] += "| — | — "
-        lines[-1] += f"| {o['foreign_cpu_pct']:.0f}/{r['foreign_cpu_pct']:.0f} |" if r else f"| {o['foreign_cpu_pct']:.0f}/— |"
+        lines[-1] += (
+            f"| {o['foreign_cpu_pct']:.0f}/{r['foreign_cpu_pct']:.0f} |"
+            if r
+            else f"| {o['foreign_cpu_pct']:.0f}/— |"
+        )
     lines.append("")
-    lines.append("'(peak − imports)': the peak RSS less the RSS of the worker after importing "
-                 "its libraries, before reading the data: what the input and the export take.")
-    lines.append("'other load %': CPU used by other processes on this (shared) machine during the runs, "
-                 "in % of one core (median); 200 would mean both cores were busy with other work.")
+    lines.append(
+        "'(peak − imports)': the peak RSS less the RSS of the worker after importing "
+        "its libraries, before reading the data: what the input and the export take."
+    )
+    lines.append(
+        "'other load %': CPU used by other processes on this (shared) machine during the runs, "
+        "in % of one core (median); 200 would mean both cores were busy with other work."
+    )
     lines.append("")
     lines.append("### Our per-stage times (median s)")
     lines.append("")
@@ -548,46 +640,66 @@ def markdown(report: dict) -> str:
     lines.append("|---|---|" + "--:|" * (len(keys) + 2))
     for row in report["results"]:
         o = row["ours"]
-        lines.append(f"| {row['dataset']} | {row['setting']} | {fmt_s(o['read_s'])} | "
-                     + " | ".join(fmt_s(o["stages"].get(k)) for k in keys) + f" | {fmt_s(o['export_s'])} |")
+        lines.append(
+            f"| {row['dataset']} | {row['setting']} | {fmt_s(o['read_s'])} | "
+            + " | ".join(fmt_s(o["stages"].get(k)) for k in keys)
+            + f" | {fmt_s(o['export_s'])} |"
+        )
     lines.append("")
     lines.append("### Linearity (ours): export time per matrix element and per nonzero")
     lines.append("")
-    lines.append("| dataset | setting | cells×genes | nnz | total ns/element | genes ns/element | genes ns/nnz |")
+    lines.append(
+        "| dataset | setting | cells×genes | nnz | total ns/element | genes ns/element | genes ns/nnz |"
+    )
     lines.append("|---|---|--:|--:|--:|--:|--:|")
     for row in report["results"]:
         o = row["ours"]
         el = row["cells"] * row["genes"]
         wv = _genes_s(o["stages"])
-        lines.append(f"| {row['dataset']} | {row['setting']} | {el:,} | {row['nnz']:,} | "
-                     f"{o['export_s'] / el * 1e9:.2f} | {wv / el * 1e9:.2f} | {wv / row['nnz'] * 1e9:.1f} |")
+        lines.append(
+            f"| {row['dataset']} | {row['setting']} | {el:,} | {row['nnz']:,} | "
+            f"{o['export_s'] / el * 1e9:.2f} | {wv / el * 1e9:.2f} | {wv / row['nnz'] * 1e9:.1f} |"
+        )
     lim = report.get("limits")
     if lim:
         lines.append("")
-        lines.append(f"### Machine limits: gzip encoders on {lim['n_columns']} real 8-bit gene columns "
-                     f"({lim['column_bytes']:,} bytes each, from {lim['source']})")
+        lines.append(
+            f"### Machine limits: gzip encoders on {lim['n_columns']} real 8-bit gene columns "
+            f"({lim['column_bytes']:,} bytes each, from {lim['source']})"
+        )
         lines.append("")
         nt = lim["threads"]
         lines.append(f"| encoder | ratio (in/out) | MB/s 1 thread | MB/s {nt} threads |")
         lines.append("|---|--:|--:|--:|")
         for e in lim["encoders"]:
-            lines.append(f"| {e['encoder']} | {e['ratio']:.2f} | {e['MBps_1t']:.0f} | {e[f'MBps_{nt}t']:.0f} |")
+            lines.append(
+                f"| {e['encoder']} | {e['ratio']:.2f} | {e['MBps_1t']:.0f} | {e[f'MBps_{nt}t']:.0f} |"
+            )
         d = lim["disk"]
         lines.append("")
-        lines.append(f"Disk ({lim['disk_dir']}): sequential write {d['seq_write_fsync_MBps']:.0f} MB/s "
-                     f"(1 GB incl. fsync; {d['seq_write_page_cache_MBps']:.0f} MB/s into the page cache); "
-                     f"{d['small_files_per_s']:,.0f} files/s for 100 kB files "
-                     f"({d['small_files_MBps']:.0f} MB/s, no fsync).")
+        lines.append(
+            f"Disk ({lim['disk_dir']}): sequential write {d['seq_write_fsync_MBps']:.0f} MB/s "
+            f"(1 GB incl. fsync; {d['seq_write_page_cache_MBps']:.0f} MB/s into the page cache); "
+            f"{d['small_files_per_s']:,.0f} files/s for 100 kB files "
+            f"({d['small_files_MBps']:.0f} MB/s, no fsync)."
+        )
         lines.append("")
         lines.append("### Gene stage vs its limit")
         lines.append("")
-        lines.append("| dataset | setting | raw gene bytes | genes s | genes MB/s (raw) | limit | limit MB/s | % of limit |")
+        lines.append(
+            "| dataset | setting | raw gene bytes | genes s | genes MB/s (raw) | limit | limit MB/s | % of limit |"
+        )
         lines.append("|---|---|--:|--:|--:|---|--:|--:|")
         # the limit of the gene stage with codes: the run-length encoder the export used
-        codes = ("cellucid codes (zlib-ng, Z_RLE)" if "zlib-ng" in meta.get("gzip_encoder_resolved", "")
-                 else "cellucid codes (stdlib zlib, Z_RLE)")
-        zl6 = next((e for e in lim["encoders"] if e["encoder"] == codes),
-                   next(e for e in lim["encoders"] if e["encoder"].startswith("zlib 6")))
+        codes = (
+            "cellucid codes (zlib-ng, Z_RLE)"
+            if "zlib-ng" in meta.get("gzip_encoder_resolved", "")
+            else "cellucid codes (stdlib zlib, Z_RLE)"
+        )
+        zl6 = next(
+            (e for e in lim["encoders"] if e["encoder"] == codes),
+            next(e for e in lim["encoders"] if e["encoder"].startswith("zlib 6")),
+        )
         for row in report["results"]:
             o = row["ours"]
             wv = _genes_s(o["stages"]) + o["stages"].get("drain", 0.0)
@@ -598,8 +710,10 @@ def markdown(report: dict) -> str:
             else:
                 limit_name, limit = "sequential write (fsync)", d["seq_write_fsync_MBps"]
             rate = raw / wv / 1e6 if wv else float("nan")
-            lines.append(f"| {row['dataset']} | {row['setting']} | {raw / 1e6:,.0f} MB | {wv:.2f} | {rate:.0f} "
-                         f"| {limit_name} | {limit:.0f} | {100 * rate / limit:.0f}% |")
+            lines.append(
+                f"| {row['dataset']} | {row['setting']} | {raw / 1e6:,.0f} MB | {wv:.2f} | {rate:.0f} "
+                f"| {limit_name} | {limit:.0f} | {100 * rate / limit:.0f}% |"
+            )
         lines.append("")
         lines.append("(genes here includes the final drain of the compression pool.)")
     return "\n".join(lines)
@@ -614,34 +728,72 @@ def nnz_of(path: Path) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
-                    help="datasets, reference venv and scratch outputs (outside the repo)")
-    ap.add_argument("--sizes", default=",".join(SIZES),
-                    help=f"comma-separated subset of: {', '.join(SIZES)}")
-    ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of: "
-                    + ", ".join(SETTINGS))
+    ap.add_argument(
+        "--data-dir",
+        default=DEFAULT_DATA_DIR,
+        help="datasets, reference venv and scratch outputs (outside the repo)",
+    )
+    ap.add_argument(
+        "--sizes", default=",".join(SIZES), help=f"comma-separated subset of: {', '.join(SIZES)}"
+    )
+    ap.add_argument(
+        "--settings",
+        default=",".join(SETTINGS),
+        help="comma-separated subset of: " + ", ".join(SETTINGS),
+    )
     ap.add_argument("--density", type=float, default=0.05)
-    ap.add_argument("--repeats", type=int, default=3, help="runs of ours per case (median reported)")
-    ap.add_argument("--reference-repeats", type=int, default=None,
-                    help="runs of the reference per case (default: --repeats)")
-    ap.add_argument("--reference-repeats-large", type=int, default=None,
-                    help="runs of the reference for 100k x 20k and 1M x 2k (default: --reference-repeats)")
-    ap.add_argument("--reference-timeout", type=float, default=900.0,
-                    help="seconds after which a reference run is killed and reported as '> N s'")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="runs of ours per case (median reported)"
+    )
+    ap.add_argument(
+        "--reference-repeats",
+        type=int,
+        default=None,
+        help="runs of the reference per case (default: --repeats)",
+    )
+    ap.add_argument(
+        "--reference-repeats-large",
+        type=int,
+        default=None,
+        help="runs of the reference for 100k x 20k and 1M x 2k (default: --reference-repeats)",
+    )
+    ap.add_argument(
+        "--reference-timeout",
+        type=float,
+        default=900.0,
+        help="seconds after which a reference run is killed and reported as '> N s'",
+    )
     ap.add_argument("--no-reference", action="store_true")
-    ap.add_argument("--no-limits", action="store_true", help="skip the encoder and disk measurements")
-    ap.add_argument("--n-jobs", type=int, default=None, help="n_jobs for our export (default: all cores)")
-    ap.add_argument("--cprofile-dir", default=None,
-                    help="write a cProfile of our first run of each case here")
-    ap.add_argument("--gzip-encoder", choices=["auto", "zlib", "zlib-ng"], default="auto",
-                    help="gzip_encoder of our export (default: auto, zlib-ng when installed)")
-    ap.add_argument("--out-dir", default=None,
-                    help="where the exports are written (default: <data-dir>/scratch/out); "
-                         "e.g. a tmpfs folder to measure the exporters without the disk")
+    ap.add_argument(
+        "--no-limits", action="store_true", help="skip the encoder and disk measurements"
+    )
+    ap.add_argument(
+        "--n-jobs", type=int, default=None, help="n_jobs for our export (default: all cores)"
+    )
+    ap.add_argument(
+        "--cprofile-dir", default=None, help="write a cProfile of our first run of each case here"
+    )
+    ap.add_argument(
+        "--gzip-encoder",
+        choices=["auto", "zlib", "zlib-ng"],
+        default="auto",
+        help="gzip_encoder of our export (default: auto, zlib-ng when installed)",
+    )
+    ap.add_argument(
+        "--out-dir",
+        default=None,
+        help="where the exports are written (default: <data-dir>/scratch/out); "
+        "e.g. a tmpfs folder to measure the exporters without the disk",
+    )
     ap.add_argument("--json", default=None, help="write all results here")
     ap.add_argument("--markdown", default=None, help="also write the Markdown tables here")
-    ap.add_argument("--report-from", default=None, metavar="JSON", nargs="+",
-                    help="print the Markdown tables of earlier (possibly partial) --json files, merged, and exit")
+    ap.add_argument(
+        "--report-from",
+        default=None,
+        metavar="JSON",
+        nargs="+",
+        help="print the Markdown tables of earlier (possibly partial) --json files, merged, and exit",
+    )
     # worker mode (internal)
     ap.add_argument("--worker", choices=["ours", "ref"], help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
@@ -684,8 +836,10 @@ def main(argv=None) -> int:
     try:
         from threadpoolctl import threadpool_info
 
-        blas = [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
-                for i in threadpool_info()]
+        blas = [
+            {k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+            for i in threadpool_info()
+        ]
     except ImportError:
         blas = None
     note = f"{ref_repeats}"
@@ -698,7 +852,9 @@ def main(argv=None) -> int:
             "python": sys.version.split()[0],
             "numpy": np.__version__,
             "blas": blas,
-            "openblas_env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")},
+            "openblas_env": {
+                k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+            },
             "repeats": args.repeats,
             "reference_repeats": ref_repeats,
             "reference_repeats_large": ref_repeats_large,
@@ -738,30 +894,62 @@ def main(argv=None) -> int:
         cells, genes = SIZES[size]
         large = cells * genes >= 1_000_000_000
         for setting in settings:
-            row = {"dataset": size, "cells": cells, "genes": genes, "setting": setting,
-                   "nnz": nnz_of(paths[size])}
+            row = {
+                "dataset": size,
+                "cells": cells,
+                "genes": genes,
+                "setting": setting,
+                "nnz": nnz_of(paths[size]),
+            }
             runs = []
             for i in range(args.repeats):
                 prof = None
                 if args.cprofile_dir and i == 0:
                     Path(args.cprofile_dir).mkdir(parents=True, exist_ok=True)
-                    prof = str(Path(args.cprofile_dir) / f"ours-{size.replace(' ', '')}-{setting}.prof")
-                rec = run_worker(sys.executable, "ours", paths[size], setting, out, scratch, None,
-                                 args.n_jobs, prof, args.gzip_encoder)
-                log(f"ours {size} {setting} run {i + 1}: {rec['export_s']:.2f} s, "
-                    f"peak RSS {rec['peak_rss_kb'] / 2**20:.2f} GB")
+                    prof = str(
+                        Path(args.cprofile_dir) / f"ours-{size.replace(' ', '')}-{setting}.prof"
+                    )
+                rec = run_worker(
+                    sys.executable,
+                    "ours",
+                    paths[size],
+                    setting,
+                    out,
+                    scratch,
+                    None,
+                    args.n_jobs,
+                    prof,
+                    args.gzip_encoder,
+                )
+                log(
+                    f"ours {size} {setting} run {i + 1}: {rec['export_s']:.2f} s, "
+                    f"peak RSS {rec['peak_rss_kb'] / 2**20:.2f} GB"
+                )
                 runs.append(rec)
             row["ours"] = summarize(runs)
             row["ours_runs"] = runs
             if ref_python:
                 runs = []
                 for i in range(ref_repeats_large if large else ref_repeats):
-                    rec = run_worker(ref_python, "ref", paths[size], setting, out, scratch,
-                                     args.reference_timeout, None)
-                    log(f"ref  {size} {setting} run {i + 1}: "
-                        + (f"> {args.reference_timeout:.0f} s (killed)" if rec.get("timed_out")
-                           else f"{rec['export_s']:.2f} s")
-                        + f", peak RSS {rec['peak_rss_kb'] / 2**20:.2f} GB")
+                    rec = run_worker(
+                        ref_python,
+                        "ref",
+                        paths[size],
+                        setting,
+                        out,
+                        scratch,
+                        args.reference_timeout,
+                        None,
+                    )
+                    log(
+                        f"ref  {size} {setting} run {i + 1}: "
+                        + (
+                            f"> {args.reference_timeout:.0f} s (killed)"
+                            if rec.get("timed_out")
+                            else f"{rec['export_s']:.2f} s"
+                        )
+                        + f", peak RSS {rec['peak_rss_kb'] / 2**20:.2f} GB"
+                    )
                     runs.append(rec)
                     if rec.get("timed_out"):
                         break

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 import numpy as np
 import pandas as pd
 
+from .._docs import doc_adata, doc_copy, doc_params, doc_returns_copy
 from .._format import CODES_MISSING, MAX_CATEGORIES
 
 if TYPE_CHECKING:
@@ -109,6 +110,7 @@ def category_codes(
     return CategoryCodes(codes, categories, chosen, missing)
 
 
+@doc_params(adata=doc_adata, copy=doc_copy, returns=doc_returns_copy)
 def encode_categories(
     adata: AnnData,
     *,
@@ -121,8 +123,7 @@ def encode_categories(
 
     Parameters
     ----------
-    adata
-        Annotated data matrix.
+    {adata}
     key
         A column of ``adata.obs``.
     dtype
@@ -130,12 +131,9 @@ def encode_categories(
     key_added
         Column for the codes; defaults to ``f"{key}_codes"``. The categories go to
         ``adata.uns["cellucid"]["categories"][key_added]``.
-    copy
-        Return a modified copy instead of changing ``adata``.
+    {copy}
 
-    Returns
-    -------
-    The copy when ``copy=True``, else None.
+    {returns}
 
     Examples
     --------

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import pandas as pd
 
+from .._docs import doc_adata, doc_copy, doc_groupby, doc_params, doc_returns_copy
 from .._format import DEFAULT_CENTROID_MIN_POINTS, DEFAULT_CENTROID_OUTLIER_QUANTILE
 from ._groups import group_means, group_quantiles, valid_codes
 
@@ -109,6 +110,7 @@ def _distances(x: np.ndarray, centers: np.ndarray, codes: np.ndarray) -> np.ndar
     return np.sqrt(squared)
 
 
+@doc_params(adata=doc_adata, groupby=doc_groupby, copy=doc_copy, returns=doc_returns_copy)
 def centroids(
     adata: AnnData,
     *,
@@ -123,10 +125,8 @@ def centroids(
 
     Parameters
     ----------
-    adata
-        Annotated data matrix.
-    groupby
-        A categorical (or category-like) column of ``adata.obs``.
+    {adata}
+    {groupby}
     basis
         The embedding in ``adata.obsm``: its key, or its basis as scanpy's plotting
         takes it (``"umap"`` reads ``obsm["X_umap"]``).
@@ -139,12 +139,9 @@ def centroids(
         where ``key`` is the ``obsm`` key read (``"bulk_labels_X_umap"``).
         The value is a DataFrame indexed by category with one column per dimension and
         ``n_points``.
-    copy
-        Return a modified copy instead of changing ``adata``.
+    {copy}
 
-    Returns
-    -------
-    The copy when ``copy=True``, else None.
+    {returns}
 
     Examples
     --------

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from .._docs import doc_adata, doc_copy, doc_params, doc_returns_copy
+
 if TYPE_CHECKING:
     from anndata import AnnData
     from numpy.typing import ArrayLike
@@ -86,6 +88,7 @@ def normalize_coords(coords: ArrayLike, *, name: str = "the embedding") -> Norma
     return NormalizedCoords((x - center) * scale, center, scale)
 
 
+@doc_params(adata=doc_adata, copy=doc_copy, returns=doc_returns_copy)
 def normalize_embedding(
     adata: AnnData,
     *,
@@ -97,8 +100,7 @@ def normalize_embedding(
 
     Parameters
     ----------
-    adata
-        Annotated data matrix.
+    {adata}
     key
         The embedding in ``adata.obsm``: its key, or its basis as scanpy's plotting
         takes it (``"umap"`` reads ``obsm["X_umap"]``).
@@ -106,12 +108,9 @@ def normalize_embedding(
         Where the normalized embedding goes in ``adata.obsm``; defaults to
         ``f"{key}_normalized"``. The centre and scale go to
         ``adata.uns["cellucid"]["normalization"][key_added]``.
-    copy
-        Return a modified copy instead of changing ``adata``.
+    {copy}
 
-    Returns
-    -------
-    The copy when ``copy=True``, else None.
+    {returns}
 
     Examples
     --------

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._docs import doc_adata, doc_copy, doc_groupby, doc_params, doc_returns_copy
 from .._format import DEFAULT_CENTROID_MIN_POINTS
 from ._groups import group_means, rank_fraction, valid_codes
 
@@ -82,6 +83,7 @@ def outlier_quantiles(
     return out
 
 
+@doc_params(adata=doc_adata, groupby=doc_groupby, copy=doc_copy, returns=doc_returns_copy)
 def outlier_quantiles_obs(
     adata: AnnData,
     *,
@@ -95,22 +97,17 @@ def outlier_quantiles_obs(
 
     Parameters
     ----------
-    adata
-        Annotated data matrix.
-    groupby
-        A categorical (or category-like) column of ``adata.obs``.
+    {adata}
+    {groupby}
     use_rep
         The latent space in ``adata.obsm`` (``"pca"`` reads ``obsm["X_pca"]``).
     min_points
         Categories with fewer cells get NaN.
     key_added
         Column of ``adata.obs`` for the values; defaults to ``f"{groupby}_outlier_quantile"``.
-    copy
-        Return a modified copy instead of changing ``adata``.
+    {copy}
 
-    Returns
-    -------
-    The copy when ``copy=True``, else None.
+    {returns}
 
     Examples
     --------

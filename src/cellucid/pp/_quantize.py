@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
+from .._docs import doc_adata, doc_copy, doc_params, doc_returns_copy
 from .._format import MAX_QUANT, QUANT_DTYPE
 
 if TYPE_CHECKING:
@@ -178,6 +179,7 @@ def dequantize(codes: ArrayLike, *, vmin: float, vmax: float, bits: Bits = 8) ->
     return values.astype(np.float32)
 
 
+@doc_params(adata=doc_adata, copy=doc_copy, returns=doc_returns_copy)
 def quantize_obs(
     adata: AnnData,
     *,
@@ -190,8 +192,7 @@ def quantize_obs(
 
     Parameters
     ----------
-    adata
-        Annotated data matrix.
+    {adata}
     key
         A numeric column of ``adata.obs``.
     bits
@@ -199,12 +200,9 @@ def quantize_obs(
     key_added
         Column for the codes; defaults to ``f"{key}_q{bits}"``. The bounds go to
         ``adata.uns["cellucid"]["quantization"][key_added]``.
-    copy
-        Return a modified copy instead of changing ``adata``.
+    {copy}
 
-    Returns
-    -------
-    The copy when ``copy=True``, else None.
+    {returns}
 
     Examples
     --------

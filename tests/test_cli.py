@@ -10,8 +10,8 @@ from pathlib import Path
 
 import anndata as ad
 import pytest
+from _data import make_adata
 from _decode import decode
-from conftest import make_adata
 
 
 def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:

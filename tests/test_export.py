@@ -10,8 +10,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from _data import make_adata
 from _decode import MAX_Q, decode
-from conftest import make_adata
 from scipy import sparse
 
 import cellucid as cl

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _data import make_adata
 from _mutate import DS, MUTATIONS, Mutation
-from conftest import make_adata
 
 import cellucid as cl
 from cellucid.ex import read, validate

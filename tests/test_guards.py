@@ -13,8 +13,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from _data import knn_graph, make_adata
 from _decode import decode
-from conftest import knn_graph, make_adata
 from scipy import sparse
 
 import cellucid as cl

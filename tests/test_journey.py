@@ -12,8 +12,8 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pytest
+from _data import make_adata
 from _decode import decode
-from conftest import make_adata
 
 import cellucid as cl
 
@@ -115,7 +115,7 @@ def test_scanpy_verbosity_applies(tmp_path: Path, setup: str, shown: bool) -> No
         warnings.simplefilter("ignore")
         import cellucid as cl
         import scanpy as sc
-        from conftest import make_adata
+        from _data import make_adata
         {setup}
         cl.ex.export(make_adata(40, 3), "out")
         """,
@@ -129,7 +129,7 @@ def test_debug_level_follows_scanpy_debug(tmp_path: Path) -> None:
     result = python(
         """
         import cellucid as cl, scanpy as sc
-        from conftest import make_adata
+        from _data import make_adata
         sc.settings.verbosity = "debug"
         cl.ex.export(make_adata(40, 3), "out", progress=False)
         """,

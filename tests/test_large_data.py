@@ -7,7 +7,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pytest
-from conftest import make_adata
+from _data import make_adata
 from scipy import sparse
 
 import cellucid as cl

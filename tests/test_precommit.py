@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import make_adata
+from _data import make_adata
 
 import cellucid as cl
 from cellucid._precommit import export_folders, main

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_adata
+from _data import make_adata
 
 import cellucid as cl
 from cellucid.ex import _progress

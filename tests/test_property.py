@@ -17,8 +17,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from _data import knn_graph
 from _decode import MAX_Q, decode
-from conftest import knn_graph
 from scipy import sparse
 
 import cellucid as cl

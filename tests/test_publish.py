@@ -16,7 +16,7 @@ from pathlib import Path
 
 import anndata as ad
 import pytest
-from conftest import make_adata
+from _data import make_adata
 
 import cellucid as cl
 from cellucid.ex import _export, _publish

@@ -16,8 +16,8 @@ import warnings
 from pathlib import Path
 
 import pytest
+from _data import make_adata
 from _http import get_json, request
-from conftest import make_adata
 
 import cellucid as cl
 from cellucid.cli import main

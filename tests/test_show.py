@@ -10,8 +10,8 @@ import warnings
 
 import numpy as np
 import pytest
+from _data import make_adata
 from _http import get_json, request
-from conftest import make_adata
 
 import cellucid as cl
 from cellucid.ex import _show

@@ -18,8 +18,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from _data import make_adata, shared_dir
 from _mutate import CATALOG_MUTATIONS, DS, MUTATIONS, CatalogMutation, Mutation
-from conftest import make_adata, shared_dir
 
 import cellucid as cl
 from cellucid.ex import _validate

@@ -8,8 +8,8 @@ import logging
 import warnings
 
 import pytest
+from _data import make_adata
 from _http import FakeViewerSite, closed_port_url, request
-from conftest import make_adata
 
 import cellucid as cl
 from cellucid.cli import main

@@ -53,7 +53,7 @@ def test_quantize_exact_steps_land_on_their_code() -> None:
 @pytest.mark.parametrize("encode", ["current", "legacy"])
 @pytest.mark.parametrize("bits", [8, 16])
 def test_encode_with_per_column_bounds(encode: str, bits: int) -> None:
-    from cellucid.pp._legacy import encode_with_bounds_float32
+    from cellucid.ex._legacy_arithmetic import encode_with_bounds_float32
     from cellucid.pp._quantize import encode_with_bounds
 
     fn = encode_with_bounds if encode == "current" else encode_with_bounds_float32

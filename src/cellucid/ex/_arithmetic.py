@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._format import JS_WHITESPACE, Layout
-from ..pp import _legacy, normalize_coords
+from ..pp import normalize_coords
 from ..pp._quantize import encode_with_bounds, finite_bounds
+from . import _legacy_arithmetic as _legacy
 
 # Python's whitespace and JavaScript's (the viewer trims with the latter: U+FEFF is only there)
 _UNSAFE_LABEL = re.compile(rf"^[\s{JS_WHITESPACE}]|[\s{JS_WHITESPACE}]$|[\x00-\x1f\x7f]")

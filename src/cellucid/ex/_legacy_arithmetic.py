@@ -2,7 +2,8 @@
 
 The legacy layout promises payloads equal to the original design's, which normalized
 and quantized in float32 and truncated quantized values (no step epsilon). The current
-layout uses the float64 arithmetic of :mod:`._embedding` and :mod:`._quantize`.
+layout uses the float64 arithmetic of :mod:`cellucid.pp._embedding` and
+:mod:`cellucid.pp._quantize`.
 """
 
 from __future__ import annotations

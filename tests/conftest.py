@@ -38,3 +38,16 @@ def caplog_cellucid():
             cl_logging._level = before
 
     return capture
+
+
+@pytest.fixture
+def _restore_logging():
+    """``main()`` configures the "cellucid" logger for a terminal; undo it after the test."""
+    import logging
+
+    logger = logging.getLogger("cellucid")
+    saved = (logger.level, logger.propagate, list(logger.handlers))
+    yield
+    logger.setLevel(saved[0])
+    logger.propagate = saved[1]
+    logger.handlers[:] = saved[2]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shutil
@@ -37,17 +36,6 @@ def _export(adata, out_dir, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the fixture's NaN obs columns
         return cl.ex.export(adata, out_dir, **kwargs)
-
-
-@pytest.fixture
-def _restore_logging():
-    """``main()`` configures the "cellucid" logger for a terminal; undo it after the test."""
-    logger = logging.getLogger("cellucid")
-    saved = (logger.level, logger.propagate, list(logger.handlers))
-    yield
-    logger.setLevel(saved[0])
-    logger.propagate = saved[1]
-    logger.handlers[:] = saved[2]
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import warnings
 
 import pytest
@@ -39,16 +38,6 @@ def export_dir(tmp_path_factory):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return cl.ex.export(make_adata(n_cells=60, n_genes=4), tmp_path_factory.mktemp("e") / "x")
-
-
-@pytest.fixture
-def _restore_logging():
-    logger = logging.getLogger("cellucid")
-    saved = (logger.level, logger.propagate, list(logger.handlers))
-    yield
-    logger.setLevel(saved[0])
-    logger.propagate = saved[1]
-    logger.handlers[:] = saved[2]
 
 
 def test_update_downloads_verifies_and_serves_the_viewer(site, tmp_path, export_dir):

@@ -23,6 +23,7 @@ from .._format import (
     is_blank,
     safe_filename_component,
 )
+from .._warn import user_stacklevel
 from ..pp._anndata import basis_key
 from ._columns import checked_column, refuse_complex
 from ._genes import is_dask
@@ -366,7 +367,7 @@ def report_lookalikes(
             f"adata.obsm[{target!r}] = adata.obsm.pop({key!r})."
         )
         if missing_dim:  # e.g. no 3-D embedding was found, and this key could be it
-            warnings.warn(msg, UserWarning, stacklevel=3)
+            warnings.warn(msg, UserWarning, stacklevel=user_stacklevel())
         else:
             logger.info(msg)
 

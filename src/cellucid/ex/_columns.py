@@ -7,6 +7,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from .._warn import user_stacklevel
+
 # what pandas calls the values of an object column whose non-missing values are not of one kind
 _MIXED = frozenset({"mixed", "mixed-integer"})
 
@@ -58,6 +60,6 @@ def checked_column(series: pd.Series, what: str) -> pd.Series:
         f"{what} mixes values of types {', '.join(kinds)}; it is exported as their string forms "
         "(so that e.g. True and 1 stay different categories). Convert it yourself to choose.",
         UserWarning,
-        stacklevel=4,
+        stacklevel=user_stacklevel(),
     )
     return series.map(str, na_action="ignore").astype(object)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._format import EXT, MANIFEST_FORMAT, MAX_CATEGORIES, OBS_DIR, OBS_MANIFEST, QUANT_DTYPE, gz
+from .._warn import user_stacklevel
 from ..pp import category_centroids, category_codes, outlier_quantiles
 from ..pp._categories import as_categorical
 from ..pp._quantize import finite_range
@@ -164,7 +165,7 @@ def encode_obs(
         encoded = list(pool.map(encode, fields))
     for enc in encoded:  # warned here, in the caller's thread, so they point at the export call
         for warning in enc.warnings:
-            warnings.warn(warning, UserWarning, stacklevel=3)
+            warnings.warn(warning, UserWarning, stacklevel=user_stacklevel())
     return encoded
 
 

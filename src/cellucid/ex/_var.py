@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .._format import EXT, MANIFEST_FORMAT, QUANT_DTYPE, VAR_DIR, VAR_MANIFEST, gz
+from .._warn import user_stacklevel
 from ..pp._quantize import finite_range
 from ._arithmetic import Arithmetic, missing_as_nan
 from ._collect import GeneSource
@@ -211,7 +212,7 @@ def write_var(
             f"{len(non_finite):,} genes have NaN or ±Inf values, exported as missing: "
             f"{non_finite[:10]}{' ...' if len(non_finite) > 10 else ''}",
             UserWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     schema = {
         "kind": "continuous",

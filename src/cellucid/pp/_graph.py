@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 from scipy import sparse
 
+from .._warn import user_stacklevel
+
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
@@ -87,7 +89,7 @@ def graph_edges(
         warnings.warn(
             f"{name} is not symmetric; symmetrizing it by the element-wise maximum.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
         g = g.maximum(gt).tocsr()
         g.sort_indices()

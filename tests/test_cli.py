@@ -365,6 +365,18 @@ def test_new_spellings_and_flags(h5ad: Path, tmp_path: Path) -> None:
     assert bad.returncode == 2 and "--memory-budget: must be a number of bytes" in bad.stderr
 
 
+@pytest.mark.parametrize("n_jobs", ["0", "-5", "1.5", "x"])
+def test_bad_n_jobs_is_a_usage_error(h5ad: Path, tmp_path: Path, n_jobs: str) -> None:
+    result = run("export", h5ad, tmp_path / "x", "--n-jobs", n_jobs)
+    assert result.returncode == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert error == (
+        "cellucid export: error: argument --n-jobs/--jobs: must be a positive number of "
+        f"threads, or -1 for all cores, not {n_jobs!r}"
+    )
+    assert not (tmp_path / "x").exists()
+
+
 def test_export_without_out_dir_goes_to_exports(h5ad: Path, tmp_path: Path) -> None:
     result = run("export", h5ad, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

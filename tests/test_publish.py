@@ -39,7 +39,7 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
         msg = "the export started working before refusing its target"
         raise AssertionError(msg)
 
-    monkeypatch.setattr(_export.collect, "materialize", started)
+    monkeypatch.setattr(_export, "collect", started)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -53,6 +53,16 @@ def _quantile(value: str) -> float | None:
         raise argparse.ArgumentTypeError(msg) from None
 
 
+def _n_jobs(value: str) -> int:
+    from .ex._settings import Resources
+
+    try:
+        return Resources(n_jobs=int(value)).n_jobs  # the export's own check
+    except ValueError as e:
+        msg = f"must be a positive number of threads, or -1 for all cores, not {value!r}"
+        raise argparse.ArgumentTypeError(msg) from e
+
+
 _BYTE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
 
 
@@ -68,6 +78,7 @@ def _bytes(value: str) -> int:
 def _add_export(commands: argparse._SubParsersAction) -> None:
     # every keyword of cl.ex.export has a flag spelled like it (--var-quantization), stored
     # under its name with the function's default; earlier spellings (--quantize-genes) stay
+    from .ex._payload import GZIP_ENCODERS
     from .ex._settings import (
         DEFAULT_BASIS,
         DEFAULT_CENTROID_MIN_POINTS,
@@ -204,7 +215,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     )
     enc.add_argument(
         "--gzip-encoder",
-        choices=["auto", "zlib", "zlib-ng"],
+        choices=GZIP_ENCODERS,
         default=DEFAULT_GZIP_ENCODER,
         metavar="auto|zlib|zlib-ng",
         help=f"deflate implementation; auto: zlib-ng when installed (default: {DEFAULT_GZIP_ENCODER})",
@@ -262,9 +273,9 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--n-jobs",
         "--jobs",
-        type=int,
+        type=_n_jobs,
         metavar="N",
-        help="threads encoding and compressing files (default: all cores)",
+        help="threads encoding and compressing files; -1: all cores (default: all cores)",
     )
     run.add_argument(
         "--memory-budget",

@@ -27,9 +27,12 @@ from .._warn import user_stacklevel
 from ..pp._anndata import basis_key
 from ._columns import checked_column, refuse_complex
 from ._genes import is_dask
+from ._limits import check_payload_sizes
 
 if TYPE_CHECKING:
     from anndata import AnnData
+
+    from ._settings import Selection
 
 logger = logging.getLogger("cellucid")
 
@@ -59,9 +62,9 @@ class GeneSource:
     id_column: str | None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Collected:
-    """Everything an export writes, as found in the AnnData."""
+    """Everything an export writes, as found in the AnnData (see :func:`collect`)."""
 
     n_cells: int
     embeddings: dict[int, np.ndarray]
@@ -71,8 +74,45 @@ class Collected:
     vector_fields: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
     graph: sparse.csr_matrix | None = None
     graph_key: str | None = None
-    obs_fields: list[ObsField] = field(default_factory=list)
+    obs_fields: tuple[ObsField, ...] = ()
     genes: GeneSource | None = None
+
+
+def collect(adata: AnnData, selection: Selection, *, layout: Layout) -> Collected:
+    """Return everything an export of ``adata`` writes, checked before anything is written.
+
+    Lazy (dask) arrays the export needs are computed together (:func:`materialize`); the
+    lengths, the file names of the legacy layout and the viewer's size limits are checked.
+    """
+    if adata.n_obs == 0:
+        msg = "adata has no cells; the viewer needs at least one."
+        raise ValueError(msg)
+    s = selection
+    loaded = materialize(adata, s)
+    embeddings, embedding_keys = collect_embeddings(loaded, s.basis)
+    report_lookalikes(loaded, s.basis, embeddings, vector_fields=s.vector_fields is not False)
+    latent, latent_key = collect_latent(loaded, s.latent_key)
+    vector_fields = collect_vector_fields(loaded, s.basis, embeddings, s.vector_fields)
+    obs_fields = collect_obs(adata, s.obs_keys, layout)
+    genes = collect_genes(adata, s, layout=layout)
+    graph, graph_key = collect_graph(loaded, s.connectivities_key)
+    found = Collected(
+        n_cells=adata.n_obs,
+        embeddings=embeddings,
+        embedding_keys=embedding_keys,
+        latent=latent,
+        latent_key=latent_key,
+        vector_fields=vector_fields,
+        graph=graph,
+        graph_key=graph_key,
+        obs_fields=tuple(obs_fields),
+        genes=genes,
+    )
+    check_lengths(found)
+    if layout.name == "legacy":
+        refuse_name_collisions(list(found.vector_fields), "vector fields")
+    check_payload_sizes(found)
+    return found
 
 
 def frame(df: object) -> pd.DataFrame:
@@ -128,25 +168,20 @@ class Source:
     uns: object
 
 
-def materialize(
-    adata: AnnData,
-    *,
-    basis: str,
-    latent_key: str | Literal[False] | None,
-    vector_fields: bool | Sequence[str],
-    connectivities_key: str | Literal[False] | None,
-) -> Source:
+def materialize(adata: AnnData, selection: Selection) -> Source:
     """Return ``obsm``/``obsp`` with every lazy array the export needs computed in one go.
 
     One ``dask.compute`` call lets the user's scheduler load them in parallel; lazy arrays
     the export does not use stay lazy.
     """
+    latent_key, vector_fields = selection.latent_key, selection.vector_fields
+    connectivities_key = selection.connectivities_key
     obsm = {k: adata.obsm[k] for k in adata.obsm}
     obsp = {k: adata.obsp[k] for k in adata.obsp}
     latent = (
         latent_key if latent_key is not None else next((k for k in LATENT_KEYS if k in obsm), None)
     )
-    key, name = basis_names(obsm, basis)
+    key, name = basis_names(obsm, selection.basis)
     pattern = vector_field_pattern(name)
     embedding_names = set(_embedding_keys(key))
 
@@ -454,19 +489,13 @@ def refuse_name_collisions(names: Sequence[str], what: str) -> None:
         seen[folded] = name
 
 
-def collect_genes(
-    adata: AnnData,
-    *,
-    var_names: Sequence[str] | None,
-    layer: str | None,
-    use_raw: bool,
-    gene_id_column: str | None,
-    layout: Layout,
-) -> GeneSource | None:
-    """Return the expression matrix and the genes to export, or None without genes."""
-    if use_raw and layer is not None:
-        msg = "Pass either layer= or use_raw=True, not both."
-        raise ValueError(msg)
+def collect_genes(adata: AnnData, selection: Selection, *, layout: Layout) -> GeneSource | None:
+    """Return the expression matrix and the genes to export, or None without genes.
+
+    ``layer`` and ``use_raw`` are not both given (see :class:`~cellucid.ex._settings.Selection`).
+    """
+    var_names, layer, use_raw = selection.var_names, selection.layer, selection.use_raw
+    gene_id_column = selection.gene_id_column
     if use_raw:
         if adata.raw is None:
             msg = "use_raw=True but adata.raw is None."

@@ -7,10 +7,14 @@ instead, with what to do. The limits are read from :mod:`cellucid._format` at ea
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .. import _format
-from ..pp import Edges
-from ._collect import Collected
-from ._settings import ExportSettings
+
+if TYPE_CHECKING:
+    from ..pp import Edges
+    from ._collect import Collected
+    from ._settings import ExportSettings
 
 
 def _mb(nbytes: int) -> str:

@@ -109,7 +109,6 @@ def encode_obs(
     embeddings: dict[int, NormalizedEmbedding],
     latent: np.ndarray | None,
     settings: ExportSettings,
-    arith: Arithmetic,
     n_jobs: int = 1,
     on_encoded: Callable[[ObsField], None] = lambda field: None,
 ) -> list[EncodedField]:
@@ -118,6 +117,7 @@ def encode_obs(
     ``on_encoded`` is called with each field once it is encoded (for progress).
     """
     bits = settings.obs_continuous_quantization
+    arith = settings.arithmetic
     with ThreadPoolExecutor(max(1, n_jobs)) as pool:
         categorical = [f for f in fields if f.kind != "continuous"]
         cats = dict(

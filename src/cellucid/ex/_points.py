@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._format import VECTOR_BASIS, VECTORS_DIR, Layout
+from .._format import VECTOR_BASIS, VECTORS_DIR
 from ._arithmetic import Arithmetic
 from ._payload import PayloadWriter
+from ._settings import ExportSettings
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,12 @@ def write_vectors(
     fields: dict[str, dict[int, np.ndarray]],
     embeddings: dict[int, NormalizedEmbedding],
     *,
-    layout: Layout,
-    arith: Arithmetic,
+    settings: ExportSettings,
 ) -> dict | None:
     """Write vector fields in their embedding's units; return the identity's ``vector_fields`` entry."""
     if not fields:
         return None
+    layout, arith = settings.layout, settings.arithmetic
     payloads = {
         (field_id, dim): _scaled(
             vectors, embeddings[dim].scale, f"vector field {field_id!r} ({dim}D)", arith

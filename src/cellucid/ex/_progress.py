@@ -6,6 +6,7 @@ import importlib.util
 import os
 import sys
 import threading
+import time
 from contextlib import AbstractContextManager
 
 
@@ -59,11 +60,19 @@ class ExportProgress:
     as an estimate and is made exact once everything but the genes is encoded (gene
     payload sizes are known from the start), so the bar's rate and remaining time reflect
     the export as a whole. The bar shows a percentage and the stage, not byte counts.
+
+    It also times the stages (:meth:`lap`), from ``started`` on, for the debug log.
     """
 
-    def __init__(self, *, total: int, enabled: bool, write_weight: int = 1) -> None:
+    def __init__(
+        self, *, total: int, enabled: bool, write_weight: int = 1, started: float | None = None
+    ) -> None:
+        #: seconds spent in each stage
+        self.times: dict[str, float] = {}
+        self._clock = time.perf_counter() if started is None else started
         self._lock = threading.Lock()
-        self._write_weight = write_weight
+        #: how many times a payload byte written counts, against once encoded
+        self.write_weight = write_weight
         self._bar = progress_bar(
             total=max(1, total),
             desc="export",
@@ -77,6 +86,12 @@ class ExportProgress:
         with self._lock:
             self._bar.set_description_str(f"export {name}", refresh=True)
 
+    def lap(self, stage: str) -> None:
+        """Add the time since the last lap (or the start) to ``stage``'s seconds."""
+        now = time.perf_counter()
+        self.times[stage] = self.times.get(stage, 0.0) + now - self._clock
+        self._clock = now
+
     def advance(self, nbytes: int) -> None:
         """Count ``nbytes`` more of work as done (called from any thread)."""
         with self._lock:
@@ -84,7 +99,7 @@ class ExportProgress:
 
     def written(self, nbytes: int) -> None:
         """Count a payload of ``nbytes`` (uncompressed) as written (called from any thread)."""
-        self.advance(nbytes * self._write_weight)
+        self.advance(nbytes * self.write_weight)
 
     def set_total(self, total: int) -> None:
         """Replace the estimated total by ``total`` (never below the work done)."""

@@ -166,7 +166,6 @@ def write_var(
     *,
     n_cells: int,
     settings: ExportSettings,
-    arith: Arithmetic,
     progress: ExportProgress,
     times: dict[str, float],
 ) -> None:
@@ -178,6 +177,7 @@ def write_var(
     (``genes.write``).
     """
     layout, comp, bits = settings.layout, settings.compression, settings.var_quantization
+    arith = settings.arithmetic
     ext = EXT[QUANT_DTYPE[bits]] if bits else EXT["float32"]
     fields: list[list] = [[] for _ in genes.names]
     non_finite_at: list[int] = []

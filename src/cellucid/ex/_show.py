@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import html
 import logging
@@ -17,6 +18,7 @@ from scipy import sparse
 from .._format import IDENTITY_FILE
 from ._export import export
 from ._serve import Server
+from ._settings import Resources
 from ._viewer_cache import cache_home
 
 if TYPE_CHECKING:
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("cellucid")
 
 #: export keywords that do not change the written files (left out of the cache key)
-_NOT_IN_KEY = frozenset({"n_jobs", "memory_budget", "progress", "gzip_encoder"})
+_NOT_IN_KEY = frozenset(f.name for f in dataclasses.fields(Resources))
 
 
 class Viewer:

@@ -149,8 +149,8 @@ class ExportSettings:
 class Resources:
     """What an export may use: threads, memory, a deflate implementation, a progress bar.
 
-    The written files never depend on them (but on the gzip encoder, see
-    :func:`~cellucid.ex.export`).
+    The written files do not depend on them, but for the compressed bytes on the gzip
+    encoder (see :func:`~cellucid.ex.export`).
     """
 
     n_jobs: int | None = None

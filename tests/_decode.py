@@ -86,8 +86,12 @@ def dequantize(codes: np.ndarray, vmin: float, vmax: float, bits: int) -> np.nda
     return out.astype(np.float32)
 
 
-def decode(root: Path) -> Decoded:
-    """Decode an export, asserting the format's rules on the way."""
+def decode(root: Path, *, layout: str | None = None) -> Decoded:
+    """Decode an export, asserting the format's rules on the way.
+
+    ``layout`` is the one the export was written in; None tells it from the obs schemas'
+    placeholders, which an export without obs fields does not have.
+    """
     root = Path(root)
     identity = json.loads((root / "dataset_identity.json").read_text())
     assert set(identity) >= {
@@ -160,7 +164,8 @@ def decode(root: Path) -> Decoded:
         "_continuousFields",
         "_categoricalFields",
     }
-    layout = "legacy" if "{key}" in json.dumps(obs["_obsSchemas"]) else "current"
+    if layout is None:
+        layout = "legacy" if "{key}" in json.dumps(obs["_obsSchemas"]) else "current"
     out = Decoded(layout, identity, obs)
 
     emb = identity["embeddings"]

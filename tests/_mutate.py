@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from cellucid._format import CODES_MISSING, MAX_CATEGORIES, MAX_QUANT, safe_filename_component
-from cellucid.ex._validate import _connectivity, _dataset, _files, _payloads
+from cellucid._layout import detect_layout
+from cellucid.ex._validate import _connectivity, _files, _payloads
 
 IDENTITY = "dataset_identity.json"
 OBS = "obs_manifest.json"
@@ -85,7 +86,9 @@ class DS:
     # --- where things are ---
     @property
     def layout(self) -> str:
-        return _dataset._detect_layout(self.json(OBS), self._maybe(VAR), self._maybe(CONN))
+        return detect_layout(
+            self.json(IDENTITY), self.json(OBS), self._maybe(VAR), self._maybe(CONN)
+        )
 
     def _maybe(self, rel: str) -> Any:
         return self.json(rel) if (self.path / rel).is_file() else None
@@ -1102,6 +1105,16 @@ def codes_pattern_wrong_ending(man: dict) -> None:
 def var_pattern_other_folder(man: dict) -> None:
     schema = man["_varSchema"]
     schema["pathPattern"] = "genes/" + schema["pathPattern"].split("/", 1)[1]
+
+
+@var_mutation("layout.mixed", extra=("schema.pattern",))
+def var_pattern_of_the_other_layout(man: dict) -> None:
+    """The genes named by key beside obs fields named by index, or the other way round."""
+    schema = man["_varSchema"]
+    current = "{index}" in schema["pathPattern"]
+    schema["pathPattern"] = schema["pathPattern"].replace(
+        "{index}" if current else "{key}", "{key}" if current else "{index}"
+    )
 
 
 # ---- connectivity ----------------------------------------------------------------------------

@@ -2,13 +2,13 @@
 
 Everything the viewer checks by name or number (see the format page of the docs) is
 defined here; writers, the validator and the reader import these instead of spelling
-them again.
+them again. Payload paths, path patterns and layouts are built from these names in
+:mod:`cellucid._layout`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -49,21 +49,6 @@ FLOAT_DTYPE = np.dtype("<f4")
 WEIGHT_DTYPE = np.dtype("<f8")
 #: largest ``n_cells`` whose edge indices fit in uint16
 UINT16_INDEX_MAX_CELLS = 65536
-
-# --- what an export folder holds, in either layout (``overwrite`` replaces nothing else) ---
-_PAYLOAD_EXT = "(?:" + "|".join(EXT.values()) + r")(?:\.gz)?"
-#: names of the files directly in a dataset folder
-EXPORT_TOP_FILES = re.compile(
-    "|".join(map(re.escape, (IDENTITY_FILE, OBS_MANIFEST, VAR_MANIFEST, CONNECTIVITY_MANIFEST)))
-    + r"|points_[123]d\.bin(?:\.gz)?"
-)
-#: names of the files in each payload folder (a stem is an index or a sanitized key)
-EXPORT_FOLDER_FILES = {
-    OBS_DIR: re.compile(rf"[^/]+\.(?:values|codes|outliers)\.{_PAYLOAD_EXT}"),
-    VAR_DIR: re.compile(rf"[^/]+\.values\.{_PAYLOAD_EXT}"),
-    CONNECTIVITY_DIR: re.compile(r"edges\.(?:src|dst|weights\.f64)\.bin(?:\.gz)?"),
-    VECTORS_DIR: re.compile(r"[^/]+_[123]d\.bin(?:\.gz)?"),
-}
 
 #: the viewer refuses a payload larger than this decoded, and a JSON document larger than
 #: this, before reading them (module-level so that tests can lower them)
@@ -114,8 +99,6 @@ def gzip_ceiling(raw: int) -> int:
 # --- names -----------------------------------------------------------------------------------
 #: longest file name most file systems allow
 MAX_FILE_NAME_BYTES = 255
-#: longest sanitized key the legacy layout can name files by (``<key>.outliers.f32.gz`` is the longest)
-LEGACY_MAX_STEM = MAX_FILE_NAME_BYTES - len(".outliers.f32.gz")
 #: the characters JavaScript's ``String.prototype.trim`` removes (the viewer's "non-empty"):
 #: ECMAScript WhiteSpace and LineTerminator, a different set from Python's ``str.strip()``
 JS_WHITESPACE = (
@@ -259,49 +242,3 @@ def safe_filename_component(name: object) -> str:
 def index_dtype(n_cells: int) -> np.dtype:
     """Return the smallest dtype the viewer accepts for edge indices of ``n_cells`` cells."""
     return np.dtype("<u2") if n_cells <= UINT16_INDEX_MAX_CELLS else np.dtype("<u4")
-
-
-def points_path(dim: int, compression: int | None) -> str:
-    """Return the relative path of the ``dim``-dimensional points file."""
-    return gz(f"points_{dim}d.bin", compression)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How one layout names payload files and opens manifest field entries.
-
-    The current layout names a field's files by its integer index, the legacy layout by
-    its sanitized key.
-    """
-
-    name: LayoutName
-
-    @property
-    def placeholder(self) -> str:
-        """The placeholder of manifest path patterns."""
-        return "{index}" if self.name == "current" else "{key}"
-
-    def stem(self, index: int, key: object) -> str:
-        """Return the file stem of a field: its index or its sanitized key."""
-        return str(index) if self.name == "current" else safe_filename_component(key)
-
-    def entry_head(self, index: int, key: str) -> list:
-        """Return the leading items of a manifest field entry."""
-        return [index, key] if self.name == "current" else [key]
-
-    def vector_stem(self, index: int, field_id: str) -> str:
-        """Return the file stem of a vector field."""
-        return str(index) if self.name == "current" else field_id
-
-    @property
-    def weighted_edges(self) -> bool:
-        """Whether edges carry a weights file."""
-        return self.name == "current"
-
-
-def layout(name: str) -> Layout:
-    """Return the :class:`Layout` called ``name``, or raise a clear error."""
-    if name not in LAYOUTS:
-        msg = f"layout must be one of {LAYOUTS}, got {name!r}."
-        raise ValueError(msg)
-    return Layout(name)  # type: ignore[arg-type]

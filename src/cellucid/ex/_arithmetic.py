@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._format import JS_WHITESPACE, Layout
+from .._format import JS_WHITESPACE
+from .._layout import Layout
 from ..pp import normalize_coords
 from ..pp._quantize import encode_with_bounds, finite_bounds
 from . import _legacy_arithmetic as _legacy

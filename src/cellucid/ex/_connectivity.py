@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._format import (
-    CONNECTIVITY_DIR,
-    CONNECTIVITY_MANIFEST,
-    EDGE_FORMAT,
-    WEIGHT_DTYPE,
-    index_dtype,
-)
+from .._format import CONNECTIVITY_MANIFEST, EDGE_FORMAT, WEIGHT_DTYPE, index_dtype
+from .._layout import edges_path
 from ..pp import Edges
 from ._payload import PayloadWriter, dumps_manifest, write_json
 from ._settings import ExportSettings
@@ -28,17 +23,12 @@ def write_connectivity(
         "max_neighbors": edges.max_neighbors,
         "index_bytes": dtype.itemsize,
         "index_dtype": dtype.name,
-        "sourcesPath": writer.write(
-            f"{CONNECTIVITY_DIR}/edges.src.bin", _as_index(edges.src, dtype)
-        ),
-        "destinationsPath": writer.write(
-            f"{CONNECTIVITY_DIR}/edges.dst.bin", _as_index(edges.dst, dtype)
-        ),
+        "sourcesPath": writer.write(edges_path("src"), _as_index(edges.src, dtype)),
+        "destinationsPath": writer.write(edges_path("dst"), _as_index(edges.dst, dtype)),
     }
     if settings.layout.weighted_edges:
         manifest["weightsPath"] = writer.write(
-            f"{CONNECTIVITY_DIR}/edges.weights.f64.bin",
-            edges.weights.astype(WEIGHT_DTYPE, copy=False),
+            edges_path("weights"), edges.weights.astype(WEIGHT_DTYPE, copy=False)
         )
         manifest["weight_dtype"] = "float64"
         manifest["weight_bytes"] = WEIGHT_DTYPE.itemsize

@@ -26,7 +26,7 @@ from .._format import (
     OBS_MANIFEST,
     VAR_MANIFEST,
 )
-from ._read import _detect_layout, _fill
+from .._layout import Layout, detect_layout, layout
 
 #: one path segment the viewer can request unescaped: encodeURIComponent's own characters,
 #: not starting with a dot (no ".", "..", nor hidden files such as staging folders)
@@ -184,8 +184,8 @@ def declared_files(base: Path, prefix: str, identity: dict) -> set[str]:
             manifests[name] = None
     obs, var, conn = (manifests[n] for n in (OBS_MANIFEST, VAR_MANIFEST, CONNECTIVITY_MANIFEST))
     try:
-        layout = _detect_layout(obs, var, conn)
-        paths = list(_payload_paths(identity, obs, var, conn, layout))
+        lay = layout(detect_layout(identity, obs, var, conn))
+        paths = list(_payload_paths(identity, obs, var, conn, lay))
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
         msg = f"{base / prefix} has manifests the server cannot read ({e}); run `cellucid validate` on it."
         raise ExportError(msg) from None
@@ -201,31 +201,28 @@ def _is_regular(base: Path, relpath: str) -> bool:
     return True
 
 
-def _payload_paths(identity: dict, obs: Any, var: Any, conn: Any, layout: str) -> Any:
+def _payload_paths(identity: dict, obs: Any, var: Any, conn: Any, lay: Layout) -> Any:
     """Yield every payload path the identity and manifests name (unchecked)."""
     yield from (identity.get("embeddings") or {}).get("files", {}).values()
     for field in ((identity.get("vector_fields") or {}).get("fields") or {}).values():
         yield from (field.get("files") or {}).values()
-    head = 2 if layout == "current" else 1  # [index, key, ...] or [key, ...]
-
-    def index_key(entry: list) -> tuple[int | None, str]:
-        return (entry[0], str(entry[1])) if layout == "current" else (None, str(entry[0]))
-
     if isinstance(obs, dict):
         schemas = obs.get("_obsSchemas") or {}
         continuous = schemas.get("continuous") or {}
         for entry in obs.get("_continuousFields") or []:
-            yield _fill(continuous.get("pathPattern"), layout, *index_key(entry))
+            index, key, _ = lay.entry_split(entry)
+            yield lay.fill(continuous.get("pathPattern"), index, str(key))
         categorical = schemas.get("categorical") or {}
         for entry in obs.get("_categoricalFields") or []:
-            index, key = index_key(entry)
-            codes_ext = EXT.get(entry[head + 1], "")
-            yield _fill(categorical.get("codesPathPattern"), layout, index, key, codes_ext)
-            yield _fill(categorical.get("outlierPathPattern"), layout, index, key)
+            index, key, rest = lay.entry_split(entry)
+            codes_ext = EXT.get(rest[1], "")
+            yield lay.fill(categorical.get("codesPathPattern"), index, str(key), codes_ext)
+            yield lay.fill(categorical.get("outlierPathPattern"), index, str(key))
     if isinstance(var, dict):
         pattern = (var.get("_varSchema") or {}).get("pathPattern")
         for entry in var.get("fields") or []:
-            yield _fill(pattern, layout, *index_key(entry))
+            index, key, _ = lay.entry_split(entry)
+            yield lay.fill(pattern, index, str(key))
     if isinstance(conn, dict):
         for key in ("sourcesPath", "destinationsPath", "weightsPath"):
             if key in conn:

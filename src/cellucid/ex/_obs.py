@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .._format import EXT, MANIFEST_FORMAT, MAX_CATEGORIES, OBS_DIR, OBS_MANIFEST, QUANT_DTYPE, gz
+from .._format import EXT, MANIFEST_FORMAT, MAX_CATEGORIES, OBS_MANIFEST, QUANT_DTYPE
 from .._warn import user_stacklevel
 from ..pp import category_centroids, category_codes, outlier_quantiles
 from ..pp._categories import as_categorical
@@ -221,26 +221,21 @@ def write_obs(
     continuous, categorical = [], []
     for enc in encoded:
         f = enc.source
-        stem = f"{OBS_DIR}/{layout.stem(f.index, f.key)}"
         head = layout.entry_head(f.index, f.key)
         if f.kind == "continuous":
-            writer.write(
-                f"{stem}.values.{ext}", enc.payloads["values"], run_length=bits is not None
-            )
+            path = layout.field_path("obs_values", f.index, f.key, ext)
+            writer.write(path, enc.payloads["values"], run_length=bits is not None)
             continuous.append([*head, *enc.entry_tail])
         else:
-            writer.write(
-                f"{stem}.codes.{EXT[enc.codes_dtype]}", enc.payloads["codes"], run_length=True
-            )
-            writer.write(
-                f"{stem}.outliers.{ext}", enc.payloads["outliers"], run_length=bits is not None
-            )
+            path = layout.field_path("obs_codes", f.index, f.key, EXT[enc.codes_dtype])
+            writer.write(path, enc.payloads["codes"], run_length=True)
+            path = layout.field_path("obs_outliers", f.index, f.key, ext)
+            writer.write(path, enc.payloads["outliers"], run_length=bits is not None)
             categorical.append([*head, *enc.entry_tail])
     schemas: dict[str, dict] = {}
-    pattern = f"{OBS_DIR}/{layout.placeholder}"
     if continuous:
         schemas["continuous"] = {
-            "pathPattern": gz(f"{pattern}.values.{ext}", comp),
+            "pathPattern": layout.pattern("obs_values", ext, comp),
             "ext": ext,
             "dtype": QUANT_DTYPE[bits] if bits else "float32",
             "quantized": bits is not None,
@@ -248,8 +243,8 @@ def write_obs(
         }
     if categorical:
         schemas["categorical"] = {
-            "codesPathPattern": gz(f"{pattern}.codes.{{ext}}", comp),
-            "outlierPathPattern": gz(f"{pattern}.outliers.{ext}", comp),
+            "codesPathPattern": layout.pattern("obs_codes", None, comp),
+            "outlierPathPattern": layout.pattern("obs_outliers", ext, comp),
             "outlierExt": ext,
             "outlierDtype": QUANT_DTYPE[bits] if bits else "float32",
             "outlierQuantized": bits is not None,

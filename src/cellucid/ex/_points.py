@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._format import VECTOR_BASIS, VECTORS_DIR
+from .._format import VECTOR_BASIS
+from .._layout import points_path
 from ._arithmetic import Arithmetic
 from ._payload import PayloadWriter
 from ._settings import ExportSettings
@@ -56,8 +57,7 @@ def _scaled(vectors: np.ndarray, scale: float, what: str, arith: Arithmetic) -> 
 def write_points(writer: PayloadWriter, embeddings: dict[int, NormalizedEmbedding]) -> dict:
     """Write one points file per dimension; return the identity's ``embeddings`` entry."""
     files = {
-        f"{dim}d": writer.write(f"points_{dim}d.bin", emb.payload)
-        for dim, emb in embeddings.items()
+        f"{dim}d": writer.write(points_path(dim), emb.payload) for dim, emb in embeddings.items()
     }
     dims = sorted(embeddings)
     return {"available_dimensions": dims, "default_dimension": max(dims), "files": files}
@@ -86,8 +86,7 @@ def write_vectors(
         files = {}
         for dim in by_dim:
             files[f"{dim}d"] = writer.write(
-                f"{VECTORS_DIR}/{layout.vector_stem(index, field_id)}_{dim}d.bin",
-                payloads[field_id, dim],
+                layout.vector_path(index, field_id, dim), payloads[field_id, dim]
             )
         dims = sorted(by_dim)
         entries[field_id] = {

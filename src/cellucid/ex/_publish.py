@@ -25,7 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from .._format import CATALOG_FILE, EXPORT_FOLDER_FILES, EXPORT_TOP_FILES, IDENTITY_FILE
+from .._format import CATALOG_FILE, IDENTITY_FILE
+from .._layout import EXPORT_FOLDER_FILES, EXPORT_TOP_FILES
 from ._payload import fsync_dir
 
 try:

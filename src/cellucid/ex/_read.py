@@ -20,9 +20,8 @@ from .._format import (
     QUANT_DTYPE,
     VAR_MANIFEST,
     WEIGHT_DTYPE,
-    LayoutName,
-    safe_filename_component,
 )
+from .._layout import Layout
 from ..pp._quantize import dequantize
 from ._publish import recover
 from ._read_uns import cellucid_uns
@@ -139,7 +138,7 @@ def read(
     _raise_first(checker, root, 0)
     identity, obs_manifest, var_manifest, conn_manifest = checker.documents
     n_cells = int(identity["stats"]["n_cells"])
-    layout: LayoutName = checker.facts.lay.name
+    layout = checker.facts.lay
     payloads = _Payloads(checker, root)
 
     obsm = _read_embeddings(payloads, identity, n_cells)
@@ -171,7 +170,7 @@ def read(
     if conn_manifest is not None:
         obsp["connectivities"] = _read_connectivities(payloads, conn_manifest, n_cells)
 
-    uns = {"cellucid": cellucid_uns(identity, centroids, outliers, layout)}
+    uns = {"cellucid": cellucid_uns(identity, centroids, outliers, layout.name)}
     if x is None:
         return ad.AnnData(obs=obs, var=var, obsm=obsm, obsp=obsp, uns=uns)
     return ad.AnnData(X=x, obs=obs, var=var, obsm=obsm, obsp=obsp, uns=uns)
@@ -216,47 +215,6 @@ class _Payloads:
             msg = f"Payload {relpath!r} of the export at {str(self.root)!r} changed while it was read."
             raise ValueError(msg)
         return out
-
-
-def _detect_layout(
-    obs_manifest: dict | None, var_manifest: dict | None, conn: dict | None
-) -> LayoutName:
-    """Tell the layout from the placeholders of the manifests' path patterns."""
-    patterns = []
-    if obs_manifest is not None:
-        for schema in (obs_manifest.get("_obsSchemas") or {}).values():
-            patterns += [v for k, v in schema.items() if k.endswith(("PathPattern", "pathPattern"))]
-    if var_manifest is not None:
-        patterns.append((var_manifest.get("_varSchema") or {}).get("pathPattern"))
-    found = set()
-    for pattern in patterns:
-        if isinstance(pattern, str):
-            found |= {
-                name for name, ph in (("current", "{index}"), ("legacy", "{key}")) if ph in pattern
-            }
-    if len(found) > 1:
-        msg = (
-            "The export's path patterns mix '{index}' (current layout) and '{key}' (legacy layout)."
-        )
-        raise ValueError(msg)
-    if found:
-        return found.pop()
-    if conn is not None and "weightsPath" not in conn:
-        return "legacy"
-    return "current"
-
-
-def _fill(
-    pattern: object, layout: LayoutName, index: int | None, key: str, ext: str | None = None
-) -> str:
-    if not isinstance(pattern, str):
-        msg = f"Invalid path pattern {pattern!r} in the obs or var manifest."
-        raise ValueError(msg)
-    if layout == "current":
-        path = pattern.replace("{index}", str(index))
-    else:
-        path = pattern.replace("{key}", safe_filename_component(key))
-    return path.replace("{ext}", ext) if ext is not None else path
 
 
 def _decode(
@@ -315,24 +273,21 @@ def _read_vector_fields(root: _Payloads, identity: dict, n_cells: int) -> dict[s
 # --- obs ---------------------------------------------------------------------------------------
 
 
-def _obs_fields(manifest: dict, identity: dict, layout: LayoutName) -> list[_ObsField]:
+def _obs_fields(manifest: dict, identity: dict, layout: Layout) -> list[_ObsField]:
     """Return the manifest's obs fields in export order."""
     fields = []
     for kind, name in (("continuous", "_continuousFields"), ("category", "_categoricalFields")):
         for entry in manifest.get(name) or []:
-            if layout == "current":
-                index, key, rest = entry[0], entry[1], entry[2:]
-                if isinstance(index, bool) or not isinstance(index, int):
-                    msg = f"{OBS_MANIFEST} field {entry[:2]!r} has no integer index."
-                    raise ValueError(msg)
-            else:
-                index, key, rest = None, entry[0], entry[1:]
-            fields.append(_ObsField(index, str(key), kind, rest))
+            index, key, rest = layout.entry_split(entry)
+            if layout.name == "current" and (isinstance(index, bool) or not isinstance(index, int)):
+                msg = f"{OBS_MANIFEST} field {entry[:2]!r} has no integer index."
+                raise ValueError(msg)
+            fields.append(_ObsField(index, str(key), kind, rest))  # type: ignore[arg-type]
     keys = [f.key for f in fields]
     if len(set(keys)) != len(keys):
         msg = f"{OBS_MANIFEST} has duplicate field keys."
         raise ValueError(msg)
-    if layout == "current":
+    if layout.name == "current":
         indices = sorted(f.index for f in fields)
         if indices != list(range(len(fields))):
             msg = f"{OBS_MANIFEST} field indices are {indices}, expected 0..{len(fields) - 1}."
@@ -366,7 +321,7 @@ def _read_obs(
     root: _Payloads,
     manifest: dict,
     identity: dict,
-    layout: LayoutName,
+    layout: Layout,
     n_cells: int,
     obs_names: pd.Index,
 ) -> tuple[pd.DataFrame, dict, dict]:
@@ -383,7 +338,7 @@ def _read_obs(
                 ("uint8", "uint16") if quantized else ("float32",),
                 f"obs field {field.key!r}",
             )
-            relpath = _fill(schema.get("pathPattern"), layout, field.index, field.key)
+            relpath = layout.fill(schema.get("pathPattern"), field.index, field.key)
             values = root.array(relpath, dtype, n_cells)
             vmin, vmax = (field.entry[0], field.entry[1]) if quantized else (None, None)
             columns[field.key] = _decode(values, quantized=quantized, vmin=vmin, vmax=vmax)
@@ -395,8 +350,8 @@ def _read_obs(
         if missing != CODES_MISSING[dtype.name]:
             msg = f"obs field {field.key!r}: missing code {missing!r} does not match {dtype.name} codes."
             raise ValueError(msg)
-        relpath = _fill(
-            schema.get("codesPathPattern"), layout, field.index, field.key, EXT[dtype.name]
+        relpath = layout.fill(
+            schema.get("codesPathPattern"), field.index, field.key, EXT[dtype.name]
         )
         codes = root.array(relpath, dtype, n_cells).astype(np.int64)
         is_missing = codes == missing
@@ -417,7 +372,7 @@ def _read_obs(
             ("uint8", "uint16") if quantized else ("float32",),
             f"obs field {field.key!r} outlier quantiles",
         )
-        relpath = _fill(schema.get("outlierPathPattern"), layout, field.index, field.key)
+        relpath = layout.fill(schema.get("outlierPathPattern"), field.index, field.key)
         values = root.array(relpath, dtype, n_cells)
         vmin, vmax = (
             (field.entry[4], field.entry[5])
@@ -464,7 +419,7 @@ def _centroid_frames(by_dim: object, categories: pd.Index, key: str) -> dict[int
 def _read_var(
     root: _Payloads,
     manifest: dict,
-    layout: LayoutName,
+    layout: Layout,
     n_cells: int,
     *,
     genes: bool,
@@ -472,11 +427,9 @@ def _read_var(
 ) -> tuple[sparse.csr_matrix | np.ndarray | None, pd.DataFrame]:
     entries = []
     for entry in manifest.get("fields") or []:
-        if layout == "current":
-            entries.append((entry[0], str(entry[1]), entry[2:]))
-        else:
-            entries.append((None, str(entry[0]), entry[1:]))
-    if layout == "current":
+        index, name, rest = layout.entry_split(entry)
+        entries.append((index, str(name), rest))
+    if layout.name == "current":
         if any(isinstance(e[0], bool) or not isinstance(e[0], int) for e in entries):
             msg = f"{VAR_MANIFEST} has a field without an integer index."
             raise ValueError(msg)
@@ -514,7 +467,7 @@ def _read_var(
     # each gene's non-zero values; NaN (missing) counts as non-zero
     rows, values = [], []
     for index, name, rest in entries:
-        raw = root.array(_fill(pattern, layout, index, name), dtype, n_cells)
+        raw = root.array(layout.fill(pattern, index, name), dtype, n_cells)
         vmin, vmax = (rest[0], rest[1]) if quantized and len(rest) >= 2 else (None, None)
         column = _decode(raw, quantized=quantized, vmin=vmin, vmax=vmax)
         nonzero = np.flatnonzero(column != 0)

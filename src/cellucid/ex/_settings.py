@@ -21,10 +21,10 @@ from .._format import (
     DEFAULT_CENTROID_MIN_POINTS,
     DEFAULT_CENTROID_OUTLIER_QUANTILE,
     MAX_CATEGORIES,
-    Layout,
     LayoutName,
 )
-from .._format import layout as _layout
+from .._layout import Layout
+from .._layout import layout as _layout
 from ._arithmetic import Arithmetic, arithmetic
 from ._genes import DEFAULT_MEMORY_BUDGET
 from ._payload import default_n_jobs, gzip_encoder

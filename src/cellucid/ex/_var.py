@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._format import EXT, MANIFEST_FORMAT, QUANT_DTYPE, VAR_DIR, VAR_MANIFEST, gz
+from .._format import EXT, MANIFEST_FORMAT, QUANT_DTYPE, VAR_MANIFEST
 from .._warn import user_stacklevel
 from ..pp._quantize import finite_range
 from ._arithmetic import Arithmetic, missing_as_nan
@@ -193,7 +193,7 @@ def write_var(
             files = []
             for j, index in enumerate(block.genes.tolist()):
                 name = genes.names[index]
-                files.append((f"{VAR_DIR}/{layout.stem(index, name)}.values.{ext}", payloads[j]))
+                files.append((layout.field_path("var_values", index, name, ext), payloads[j]))
                 bounds = [float(vmin[j]), float(vmax[j])] if bits else []
                 fields[index] = [*layout.entry_head(index, name), *bounds]
             writer.write_many(files, run_length=bits is not None)
@@ -216,7 +216,7 @@ def write_var(
         )
     schema = {
         "kind": "continuous",
-        "pathPattern": gz(f"{VAR_DIR}/{layout.placeholder}.values.{ext}", comp),
+        "pathPattern": layout.pattern("var_values", ext, comp),
         "ext": ext,
         "dtype": QUANT_DTYPE[bits] if bits else "float32",
         "quantized": bits is not None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -12,6 +11,7 @@ from ..._format import (
     MANIFEST_FORMAT,
     QUANT_DTYPE,
 )
+from ..._layout import FieldKind, placeholders
 from ._context import Part, _ObsField
 from ._values import (
     _is_int,
@@ -21,8 +21,6 @@ from ._values import (
     _path_error,
     _raw,
 )
-
-_PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 
 
 @dataclass
@@ -82,20 +80,15 @@ class CompactChecker(Part):
         rel: str,
         pattern: str,
         field: _ObsField | tuple[int | None, object],
-        ext: str,
+        ext: str | None,
         what: str,
     ) -> str | None:
         index, key = (field.index, field.key) if isinstance(field, _ObsField) else field
         if not isinstance(key, str):  # reported as a key problem; names no file
             return None
-        if self.facts.layout == "current":
-            if index is None:
-                return None
-            path = pattern.replace("{index}", str(index))
-        else:
-            path = pattern.replace("{key}", self.facts.lay.stem(0, key))
-        path = path.replace("{ext}", ext)
-        return self.ctx.declare(rel, path, what)
+        if self.facts.layout == "current" and index is None:
+            return None
+        return self.ctx.declare(rel, self.facts.lay.fill(pattern, index, key, ext), what)
 
     def check_value_schema(
         self, rel: str, schema: object, where: str, compression: object, *, var: bool
@@ -139,9 +132,10 @@ class CompactChecker(Part):
             rel,
             pattern,
             f"{where}.pathPattern",
-            f".values.{ext}",
+            "var_values" if var else "obs_values",
+            str(ext),
             compression,
-            exact_dir="var" if var else None,
+            exact=var,
         ):
             return None
         assert isinstance(pattern, str)
@@ -154,32 +148,33 @@ class CompactChecker(Part):
         rel: str,
         pattern: object,
         where: str,
-        ending: str,
+        kind: FieldKind,
+        ext: str | None,
         compression: object,
         *,
-        extra: str | None = None,
-        exact_dir: str | None = None,
+        exact: bool = False,
     ) -> bool:
-        ph = self.facts.lay.placeholder
+        """Check a path pattern against the layout's pattern of ``kind`` (``ext`` None: ``{ext}`` kept)."""
+        lay = self.facts.lay
         if not isinstance(pattern, str):
             self.ctx.add(
                 rel, "schema.pattern", f"{where} = {_raw(pattern)}", "a path pattern string"
             )
             return False
-        holders = sorted(_PLACEHOLDER.findall(pattern))
-        wanted = sorted([ph] + ([extra] if extra else []))
+        template = lay.pattern(kind, ext)
+        wanted = placeholders(template)
         body = pattern.removesuffix(".gz")
-        want_end = f"{ph}{ending}"
-        bad = holders != wanted or not body.endswith(want_end)
-        if exact_dir is not None:
-            bad = bad or body != f"{exact_dir}/{want_end}"
-            expect = f"exactly '{exact_dir}/{want_end}[.gz]'"
+        want_end = lay.pattern_end(kind, ext)
+        bad = placeholders(pattern) != wanted or not body.endswith(want_end)
+        if exact:  # the var pattern's folder is fixed too
+            bad = bad or body != template
+            expect = f"exactly '{template}[.gz]'"
         else:
             expect = f"exactly the placeholders {wanted}, ending '{want_end}[.gz]'"
         if bad:
             self.ctx.add(rel, "schema.pattern", f"{where} = {pattern!r}", expect)
             return False
-        sample = pattern.replace(ph, "0").replace("{ext}", "u8")
+        sample = lay.fill(pattern, 0, "0", "u8")
         error = _path_error(sample)
         if error is not None:
             self.ctx.add(

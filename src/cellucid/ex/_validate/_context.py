@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..._format import Layout, layout
+from ..._layout import Layout, layout
 from ._files import _FAILED, _load_json, _resolved
 from ._payloads import _payload_chunks
 from ._report import Problem

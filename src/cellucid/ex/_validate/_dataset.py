@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from ..._format import CONNECTIVITY_MANIFEST, IDENTITY_FILE, OBS_MANIFEST, VAR_MANIFEST, layout
+from ..._format import CONNECTIVITY_MANIFEST, IDENTITY_FILE, OBS_MANIFEST, VAR_MANIFEST
+from ..._layout import MixedLayoutError, detect_layout, layout
 from ._connectivity import ConnectivityChecker
 from ._context import Context
 from ._files import _Fail
@@ -35,7 +36,12 @@ class _DatasetChecker(Context):
         var = self.load_json(VAR_MANIFEST, required=False)
         conn = self.load_json(CONNECTIVITY_MANIFEST, required=False)
         self.documents = (identity, obs, var, conn)
-        self.facts.lay = layout(_detect_layout(obs, var, conn))
+        try:
+            name = detect_layout(identity, obs, var, conn)
+        except MixedLayoutError as e:  # reported; the rest is checked in the first layout named
+            self.add(e.file, "layout.mixed", e.found, "one layout for every file")
+            name = e.first
+        self.facts.lay = layout(name)
         logger.debug("validating %s (%s layout)", self.dir, self.layout)
 
         checker = IdentityChecker(self)
@@ -135,41 +141,3 @@ class _DatasetChecker(Context):
                 f"{'.gz' if not level else 'no .gz'} on {', '.join(wrong)}",
                 f"every file {'gzipped' if level else 'uncompressed'} (compression {_raw(level)})",
             )
-
-
-def _detect_layout(obs: object, var: object, conn: object) -> str:
-    """Guess the layout from path patterns, entry heads and edge weights (majority vote)."""
-    votes = {"current": 0, "legacy": 0}
-    patterns: list[object] = []
-    if isinstance(obs, dict) and isinstance(obs.get("_obsSchemas"), dict):
-        for schema in obs["_obsSchemas"].values():
-            if isinstance(schema, dict):
-                patterns += [
-                    schema.get("pathPattern"),
-                    schema.get("codesPathPattern"),
-                    schema.get("outlierPathPattern"),
-                ]
-    if isinstance(var, dict) and isinstance(var.get("_varSchema"), dict):
-        patterns.append(var["_varSchema"].get("pathPattern"))
-    for pattern in patterns:
-        if isinstance(pattern, str):
-            if "{key}" in pattern:
-                votes["legacy"] += 1
-            elif "{index}" in pattern:
-                votes["current"] += 1
-    entries: list[object] = []
-    if isinstance(obs, dict):
-        for name in ("_continuousFields", "_categoricalFields"):
-            if isinstance(obs.get(name), list) and obs[name]:
-                entries.append(obs[name][0])
-    if isinstance(var, dict) and isinstance(var.get("fields"), list) and var["fields"]:
-        entries.append(var["fields"][0])
-    for entry in entries:
-        if isinstance(entry, list) and entry:
-            if isinstance(entry[0], str):
-                votes["legacy"] += 1
-            elif _is_int(entry[0]):
-                votes["current"] += 1
-    if isinstance(conn, dict) and "sourcesPath" in conn:
-        votes["current" if "weightsPath" in conn else "legacy"] += 1
-    return "legacy" if votes["legacy"] > votes["current"] else "current"

@@ -90,7 +90,7 @@ class ObsChecker(CompactChecker):
         if cont_schema is not None and cont:
             self.facts.obs_schema_bits = cont_schema.bits
             self.facts.obs_has_continuous = True
-        head = 2 if self.facts.layout == "current" else 1
+        head = self.facts.lay.head_length
         fields: list[_ObsField] = []
         entries_ok = True
         for i, entry in enumerate(cont):
@@ -119,7 +119,7 @@ class ObsChecker(CompactChecker):
         for field in fields:
             if field.kind == "continuous" and cont_schema is not None:
                 path = self.field_path(
-                    rel, cont_schema.pattern, field, "{ext}", f"{_raw(field.key)} values"
+                    rel, cont_schema.pattern, field, None, f"{_raw(field.key)} values"
                 )
                 if path is not None and n is not None:
                     for _ in self.ctx.scan(path, cont_schema.dtype, n):
@@ -139,7 +139,7 @@ class ObsChecker(CompactChecker):
                     self.check_codes(path, field, n)
             if cat_schema.outlier_pattern is not None and cat_schema.outlier_dtype is not None:
                 path = self.field_path(
-                    rel, cat_schema.outlier_pattern, field, "{ext}", f"{_raw(field.key)} outliers"
+                    rel, cat_schema.outlier_pattern, field, None, f"{_raw(field.key)} outliers"
                 )
                 if path is not None and n is not None:
                     bounds = entry[head + 4 : head + 6] if cat_schema.outlier_quantized else None
@@ -171,11 +171,11 @@ class ObsChecker(CompactChecker):
             )
         codes = schema.get("codesPathPattern")
         codes_ok = self.check_pattern(
-            rel, codes, f"{where}.codesPathPattern", ".codes.{ext}", compression, extra="{ext}"
+            rel, codes, f"{where}.codesPathPattern", "obs_codes", None, compression
         )
         outl = schema.get("outlierPathPattern")
         outl_ok = good and self.check_pattern(
-            rel, outl, f"{where}.outlierPathPattern", f".outliers.{oext}", compression
+            rel, outl, f"{where}.outlierPathPattern", "obs_outliers", str(oext), compression
         )
         return _CatSchema(
             codes if codes_ok else None,  # type: ignore[arg-type]

@@ -13,7 +13,6 @@ from ..._format import (
     VECTOR_BASIS,
     VECTOR_FIELD_KEYS,
     VECTOR_FIELDS_KEYS,
-    VECTORS_DIR,
     is_blank,
 )
 from ._context import Part
@@ -207,8 +206,7 @@ class PointsChecker(Part):
             for d, path in self.dimension_files(
                 field.get("files"), dims, where, "vector_field.files", shown=f"{where}.files: "
             ):
-                stem = self.facts.lay.vector_stem(position, str(field_id))
-                want = f"{VECTORS_DIR}/{stem}_{d}d.bin"
+                want = self.facts.lay.vector_path(position, str(field_id), d)
                 if path.removesuffix(".gz") != want:
                     self.ctx.add(
                         rel,

@@ -74,6 +74,7 @@ RULES: dict[str, str] = {
     "vector_field.basis": "5: folder picker: basis is 'umap'",
     "vector_field.path": "5/11: folder picker: paths exactly vectors/<i>_<d>d.bin[.gz] (legacy: vectors/<id>_<d>d.bin[.gz])",
     "files.unadvertised": "5: a manifest on disk that the identity does not advertise",
+    "layout.mixed": "1/11: the files name one layout: the obs and var path patterns all hold {index} (current) or all {key} (legacy)",
     # obs (section 7)
     "obs.keys": "7: the obs manifest has exactly its 8 keys",
     "obs.format": "7: _format is 'compact_v1'",

@@ -59,7 +59,7 @@ class VarChecker(CompactChecker):
             self.ctx.add(
                 rel, "var.n_genes", f"{len(fields)} genes", f"stats.n_genes = {self.facts.n_genes}"
             )
-        head = 2 if self.facts.layout == "current" else 1
+        head = self.facts.lay.head_length
         parsed: list[_ObsField] = []
         for i, entry in enumerate(fields):
             field = self.parse_value_entry(f"fields[{i}]", entry, head, schema, "gene")
@@ -71,7 +71,7 @@ class VarChecker(CompactChecker):
             return
         for field in parsed:
             path = self.field_path(
-                rel, schema.pattern, field, "{ext}", f"gene {_raw(field.key)} values"
+                rel, schema.pattern, field, None, f"gene {_raw(field.key)} values"
             )
             if self.ctx.genes is not None and field.key not in self.ctx.genes:
                 continue

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from ._format import (
     CONNECTIVITY_DIR,
@@ -95,7 +95,7 @@ EXPORT_FOLDER_FILES = {
 #: template makes around its stem (``<key>.outliers.f32.gz``) must fit a file name
 LEGACY_MAX_STEM = MAX_FILE_NAME_BYTES - max(
     len(TEMPLATES[kind].split("{stem}")[1].replace("{ext}", max(EXT.values(), key=len)) + ".gz")
-    for kind in ("obs_values", "obs_codes", "obs_outliers", "var_values")
+    for kind in get_args(FieldKind)
 )
 
 
@@ -296,9 +296,9 @@ def detect_layout(identity: object, obs: object, var: object, conn: object) -> L
        ``vectors/<field id>_<d>d.bin`` legacy.
 
     An export none of them names (no obs field, gene, graph or vector field) has the same
-    files in both layouts and is current. What a later source says is checked against the
-    layout, not asked. Documents that are missing or not objects (None, or a parse
-    failure) name nothing.
+    files in both layouts and is current. The sources after the deciding one are not
+    asked (the validator checks them against the layout found). Documents that are
+    missing or not objects (None, or a parse failure) name nothing.
 
     Raises
     ------

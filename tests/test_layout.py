@@ -13,7 +13,15 @@ import pytest
 from _data import make_adata
 
 import cellucid as cl
-from cellucid._format import EXT, OBS_MANIFEST, VAR_MANIFEST, gz, safe_filename_component
+from cellucid._format import (
+    EXT,
+    LEGACY_MAX_STEM,
+    MAX_FILE_NAME_BYTES,
+    OBS_MANIFEST,
+    VAR_MANIFEST,
+    gz,
+    safe_filename_component,
+)
 from cellucid._layout import (
     EXPORT_FOLDER_FILES,
     EXPORT_TOP_FILES,
@@ -68,6 +76,16 @@ def test_fill_then_split_gives_back_the_stem(name: str, kind: str, compression: 
     assert lay.split(lay.pattern(kind, "u8"), lay.fill(lay.pattern(kind, "u8"), 7, "CD4")) == (
         "7" if name == "current" else "CD4"
     )
+
+
+@pytest.mark.parametrize("kind", FIELD_KINDS)
+def test_legacy_max_stem_fits_every_field_file(kind: str) -> None:
+    """A key of LEGACY_MAX_STEM characters names files of at most MAX_FILE_NAME_BYTES."""
+    lay = layout("legacy")
+    names = [lay.field_path(kind, 0, "k" * LEGACY_MAX_STEM, ext) + ".gz" for ext in EXT.values()]
+    longest = max(len(name.rsplit("/", 1)[1]) for name in names)
+    assert longest <= MAX_FILE_NAME_BYTES
+    assert kind != "obs_outliers" or longest == MAX_FILE_NAME_BYTES
 
 
 def test_split_refuses_a_path_the_pattern_does_not_make() -> None:

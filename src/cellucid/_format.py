@@ -99,6 +99,8 @@ def gzip_ceiling(raw: int) -> int:
 # --- names -----------------------------------------------------------------------------------
 #: longest file name most file systems allow
 MAX_FILE_NAME_BYTES = 255
+#: longest sanitized key the legacy layout can name files by (``<key>.outliers.f32.gz`` is the longest)
+LEGACY_MAX_STEM = MAX_FILE_NAME_BYTES - len(".outliers.f32.gz")
 #: the characters JavaScript's ``String.prototype.trim`` removes (the viewer's "non-empty"):
 #: ECMAScript WhiteSpace and LineTerminator, a different set from Python's ``str.strip()``
 JS_WHITESPACE = (

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
 
 from ._format import (
     CONNECTIVITY_DIR,
@@ -20,7 +20,6 @@ from ._format import (
     EXT,
     IDENTITY_FILE,
     LAYOUTS,
-    MAX_FILE_NAME_BYTES,
     OBS_DIR,
     OBS_MANIFEST,
     VAR_DIR,
@@ -91,12 +90,6 @@ EXPORT_TOP_FILES = re.compile(
 EXPORT_FOLDER_FILES = {
     folder: _folder_regex(folder) for folder in (OBS_DIR, VAR_DIR, CONNECTIVITY_DIR, VECTORS_DIR)
 }
-#: longest sanitized key the legacy layout can name files by: the longest name a field
-#: template makes around its stem (``<key>.outliers.f32.gz``) must fit a file name
-LEGACY_MAX_STEM = MAX_FILE_NAME_BYTES - max(
-    len(TEMPLATES[kind].split("{stem}")[1].replace("{ext}", max(EXT.values(), key=len)) + ".gz")
-    for kind in get_args(FieldKind)
-)
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,12 @@ from scipy import sparse
 from .._format import (
     DIMENSIONS,
     JS_WHITESPACE,
+    LEGACY_MAX_STEM,
     MAX_FILE_NAME_BYTES,
     is_blank,
     safe_filename_component,
 )
-from .._layout import LEGACY_MAX_STEM, Layout
+from .._layout import Layout
 from .._warn import user_stacklevel
 from ..pp._anndata import basis_key
 from ._columns import checked_column, refuse_complex

@@ -508,7 +508,7 @@ def test_failure_while_writing_genes_cleans_up(
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(_export, "write_var", boom)
+    monkeypatch.setattr(_export.GeneWriter, "write", boom)
     with pytest.raises(OSError, match="disk full"):
         cl.ex.export(adata, tmp_path / "ds")
     assert list(tmp_path.iterdir()) == []

@@ -62,9 +62,9 @@ def test_backed_h5ad(source, reference, tmp_path, monkeypatch, budget: int, spil
     from cellucid.ex import _genes
 
     calls = []
-    spill = _genes._spilled_blocks
+    spill = _genes._Spill._spilled
     monkeypatch.setattr(
-        _genes, "_spilled_blocks", lambda *a, **k: calls.append(1) or spill(*a, **k)
+        _genes._Spill, "_spilled", lambda *a, **k: calls.append(1) or spill(*a, **k)
     )
     _, root = source
     backed = ad.read_h5ad(root / "data.h5ad", backed="r")
@@ -103,9 +103,9 @@ def test_read_lazy_zarr_sparse_chunks(source, reference, tmp_path, monkeypatch) 
     from cellucid.ex import _genes
 
     calls = []
-    spill = _genes._spilled_blocks
+    spill = _genes._Spill._spilled
     monkeypatch.setattr(
-        _genes, "_spilled_blocks", lambda *a, **k: calls.append(1) or spill(*a, **k)
+        _genes._Spill, "_spilled", lambda *a, **k: calls.append(1) or spill(*a, **k)
     )
     _, root = source
     lazy = read_lazy(root / "data.zarr")

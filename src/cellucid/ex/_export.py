@@ -35,7 +35,7 @@ from ._settings import (
     Resources,
     Selection,
 )
-from ._var import gene_stream, write_var
+from ._var import GeneWriter
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -284,15 +284,15 @@ def _write_files(
             lib=resources.deflate,
             on_written=bar.written,
         ) as writer,
-        gene_stream(
+        GeneWriter(
+            writer,
             found.genes,
-            root=stage,
             n_cells=n_cells,
             settings=settings,
             memory_budget=resources.memory_budget,
         )
         if found.genes is not None
-        else nullcontext() as gene_blocks,
+        else nullcontext() as gene_writer,
     ):
         n_edges = None
         if found.graph is not None:
@@ -316,7 +316,7 @@ def _write_files(
             embeddings=normalized,
             latent=found.latent,
             settings=settings,
-            n_jobs=resources.threads,
+            executor=writer.executor,
             on_encoded=lambda field: bar.advance(_obs_work(field, found, settings)),
         )
         obs_fields = write_obs(
@@ -331,17 +331,9 @@ def _write_files(
             + weight * (writer.bytes_queued - encoded)
             + sum(_obs_work(f, found, settings) for f in found.obs_fields)
         )
-        if gene_blocks is not None:
+        if gene_writer is not None:
             bar.stage("genes")
-            write_var(
-                writer,
-                found.genes,
-                gene_blocks,
-                n_cells=n_cells,
-                settings=settings,
-                progress=bar,
-                times=bar.times,
-            )
+            gene_writer.write(progress=bar, times=bar.times)
         bar.lap("genes")
         bar.stage("writing")
         writer.close()
@@ -420,8 +412,7 @@ def _progress_bar(
     found: Collected, settings: ExportSettings, *, enabled: bool, started: float
 ) -> ExportProgress:
     """Return the export's progress bar, its total estimated from what was found."""
-    # a byte written costs more than a byte encoded when it is gzipped (measured at 100k x
-    # 2k, 8-bit, gzip 6: 2.6 s encoding the genes, 6 s compressing and writing them)
+    # a byte written costs more than a byte encoded when it is gzipped (benchmarks/README.md)
     weight = 3 if settings.compression else 1
     return ExportProgress(
         total=_estimated_work(found, settings, weight)

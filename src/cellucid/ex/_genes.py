@@ -4,13 +4,18 @@ The export writes one payload per gene, but expression matrices are usually stor
 cell (CSR, row chunks). Blocks of gene columns are cut so that one block's values and
 payloads fit a memory budget, so the whole matrix is never densified nor re-laid-out at
 once; cell-major matrices that are not in memory are read once, by row chunks.
+
+Threads: :class:`ReadAhead` produces the blocks in one reader thread of its own; every
+other piece of parallel work (a block's parts, spilling a row chunk, the row runs) goes
+to the export's one pool (``executor``, the payload writer's), so that ``n_jobs`` bounds
+the worker threads.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -117,11 +122,6 @@ def is_dask(matrix: object) -> bool:
     return type(matrix).__module__.split(".")[0] == "dask" and hasattr(matrix, "compute")
 
 
-def computed(value: object) -> object:
-    """Return a dask array's values (computed on the user's scheduler); anything else as is."""
-    return value.compute() if is_dask(value) else value
-
-
 def is_backed_sparse(matrix: object) -> bool:
     """Whether ``matrix`` is an anndata backed sparse dataset (``read_h5ad(..., backed="r")``)."""
     try:
@@ -198,47 +198,46 @@ def gene_blocks(
     payload_bytes: int,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     spill_dir: Path,
+    executor: Executor,
+    stop: threading.Event,
 ) -> Iterator[GeneBlock]:
     """Yield the exported genes (``matrix[:, columns]``) in blocks that fit ``memory_budget``.
 
-    ``payload_bytes`` is a payload's bytes per cell: a block is budgeted with two blocks of
-    payloads (one being built, one being written). Every exported gene is in exactly one
-    block; blocks may come in another order than ``columns``. A cell-major matrix that is
-    not in memory (backed CSR, dask with sparse chunks) is read once: its values are
-    spilled to one file per block of genes under ``spill_dir``, then read back block by
-    block.
+    ``payload_bytes`` is what a gene's payloads in flight take per cell (the gene writer's
+    rule: its payload's bytes per cell times the blocks it keeps in flight). Every exported
+    gene is in exactly one block; blocks may come in another order than ``columns``. A
+    cell-major matrix that is not in memory (backed CSR, dask with sparse chunks) is read
+    once: its values are spilled to one file per block of genes under ``spill_dir``, then
+    read back block by block. Parallel work goes to ``executor``; once ``stop`` is set, a
+    long pass (spilling) ends early.
     """
     n_columns = columns.shape[0]
     if n_columns == 0:
         return
-    payload = 2 * n_cells * payload_bytes
+    payload = n_cells * payload_bytes
     dense_cuts = _cuts(
         np.full(n_columns, payload + n_cells * _BYTES_PER_DENSE_VALUE), memory_budget
     )
+    spill = _Spill(spill_dir, executor, stop)
     if is_dask(matrix) and sparse.issparse(getattr(matrix, "_meta", None)):
         # the user's scheduler (threads, processes or a distributed.Client) computes the row chunks
-        stored = _dask_stored_per_gene(matrix)
-        per_gene = payload + stored * _BYTES_PER_STORED_VALUE
-        layout = _ColumnBlocks.cut(columns, matrix.shape[1], per_gene, memory_budget // 2)
-        if len(layout.cuts) == 1:
-            yield _as_block(np.arange(n_columns), matrix[:, columns].compute())
-            return
-        per_row = stored * _BYTES_PER_STORED_VALUE * matrix.shape[1] / max(1, n_cells)
-        # the cluster computes the next row chunk while this process spills the current one
-        with ReadAhead(
-            (r0, computed(matrix[r0:r1]))
-            for r0, r1 in _row_chunks(n_cells, per_row, memory_budget // 4)
-        ) as chunks:
-            yield from _spilled_blocks(chunks, layout, spill_dir, n_cells)
+        yield from spill.blocks(
+            lambda r0, r1: matrix[r0:r1].compute(),
+            lambda: matrix[:, columns].compute(),
+            columns,
+            n_cells=n_cells,
+            n_all=matrix.shape[1],
+            stored_per_gene=_dask_stored_per_gene(matrix),
+            payload=payload,
+            budget=memory_budget,
+        )
     elif is_dask(matrix):
         for s, e in dense_cuts:
             yield _as_block(np.arange(s, e), matrix[:, columns[s:e]].compute())
     elif sparse.issparse(matrix):
-        yield from _in_memory_sparse_blocks(matrix, columns, payload, memory_budget)
+        yield from _in_memory_sparse_blocks(matrix, columns, payload, memory_budget, executor)
     elif is_backed_sparse(matrix):
-        yield from _backed_sparse_blocks(
-            matrix, columns, n_cells, payload, memory_budget, spill_dir
-        )
+        yield from _backed_sparse_blocks(matrix, columns, n_cells, payload, memory_budget, spill)
     elif isinstance(matrix, np.ndarray):
         for s, e in dense_cuts:
             yield _as_block(np.arange(s, e), matrix[:, columns[s:e]])
@@ -255,10 +254,10 @@ def _dask_stored_per_gene(matrix: object) -> float:
 
 
 def _in_memory_sparse_blocks(
-    matrix: object, columns: np.ndarray, payload: int, budget: int
+    matrix: object, columns: np.ndarray, payload: int, budget: int, executor: Executor
 ) -> Iterator[GeneBlock]:
     if matrix.format != "csc":
-        yield from _csr_blocks(_canonical_csr(matrix), columns, payload, budget)
+        yield from _csr_blocks(_canonical_csr(matrix), columns, payload, budget, executor)
         return
     # each block's duplicates are added up as it is wrapped (_as_block), so no canonical copy
     stored = np.diff(matrix.indptr)[columns]
@@ -332,7 +331,7 @@ def _canonical_csr(matrix: object) -> sparse.csr_matrix:
 
 
 def _csr_blocks(
-    matrix: sparse.csr_matrix, columns: np.ndarray, payload: int, budget: int
+    matrix: sparse.csr_matrix, columns: np.ndarray, payload: int, budget: int, executor: Executor
 ) -> Iterator[GeneBlock]:
     """Blocks of a canonical in-memory CSR matrix, gathered part by part, never re-laid out."""
     n_cells, n_all = matrix.shape
@@ -344,13 +343,11 @@ def _csr_blocks(
             a, b = matrix.indptr[r0], matrix.indptr[r1]
             yield matrix.indices[a:b], _float32(matrix.data[a:b])
 
-    # two passes over the matrix at once: the summary and each row's runs (the summary's
-    # ufunc.at holds the GIL, so they overlap only in part: 0.39 + 0.35 s alone, 0.60 s
-    # together at 100k x 20k)
-    with ThreadPoolExecutor(1) as side:
-        runs = side.submit(_run_starts, matrix, layout.bounds)
-        by_matrix_column = summarize(everything, n_all, n_cells)  # per column of the matrix
-        runs = runs.result()
+    # two passes over the matrix at once, the row runs on the pool (they release the GIL;
+    # the summary's ufunc.at does not, so they overlap only in part)
+    runs = executor.submit(_run_starts, matrix, layout.bounds)
+    by_matrix_column = summarize(everything, n_all, n_cells)  # per column of the matrix
+    runs = runs.result()
     # parts of about _PART values of one block (its share of each row), and enough of
     # them for every core even when blocks are small
     rows = min(_PART / max(per_row / len(layout.cuts), 1.0), -(-n_cells // _MIN_PARTS))
@@ -418,54 +415,51 @@ def _concatenated_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def _backed_sparse_blocks(
-    matrix: object, columns: np.ndarray, n_cells: int, payload: int, budget: int, spill_dir: Path
+    matrix: object, columns: np.ndarray, n_cells: int, payload: int, budget: int, spill: _Spill
 ) -> Iterator[GeneBlock]:
     average = _backed_nnz(matrix) / max(1, matrix.shape[1])
-    per_gene = payload + average * _BYTES_PER_STORED_VALUE
     if _backed_format(matrix) == "csc":
+        per_gene = payload + average * _BYTES_PER_STORED_VALUE
         for s, e in _cuts(np.full(columns.shape[0], per_gene), budget):
             yield _as_block(np.arange(s, e), matrix[:, columns[s:e]])
         return
     # CSR on disk: a gene's values are spread over the whole file; read it once, by row chunks
     per_row = average * matrix.shape[1] / max(1, n_cells) * _BYTES_PER_STORED_VALUE
-    layout = _ColumnBlocks.cut(columns, matrix.shape[1], per_gene, budget // 2)
-    if len(layout.cuts) > 1:
-        chunks = ((r0, matrix[r0:r1]) for r0, r1 in _row_chunks(n_cells, per_row, budget // 4))
-        yield from _spilled_blocks(chunks, layout, spill_dir, n_cells)
-        return
-    parts = [matrix[r0:r1][:, columns] for r0, r1 in _row_chunks(n_cells, per_row, budget // 2)]
-    yield _as_block(np.arange(columns.shape[0]), sparse.vstack(parts, format="csr"))
 
+    def whole() -> sparse.csr_matrix:
+        chunks = _row_chunks(n_cells, per_row, budget // 2)
+        return sparse.vstack([matrix[r0:r1][:, columns] for r0, r1 in chunks], format="csr")
 
-_producer = threading.local()
-
-
-def _stop_requested() -> bool:
-    """Whether the :class:`ReadAhead` producing in this thread was closed: long producers check it."""
-    stop = getattr(_producer, "stop", None)
-    return stop is not None and stop.is_set()
+    yield from spill.blocks(
+        lambda r0, r1: matrix[r0:r1],
+        whole,
+        columns,
+        n_cells=n_cells,
+        n_all=matrix.shape[1],
+        stored_per_gene=average,
+        payload=payload,
+        budget=budget,
+    )
 
 
 class ReadAhead(Iterator[T]):
-    """Iterate over ``items``, producing the next one in a thread while the caller works on this one.
+    """Iterate over ``produce(stop)``, producing the next item in a reader thread while the caller works on this one.
 
     The first item is started at once, before it is asked for. numpy, scipy, h5py and
-    dask release the GIL for the heavy work, so producing and consuming overlap on two
-    cores. :meth:`close` (or ``with``) stops it; an item that takes long to produce (a
-    backed matrix spilled whole) checks :func:`_stop_requested` so as not to hold it up.
+    dask release the GIL for the heavy work, so producing and consuming overlap.
+    :meth:`close` (or leaving ``with``) sets :attr:`stop`, the :class:`threading.Event`
+    given to ``produce``, waits for the item under way and closes the items: a producer
+    whose item takes long (a matrix spilled whole) checks ``stop`` so as not to hold it
+    up. The reader thread is gone once :meth:`close` returns.
     """
 
     _END = object()
 
-    def __init__(self, items: Iterator[T]) -> None:
-        self._items = items
-        self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(1)
-        self._pending = self._pool.submit(self._produce)
-
-    def _produce(self) -> T | object:
-        _producer.stop = self._stop
-        return next(self._items, self._END)
+    def __init__(self, produce: Callable[[threading.Event], Iterator[T]]) -> None:
+        self.stop = threading.Event()
+        self._items = produce(self.stop)
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="cellucid-reader")
+        self._pending: Future | None = self._reader.submit(next, self._items, self._END)
 
     def __next__(self) -> T:
         if self._pending is None:
@@ -474,14 +468,14 @@ class ReadAhead(Iterator[T]):
         if item is self._END:
             self.close()
             raise StopIteration
-        self._pending = self._pool.submit(self._produce)
+        self._pending = self._reader.submit(next, self._items, self._END)
         return item
 
     def close(self) -> None:
-        """Stop producing (waiting for an item under way) and close ``items``."""
-        self._stop.set()
+        """Stop producing (waiting for an item under way) and close the items."""
+        self.stop.set()
         self._pending = None
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._reader.shutdown(wait=True, cancel_futures=True)
         close = getattr(self._items, "close", None)
         if close is not None:
             close()
@@ -497,40 +491,91 @@ class ReadAhead(Iterator[T]):
 _SPILL_RECORD = np.dtype([("row", "<i4"), ("gene", "<i4"), ("value", "<f4")])
 
 
-def _spilled_blocks(
-    chunks: Iterator[tuple[int, object]], layout: _ColumnBlocks, spill_dir: Path, n_cells: int
-) -> Iterator[GeneBlock]:
-    """Transpose a cell-major matrix of ``n_cells`` rows in one pass over its row chunks, spilling to disk.
+@dataclass(frozen=True)
+class _Spill:
+    """The producer of blocks from a cell-major matrix not in memory (backed CSR, sparse dask): read once.
 
-    Each chunk's values are appended to the file of their block of genes, so that a block
-    is then read back whole, within the memory budget, with the matrix read once.
+    Its values are transposed in one pass over row chunks, spilled to one file per block
+    of genes under ``spill_dir``, then read back block by block within the memory budget.
+    A chunk is read in the calling (reader) thread while the chunk before is spilled on
+    ``executor``; once ``stop`` is set, the pass ends at the next chunk.
     """
-    spill_dir.mkdir(parents=True, exist_ok=True)
-    paths = [spill_dir / f"block-{b}.bin" for b in range(len(layout.cuts))]
-    try:
-        files = [open(path, "wb") for path in paths]  # noqa: SIM115  (closed below, all together)
+
+    spill_dir: Path
+    executor: Executor
+    stop: threading.Event
+
+    def blocks(
+        self,
+        read_rows: Callable[[int, int], object],
+        read_whole: Callable[[], object],
+        columns: np.ndarray,
+        *,
+        n_cells: int,
+        n_all: int,
+        stored_per_gene: float,
+        payload: int,
+        budget: int,
+    ) -> Iterator[GeneBlock]:
+        """Yield the blocks of genes ``columns`` of an ``n_cells`` x ``n_all`` matrix.
+
+        ``read_rows(r0, r1)`` reads rows ``r0 .. r1 - 1`` (all columns), ``read_whole()``
+        the exported columns at once, used when one block holds every gene.
+        """
+        per_gene = payload + stored_per_gene * _BYTES_PER_STORED_VALUE
+        layout = _ColumnBlocks.cut(columns, n_all, per_gene, budget // 2)
+        if len(layout.cuts) == 1:
+            yield _as_block(np.arange(columns.shape[0]), read_whole())
+            return
+        per_row = stored_per_gene * _BYTES_PER_STORED_VALUE * n_all / max(1, n_cells)
+        chunks = _row_chunks(n_cells, per_row, budget // 4)
+        yield from self._spilled(read_rows, chunks, layout, n_cells)
+
+    def _spilled(
+        self,
+        read_rows: Callable[[int, int], object],
+        chunks: list[tuple[int, int]],
+        layout: _ColumnBlocks,
+        n_cells: int,
+    ) -> Iterator[GeneBlock]:
+        self.spill_dir.mkdir(parents=True, exist_ok=True)
+        paths = [self.spill_dir / f"block-{b}.bin" for b in range(len(layout.cuts))]
         try:
-            for r0, chunk in chunks:
-                if _stop_requested():  # the export failed or was interrupted meanwhile
-                    return
-                csr = _canonical_csr(chunk)
-                blocks = layout.parts(csr, [(0, csr.shape[0])])
-                for f, (part,) in zip(files, blocks, strict=True):
-                    gene, row, value = part()
-                    records = np.empty(gene.shape[0], dtype=_SPILL_RECORD)
-                    records["gene"], records["row"], records["value"] = gene, row + r0, value
-                    records.tofile(f)
+            files = [open(path, "wb") for path in paths]  # noqa: SIM115  (closed below, all together)
+            spilling: Future | None = None
+            try:
+                for r0, r1 in chunks:
+                    if self.stop.is_set():  # the export failed or was interrupted meanwhile
+                        return
+                    chunk = read_rows(r0, r1)
+                    if spilling is not None:
+                        spilling.result()
+                    spilling = self.executor.submit(_spill_chunk, files, layout, r0, chunk)
+                if spilling is not None:
+                    spilling.result()
+            finally:
+                if spilling is not None:  # not under way when the files are closed
+                    wait([spilling])
+                for f in files:
+                    f.close()
+            for path, (s, e) in zip(paths, layout.cuts, strict=True):
+                records = np.fromfile(path, dtype=_SPILL_RECORD)
+                path.unlink()
+                stored = StoredValues(records["gene"], records["row"], records["value"])
+                yield _sparse_block(layout.order[s:e], stored, n_cells)
         finally:
-            for f in files:
-                f.close()
-        for path, (s, e) in zip(paths, layout.cuts, strict=True):
-            records = np.fromfile(path, dtype=_SPILL_RECORD)
-            path.unlink()
-            stored = StoredValues(records["gene"], records["row"], records["value"])
-            yield _sparse_block(layout.order[s:e], stored, n_cells)
-    finally:
-        for path in paths:
-            path.unlink(missing_ok=True)
+            for path in paths:
+                path.unlink(missing_ok=True)
+
+
+def _spill_chunk(files: list, layout: _ColumnBlocks, r0: int, chunk: object) -> None:
+    """Append the stored values of rows ``r0 ..`` (``chunk``) to the files of their blocks."""
+    csr = _canonical_csr(chunk)
+    for f, (part,) in zip(files, layout.parts(csr, [(0, csr.shape[0])]), strict=True):
+        gene, row, value = part()
+        records = np.empty(gene.shape[0], dtype=_SPILL_RECORD)
+        records["gene"], records["row"], records["value"] = gene, row + r0, value
+        records.tofile(f)
 
 
 def _backed_nnz(matrix: object) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -109,20 +109,21 @@ def encode_obs(
     embeddings: dict[int, NormalizedEmbedding],
     latent: np.ndarray | None,
     settings: ExportSettings,
-    n_jobs: int = 1,
+    executor: Executor,
     on_encoded: Callable[[ObsField], None] = lambda field: None,
 ) -> list[EncodedField]:
     """Encode every field in memory (codes, centroids, quantiles); raises before anything is written.
 
-    ``on_encoded`` is called with each field once it is encoded (for progress).
+    Fields are independent and numpy's sorts and sums release the GIL: they are encoded
+    on ``executor`` (the payload writer's pool). ``on_encoded`` is called with each field
+    once it is encoded (for progress).
     """
     bits = settings.obs_continuous_quantization
     arith = settings.arithmetic
-    with ThreadPoolExecutor(max(1, n_jobs)) as pool:
-        categorical = [f for f in fields if f.kind != "continuous"]
-        cats = dict(
-            zip((f.index for f in categorical), pool.map(_categorical, categorical), strict=True)
-        )
+    categorical = [f for f in fields if f.kind != "continuous"]
+    cats = dict(
+        zip((f.index for f in categorical), executor.map(_categorical, categorical), strict=True)
+    )
     codes_dtype = _codes_dtype(cats, settings.obs_categorical_dtype)
 
     def encode(f: ObsField) -> EncodedField:
@@ -160,9 +161,7 @@ def encode_obs(
         enc.n_categories, enc.codes_dtype = len(labels), codes.dtype
         return enc
 
-    # fields are independent and numpy's sorts and sums release the GIL: encode them on all cores
-    with ThreadPoolExecutor(max(1, n_jobs)) as pool:
-        encoded = list(pool.map(encode, fields))
+    encoded = list(executor.map(encode, fields))
     for enc in encoded:  # warned here, in the caller's thread, so they point at the export call
         for warning in enc.warnings:
             warnings.warn(warning, UserWarning, stacklevel=user_stacklevel())

@@ -23,7 +23,7 @@ import numpy as np
 from .._format import STORED_BLOCK_BYTES, gz, gzip_ceiling
 from ._limits import check_json_size
 
-try:  # optional (``pip install cellucid[fast]``): deflate 1.6-3x faster than zlib's
+try:  # optional (``pip install cellucid[fast]``): a faster deflate (benchmarks/README.md)
     from zlib_ng import zlib_ng as _zlib_ng
 except ImportError:
     _zlib_ng = None
@@ -91,13 +91,13 @@ def gzip_bytes(
 
     ``run_length`` suits quantized codes and category codes: long runs of one code (the
     zero of sparse expression, a missing value) between literals. There, deflate's
-    run-length strategy is both smaller and ~8x faster than a level-6 search (measured
-    on 8-bit gene columns: ratio 0.083 at 410 MB/s against 0.096 at 54 MB/s), and zlib
-    and zlib-ng write the same bytes. At level 9 both strategies are tried and the
-    smaller kept. ``lib`` is the deflate implementation (see :func:`gzip_encoder`).
+    run-length strategy is both smaller and faster than a level-6 search (see
+    "Design measurements" in ``benchmarks/README.md``), and zlib and zlib-ng write the
+    same bytes. At level 9 both strategies are tried and the smaller kept. ``lib`` is the
+    deflate implementation (see :func:`gzip_encoder`).
 
     A member past the viewer's transfer ceiling (:func:`~cellucid._format.gzip_ceiling`:
-    zlib-ng's level 1 expands incompressible data by ~6 %) is written as stored blocks
+    zlib-ng's level 1 can expand incompressible data) is written as stored blocks
     instead, which always fit.
     """
     if not run_length:
@@ -138,13 +138,16 @@ def default_n_jobs() -> int:
 
 
 class PayloadWriter:
-    """Write payload files under a root folder, compressing them on a thread pool.
+    """Write payload files under a root folder, on the export's one pool of ``n_jobs`` threads.
 
-    zlib releases the GIL, so files compress in parallel; each file's bytes depend on its
-    own content only, so the output does not depend on ``n_jobs``. A queued array is
-    referenced, not copied, until its file is written: callers that queue much bound
-    their memory with :meth:`mark` and :meth:`wait_for`. ``on_written`` is called with a
-    file's uncompressed size once it is written (from the pool's threads), for progress.
+    The pool (:attr:`executor`) is created here, once per export, and shut down on every
+    way out; the obs and gene encoders run their work on it too, so ``n_jobs`` bounds the
+    export's worker threads. zlib releases the GIL, so files compress in parallel; each
+    file's bytes depend on its own content only, so the output does not depend on
+    ``n_jobs``. A queued array is referenced, not copied, until its file is written:
+    callers that queue much bound their memory with :meth:`mark` and :meth:`wait_for`.
+    ``on_written`` is called with a file's uncompressed size once it is written (from the
+    pool's threads), for progress.
     """
 
     def __init__(
@@ -165,10 +168,17 @@ class PayloadWriter:
         self.bytes_queued = 0  # uncompressed
         self._on_written = on_written
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(self.n_jobs) if self.n_jobs > 1 else None
+        #: the export's worker threads: files, obs fields and gene parts are encoded here
+        self.executor = ThreadPoolExecutor(self.n_jobs, thread_name_prefix="cellucid")
         self._pending: deque[Future] = deque()
         self._queued = 0  # tasks queued so far
         self._folders: set[str] = set()
+
+    def encoder(self, *, run_length: bool = False) -> Callable[[np.ndarray], bytes | memoryview]:
+        """Return the function that turns an array into its file's bytes (see :func:`encode_payload`)."""
+        return partial(
+            encode_payload, compression=self.compression, run_length=run_length, lib=self.lib
+        )
 
     def write(self, relpath: str, array: np.ndarray, *, run_length: bool = False) -> str:
         """Queue ``array`` for ``root/relpath`` (+ ``.gz``); return the path as manifests give it.
@@ -178,12 +188,19 @@ class PayloadWriter:
         return self.write_many([(relpath, array)], run_length=run_length)[0]
 
     def write_many(
-        self, files: Sequence[tuple[str, np.ndarray]], *, run_length: bool = False
+        self,
+        files: Sequence[tuple[str, np.ndarray]],
+        *,
+        run_length: bool = False,
+        encode: Callable[[np.ndarray], bytes | memoryview] | None = None,
     ) -> list[str]:
         """Queue many files like :meth:`write`, a few dozen per task of the pool; return their paths.
 
-        Thousands of small files cost less this way: fewer hand-offs between threads.
+        ``encode`` turns an array into its file's bytes on the pool (by default
+        :meth:`encoder`'s, with ``run_length``). Thousands of small files cost less this
+        way: fewer hand-offs between threads.
         """
+        encode = encode or self.encoder(run_length=run_length)
         relpaths = [gz(relpath, self.compression) for relpath, _ in files]
         targets = [os.path.join(self.root, relpath) for relpath in relpaths]
         for folder in {os.path.dirname(t) for t in targets} - self._folders:
@@ -192,12 +209,9 @@ class PayloadWriter:
         jobs = list(zip(targets, (array for _, array in files), strict=True))
         self.bytes_queued += sum(array.nbytes for _, array in files)
         for start in range(0, len(jobs), _FILES_PER_TASK):
-            task = partial(self._write_files, jobs[start : start + _FILES_PER_TASK], run_length)
+            task = partial(self._write_files, jobs[start : start + _FILES_PER_TASK], encode)
             self._queued += 1
-            if self._pool is None:
-                task()
-            else:
-                self._pending.append(self._pool.submit(task))
+            self._pending.append(self.executor.submit(task))
         return relpaths
 
     def mark(self) -> int:
@@ -209,10 +223,14 @@ class PayloadWriter:
         while self._pending and self._queued - len(self._pending) < mark:
             self._pending.popleft().result()
 
-    def _write_files(self, jobs: list[tuple[str, np.ndarray]], run_length: bool) -> None:
+    def _write_files(
+        self,
+        jobs: list[tuple[str, np.ndarray]],
+        encode: Callable[[np.ndarray], bytes | memoryview],
+    ) -> None:
         for target, array in jobs:
-            data = encode_payload(array, self.compression, run_length=run_length, lib=self.lib)
-            # os-level calls: Python's buffered file objects cost ~10 us more per file
+            data = encode(array)
+            # os-level calls: Python's buffered file objects cost more per file
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_BINARY, 0o666)
             try:
                 view = memoryview(data)
@@ -226,14 +244,21 @@ class PayloadWriter:
             if self._on_written is not None:
                 self._on_written(array.nbytes)
 
+    def cancel(self) -> None:
+        """Drop every task not started yet (files and encoders' work alike); new tasks are refused.
+
+        For a failing export: what waits on the pool then stops soon. :meth:`close` or
+        leaving the ``with`` block still waits for the tasks under way.
+        """
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
     def close(self) -> None:
-        """Wait for every queued file; re-raise the first error."""
+        """Wait for every queued file; re-raise the first error. The pool is shut down either way."""
         try:
             while self._pending:
                 self._pending.popleft().result()
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
+            self.executor.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> PayloadWriter:
         return self
@@ -241,8 +266,8 @@ class PayloadWriter:
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if exc_type is None:
             self.close()
-        elif self._pool is not None:  # failing (or interrupted): drop the files not started
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        else:  # failing (or interrupted): drop the files not started, wait for the rest
+            self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 def dumps_manifest(obj: Any) -> str:

@@ -38,7 +38,10 @@ def progress_bar(
             # tty): tqdm would draw nothing in 0 columns or 0 lines
             options.setdefault("ncols", 80)
             options.setdefault("nrows", 24)
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False, **options)
+    # without tqdm's monitor thread (started even for a disabled bar): an export's threads
+    # are its pool's and its reader's
+    bar = type(tqdm.__name__, (tqdm,), {"monitor_interval": 0})
+    return bar(total=total, desc=desc, unit=unit, disable=not enabled, leave=False, **options)
 
 
 def _terminal_size() -> tuple[int, int]:

@@ -11,7 +11,7 @@ import uuid
 import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import suppress
 from functools import partial
 from pathlib import Path
@@ -137,12 +137,24 @@ def default_n_jobs() -> int:
         return os.cpu_count() or 1
 
 
+class _InPlace(Executor):
+    """Run each task at once in the caller's thread: ``n_jobs=1`` takes no worker thread.
+
+    An error is raised by ``submit`` itself, so the first failure is the one reported.
+    """
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
 class PayloadWriter:
     """Write payload files under a root folder, on the export's one pool of ``n_jobs`` threads.
 
     The pool (:attr:`executor`) is created here, once per export, and shut down on every
     way out; the obs and gene encoders run their work on it too, so ``n_jobs`` bounds the
-    export's worker threads. zlib releases the GIL, so files compress in parallel; each
+    export's worker threads (``n_jobs=1``: none, the caller's thread does the work). zlib releases the GIL, so files compress in parallel; each
     file's bytes depend on its own content only, so the output does not depend on
     ``n_jobs``. A queued array is referenced, not copied, until its file is written:
     callers that queue much bound their memory with :meth:`mark` and :meth:`wait_for`.
@@ -169,7 +181,11 @@ class PayloadWriter:
         self._on_written = on_written
         self._lock = threading.Lock()
         #: the export's worker threads: files, obs fields and gene parts are encoded here
-        self.executor = ThreadPoolExecutor(self.n_jobs, thread_name_prefix="cellucid")
+        self.executor: Executor = (
+            ThreadPoolExecutor(self.n_jobs, thread_name_prefix="cellucid")
+            if self.n_jobs > 1
+            else _InPlace()
+        )
         self._pending: deque[Future] = deque()
         self._queued = 0  # tasks queued so far
         self._folders: set[str] = set()

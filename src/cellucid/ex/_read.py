@@ -230,6 +230,23 @@ def _decode(
     return dequantize(values, vmin=float(vmin), vmax=float(vmax), bits=bits)
 
 
+def _read_continuous(
+    root: _Payloads,
+    relpath: str,
+    *,
+    dtype: object,
+    quantized: bool,
+    bounds: list,
+    n_cells: int,
+    what: str,
+) -> np.ndarray:
+    """Read and decode a per-cell float payload: quantized codes within ``bounds`` or float32."""
+    allowed = ("uint8", "uint16") if quantized else ("float32",)
+    values = root.array(relpath, _payload_dtype(dtype, allowed, what), n_cells)
+    vmin, vmax = bounds if quantized and len(bounds) == 2 else (None, None)
+    return _decode(values, quantized=quantized, vmin=vmin, vmax=vmax)
+
+
 def _payload_dtype(name: object, allowed: tuple[str, ...], what: str) -> np.dtype:
     if name not in allowed:
         msg = f"{what} has dtype {name!r}; expected one of {allowed}."
@@ -332,16 +349,15 @@ def _read_obs(
     for field in _obs_fields(manifest, identity, layout):
         if field.kind == "continuous":
             schema = schemas.get("continuous") or {}
-            quantized = bool(schema.get("quantized"))
-            dtype = _payload_dtype(
-                schema.get("dtype"),
-                ("uint8", "uint16") if quantized else ("float32",),
-                f"obs field {field.key!r}",
+            columns[field.key] = _read_continuous(
+                root,
+                layout.fill(schema.get("pathPattern"), field.index, field.key),
+                dtype=schema.get("dtype"),
+                quantized=bool(schema.get("quantized")),
+                bounds=field.entry[:2],
+                n_cells=n_cells,
+                what=f"obs field {field.key!r}",
             )
-            relpath = layout.fill(schema.get("pathPattern"), field.index, field.key)
-            values = root.array(relpath, dtype, n_cells)
-            vmin, vmax = (field.entry[0], field.entry[1]) if quantized else (None, None)
-            columns[field.key] = _decode(values, quantized=quantized, vmin=vmin, vmax=vmax)
             continue
         schema = schemas.get("categorical") or {}
         categories, codes_dtype, missing, by_dim = field.entry[:4]
@@ -366,20 +382,15 @@ def _read_obs(
         columns[field.key] = pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(cats))
         centroids[field.key] = _centroid_frames(by_dim, cats, field.key)
 
-        quantized = bool(schema.get("outlierQuantized"))
-        dtype = _payload_dtype(
-            schema.get("outlierDtype"),
-            ("uint8", "uint16") if quantized else ("float32",),
-            f"obs field {field.key!r} outlier quantiles",
+        outliers[field.key] = _read_continuous(
+            root,
+            layout.fill(schema.get("outlierPathPattern"), field.index, field.key),
+            dtype=schema.get("outlierDtype"),
+            quantized=bool(schema.get("outlierQuantized")),
+            bounds=field.entry[4:6],
+            n_cells=n_cells,
+            what=f"obs field {field.key!r} outlier quantiles",
         )
-        relpath = layout.fill(schema.get("outlierPathPattern"), field.index, field.key)
-        values = root.array(relpath, dtype, n_cells)
-        vmin, vmax = (
-            (field.entry[4], field.entry[5])
-            if quantized and len(field.entry) >= 6
-            else (None, None)
-        )
-        outliers[field.key] = _decode(values, quantized=quantized, vmin=vmin, vmax=vmax)
     obs = pd.DataFrame(columns, index=obs_names) if columns else pd.DataFrame(index=obs_names)
     return obs, centroids, outliers
 
@@ -459,17 +470,19 @@ def _read_var(
         return None, var
 
     schema = manifest.get("_varSchema") or {}
-    quantized = bool(schema.get("quantized"))
-    dtype = _payload_dtype(
-        schema.get("dtype"), ("uint8", "uint16") if quantized else ("float32",), "gene values"
-    )
     pattern = schema.get("pathPattern")
     # each gene's non-zero values; NaN (missing) counts as non-zero
     rows, values = [], []
     for index, name, rest in entries:
-        raw = root.array(layout.fill(pattern, index, name), dtype, n_cells)
-        vmin, vmax = (rest[0], rest[1]) if quantized and len(rest) >= 2 else (None, None)
-        column = _decode(raw, quantized=quantized, vmin=vmin, vmax=vmax)
+        column = _read_continuous(
+            root,
+            layout.fill(pattern, index, name),
+            dtype=schema.get("dtype"),
+            quantized=bool(schema.get("quantized")),
+            bounds=rest[:2],
+            n_cells=n_cells,
+            what="gene values",
+        )
         nonzero = np.flatnonzero(column != 0)
         rows.append(nonzero.astype(np.int64))
         values.append(column[nonzero])

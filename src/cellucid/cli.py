@@ -39,6 +39,15 @@ def _level(value: str) -> int | None:
     return level or None
 
 
+def _key_or_off(
+    parent: argparse._ActionsContainer, flag: str, *, off: tuple[str, ...], off_help: str, **kwargs
+) -> None:
+    """Add ``flag`` (a key overriding a discovery) and the ``off`` flags that skip it instead, as one choice."""
+    group = parent.add_mutually_exclusive_group()
+    action = group.add_argument(flag, **kwargs)
+    group.add_argument(*off, dest=action.dest, action="store_const", const=False, help=off_help)
+
+
 def _csv(value: str) -> list[str]:
     return [v for v in value.split(",") if v]
 
@@ -113,45 +122,29 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
         help="embedding name: umap (or X_umap) reads obsm X_umap, X_umap_3d, ...; spatial reads "
         f"obsm spatial (default: {DEFAULT_BASIS})",
     )
-    latent = found.add_mutually_exclusive_group()
-    latent.add_argument(
+    _key_or_off(
+        found,
         "--latent-key",
+        off=("--no-latent",),
+        off_help="write outlier quantiles as unavailable",
         help="obsm key of the latent space for outlier quantiles (default: X_scVI, else X_pca)",
     )
-    latent.add_argument(
-        "--no-latent",
-        dest="latent_key",
-        action="store_const",
-        const=False,
-        help="write outlier quantiles as unavailable",
-    )
-    vectors = found.add_mutually_exclusive_group()
-    vectors.add_argument(
+    _key_or_off(
+        found,
         "--vector-fields",
+        off=("--no-vector-fields",),
+        off_help="skip vector fields",
         type=_csv,
         default=True,
         metavar="KEY,...",
         help="obsm keys of vector fields (default: discovered)",
     )
-    vectors.add_argument(
-        "--no-vector-fields",
-        dest="vector_fields",
-        action="store_const",
-        const=False,
-        help="skip vector fields",
-    )
-    graph = found.add_mutually_exclusive_group()
-    graph.add_argument(
+    _key_or_off(
+        found,
         "--connectivities-key",
+        off=("--no-graph", "--no-connectivities"),
+        off_help="skip the kNN graph",
         help="obsp key of the kNN graph (default: from uns['neighbors'], else connectivities)",
-    )
-    graph.add_argument(
-        "--no-graph",
-        "--no-connectivities",
-        dest="connectivities_key",
-        action="store_const",
-        const=False,
-        help="skip the kNN graph",
     )
     found.add_argument(
         "--obs-keys",

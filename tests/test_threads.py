@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import anndata as ad
+import numpy as np
 import pytest
 from _data import make_adata
 
@@ -122,3 +123,44 @@ def test_a_failing_gene_writer_leaves_no_thread(
     assert len(calls) == 3
     assert [t for t in threading.enumerate() if t not in before] == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_spill_whose_chunk_the_pool_dropped_ends(tmp_path: Path) -> None:
+    """A failing export's pool drops queued chunks: the spill must end, not wait for them forever.
+
+    ``concurrent.futures.wait`` never sees a future cancelled that way as done.
+    """
+    from concurrent.futures import CancelledError, Executor, Future
+
+    class Dropping(Executor):  # what a pool shut down with cancel_futures=True does to queued work
+        def submit(self, fn, /, *args, **kwargs):
+            future: Future = Future()
+            future.cancel()
+            return future
+
+    matrix = make_adata(300, 40).X.tocsr()
+    spill = _genes._Spill(tmp_path / "spill", Dropping(), threading.Event())
+    blocks = spill.blocks(
+        lambda r0, r1: matrix[r0:r1],
+        lambda: matrix,
+        np.arange(matrix.shape[1]),
+        n_cells=matrix.shape[0],
+        n_all=matrix.shape[1],
+        stored_per_gene=matrix.nnz / matrix.shape[1],
+        payload=matrix.shape[0],
+        budget=4_000,
+    )
+    outcome: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            list(blocks)
+        except BaseException as error:
+            outcome.append(error)
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    consumer.join(timeout=30)
+    assert not consumer.is_alive(), "the spill waits forever for a dropped chunk"
+    assert len(outcome) == 1 and isinstance(outcome[0], CancelledError)
+    assert list((tmp_path / "spill").iterdir()) == []

@@ -554,7 +554,9 @@ class _Spill:
                 if spilling is not None:
                     spilling.result()
             finally:
-                if spilling is not None:  # not under way when the files are closed
+                # not under way when the files are closed; a chunk the failing export's
+                # pool dropped never runs (and wait() would never see it done)
+                if spilling is not None and not spilling.cancel():
                     wait([spilling])
                 for f in files:
                     f.close()

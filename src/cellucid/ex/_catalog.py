@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from .._format import CATALOG_FILE, CATALOG_VERSION, IDENTITY_FILE
+from ._cloud import is_remote, mirrored, renamed, single_dataset
 from ._payload import dumps_identity, write_json
+from ._store import Destination, local_path
 from ._validate._dataset import _DatasetChecker
 from ._validate._files import _escapes, _resolved
 from ._validate._values import _url_error
@@ -15,7 +19,12 @@ from ._validate._values import _url_error
 logger = logging.getLogger("cellucid")
 
 
-def write_catalog(exports_root: str | Path, *, default: str | None = None) -> Path:
+def write_catalog(
+    exports_root: str | Path,
+    *,
+    default: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Path | str:
     """Write ``datasets.json`` listing every dataset folder directly under ``exports_root``.
 
     Each folder holding a ``dataset_identity.json`` becomes an entry with its id, path,
@@ -25,16 +34,23 @@ def write_catalog(exports_root: str | Path, *, default: str | None = None) -> Pa
     is not URL-canonical (the error says what to rename it to) or a folder that is a link
     out of ``exports_root`` is refused.
 
+    In an object store, a dataset that :func:`export` published there (see
+    :doc:`/user_guide/large_data`) is listed at its current version (``pbmc/v-<token>/``):
+    write the catalog again after re-exporting one of them.
+
     Parameters
     ----------
     exports_root
-        The folder holding one sub-folder per exported dataset.
+        The folder holding one sub-folder per exported dataset, or its URL
+        (``s3://bucket/exports``, any store fsspec reaches).
     default
         Id of the dataset the viewer opens first; defaults to the first entry.
+    storage_options
+        Options of the fsspec filesystem when ``exports_root`` is a URL.
 
     Returns
     -------
-    The path of the written ``datasets.json``.
+    The path of the written ``datasets.json`` (its URL, a string, in an object store).
 
     Examples
     --------
@@ -46,16 +62,50 @@ def write_catalog(exports_root: str | Path, *, default: str | None = None) -> Pa
     PosixPath('exports/datasets.json')
 
     """
-    root = Path(exports_root)
+    if is_remote(exports_root):
+        return _write_remote_catalog(str(exports_root), default, storage_options)
+    if storage_options:
+        msg = f"storage_options are for URLs (s3://, gs://, ...); {exports_root} is a local path."
+        raise ValueError(msg)
+    root = local_path(exports_root)
+    target = root / CATALOG_FILE
+    write_json(target, _catalog_text(root, default))
+    logger.info("wrote %s", target)
+    return target
+
+
+def _write_remote_catalog(
+    url: str, default: str | None, storage_options: Mapping[str, Any] | None
+) -> str:
+    """:func:`write_catalog` of an exports root in an object store (one PUT)."""
+    url = url.rstrip("/")
+    with mirrored(url, storage_options) as local:
+        try:
+            text = _catalog_text(local, default, published=True)
+        except (ValueError, FileNotFoundError) as e:
+            raise renamed(e, local, url) from None
+    Destination.from_target(url, storage_options).write_bytes(CATALOG_FILE, text.encode("ascii"))
+    logger.info("wrote %s/%s", url, CATALOG_FILE)
+    return f"{url}/{CATALOG_FILE}"
+
+
+def _catalog_text(root: Path, default: str | None, *, published: bool = False) -> str:
+    """Return the text of ``datasets.json`` for the dataset folders under ``root``.
+
+    ``published``: a folder that is a published one-dataset root (an object-store export)
+    is listed at the version its own ``datasets.json`` points to.
+    """
     if not root.is_dir():
         msg = f"exports_root {root} is not a folder."
         raise FileNotFoundError(msg)
     entries = []
     base = _resolved(root)
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if published:
+            folder = single_dataset(folder)
         if not (folder / IDENTITY_FILE).is_file():
             continue
-        entries.append(_entry(folder, base))
+        entries.append(_entry(folder, base, folder.relative_to(root).as_posix()))
     if not entries:
         msg = f"No dataset folders (with {IDENTITY_FILE}) under {root}."
         raise ValueError(msg)
@@ -69,18 +119,25 @@ def write_catalog(exports_root: str | Path, *, default: str | None = None) -> Pa
     elif default not in ids:
         msg = f"default {default!r} is not one of the datasets under {root}: {ids}."
         raise ValueError(msg)
-    target = root / CATALOG_FILE
-    write_json(
-        target,
-        dumps_identity({"version": CATALOG_VERSION, "default": default, "datasets": entries}),
-    )
-    logger.info("wrote %s with %d datasets", target, len(entries))
-    return target
+    logger.info("listed %d datasets under %s", len(entries), root)
+    return dumps_identity({"version": CATALOG_VERSION, "default": default, "datasets": entries})
 
 
-def _entry(folder: Path, base: Path) -> dict:
+def catalog_entry(identity: dict, path: str) -> dict:
+    """Return the catalog entry of the dataset at ``path`` (ending in ``/``) with ``identity``."""
+    stats = identity["stats"]
+    return {
+        "id": identity["id"],
+        "path": path,
+        "name": identity["name"],
+        "description": identity["description"],
+        "n_cells": stats["n_cells"],
+        "n_genes": stats["n_genes"],
+    }
+
+
+def _entry(folder: Path, base: Path, name: str) -> dict:
     """Return the catalog entry of a dataset folder, checked as the viewer would check it."""
-    name = folder.name
     if _escapes(folder, base):
         msg = (
             f"{folder} is a link leading out of the exports root {base}: a catalog lists only "
@@ -104,13 +161,4 @@ def _entry(folder: Path, base: Path) -> dict:
             + ". Fix or re-export that dataset."
         )
         raise ValueError(msg)
-    identity = checker.documents[0]
-    stats = identity["stats"]
-    return {
-        "id": identity["id"],
-        "path": f"{name}/",
-        "name": identity["name"],
-        "description": identity["description"],
-        "n_cells": stats["n_cells"],
-        "n_genes": stats["n_genes"],
-    }
+    return catalog_entry(checker.documents[0], f"{name}/")

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from .._format import QUANT_DTYPE, LayoutName, index_dtype
 from ..pp import graph_edges
+from ._cloud import remote_export
 from ._collect import Collected, ObsField, collect
 from ._connectivity import write_connectivity
 from ._identity import Description, Written, dataset_id_for, identity_document, write_identity
@@ -35,6 +36,7 @@ from ._settings import (
     Resources,
     Selection,
 )
+from ._store import local_path, refuse_local_options
 from ._var import GeneWriter
 
 if TYPE_CHECKING:
@@ -75,7 +77,8 @@ def export(
     n_jobs: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: bool | None = None,
-) -> Path:
+    storage_options: Mapping[str, Any] | None = None,
+) -> Path | str:
     """Export an AnnData as a dataset folder the Cellucid viewer opens.
 
     Everything is found in ``adata`` itself; each keyword overrides one discovery:
@@ -105,7 +108,11 @@ def export(
     out_dir
         The dataset folder to create. By default ``exports/<dataset id>`` under the working
         directory (see ``dataset_id``), the exports root :func:`~cellucid.ex.write_catalog`
-        lists; the path is logged (info) and returned.
+        lists; the path is logged (info) and returned. A URL (``s3://bucket/exports/pbmc``,
+        ``gs://``, ``az://``, ``memory://``; needs ``cellucid[cloud]`` and the store's
+        fsspec package) is staged locally and published there as a one-dataset exports
+        root whose ``datasets.json`` is switched only once the new export is complete (see
+        the large-data guide); ``file://`` is a local path.
     basis
         Embedding name, as scanpy's plotting takes it: ``"umap"`` or ``"X_umap"`` reads
         ``obsm["X_umap"]``, ``obsm["X_umap_3d"]``, ...; a name that is itself a key (with
@@ -184,10 +191,13 @@ def export(
         and written, publishing), with the time remaining. By default on a terminal or in
         a notebook, and never when the ``CI`` or ``TQDM_DISABLE`` environment variable is
         set.
+    storage_options
+        Options of the fsspec filesystem when ``out_dir`` is a URL (credentials, an
+        ``endpoint_url`` for s3fs, ...).
 
     Returns
     -------
-    The path of the written dataset folder.
+    The path of the written dataset folder (its URL, a string, in an object store).
 
     Examples
     --------
@@ -226,7 +236,16 @@ def export(
     resources = Resources(
         n_jobs=n_jobs, memory_budget=memory_budget, gzip_encoder=gzip_encoder, progress=progress
     )
-    out_dir, name = _destination(adata, out_dir, dataset_name=dataset_name, dataset_id=dataset_id)
+    # an object store's export is staged in a local folder named like it, then published
+    cloud = remote_export(out_dir, storage_options, overwrite=overwrite)
+    out_dir, name = _destination(
+        adata,
+        cloud.local_dir if cloud is not None else out_dir,
+        dataset_name=dataset_name,
+        dataset_id=dataset_id,
+    )
+    if cloud is None:
+        refuse_local_options(out_dir, storage_options)
     check_target(out_dir, overwrite=overwrite, input_path=adata.filename)
     description = Description(
         name=name,
@@ -251,13 +270,16 @@ def export(
             write_identity(stage, identity_document(description, settings, written))
             bar.stage("publish")
             bar.lap("identity")
-        # 6. published: the staging folder is in place
+        # 6. published: the staging folder is in place (and uploaded, to an object store)
+        if cloud is not None:
+            cloud.publish(out_dir)
         bar.lap("publish")
         bar.finish()
     finally:
         bar.close()
-    _log_summary(out_dir, written, bar.times, seconds=time.perf_counter() - start)
-    return out_dir
+    shown = cloud.url if cloud is not None else out_dir
+    _log_summary(shown, written, bar.times, seconds=time.perf_counter() - start)
+    return shown
 
 
 def _write_files(
@@ -368,7 +390,7 @@ def _destination(
 ) -> tuple[Path, str]:
     """Return the folder an export writes and the dataset's name (see ``export``'s ``out_dir``)."""
     if out_dir is not None:
-        out_dir = Path(out_dir)
+        out_dir = local_path(out_dir)
         return out_dir, dataset_name if dataset_name is not None else out_dir.resolve().name
     out_dir, name = default_out_dir(
         dataset_name, dataset_id, fallback_name=_backed_file_name(adata) or "dataset"
@@ -383,7 +405,9 @@ def _backed_file_name(adata: AnnData) -> str | None:
     return Path(filename).stem if filename else None
 
 
-def _log_summary(out_dir: Path, written: Written, times: dict[str, float], seconds: float) -> None:
+def _log_summary(
+    out_dir: Path | str, written: Written, times: dict[str, float], seconds: float
+) -> None:
     """Log what an export wrote (info) and the seconds of each of its stages (debug)."""
     logger.info(
         "exported %s: %s cells, embeddings %s, %s obs fields, %s genes, %s edges, %s vector fields; "

@@ -23,13 +23,15 @@ from .._format import (
 )
 from .._layout import Layout
 from ..pp._quantize import dequantize
+from ._cloud import is_remote, mirrored, renamed, single_dataset
 from ._publish import recover
 from ._read_uns import cellucid_uns
+from ._store import local_path
 from ._validate._dataset import _DatasetChecker
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from anndata import AnnData
 
@@ -53,6 +55,7 @@ def read(
     *,
     genes: bool = True,
     var_names: Sequence[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> AnnData:
     """Read a Cellucid export directory back into an AnnData.
 
@@ -63,13 +66,17 @@ def read(
     Parameters
     ----------
     path
-        A dataset directory, the one holding ``dataset_identity.json``.
+        A dataset directory, the one holding ``dataset_identity.json``; or its URL
+        (``s3://bucket/exports/pbmc``, any store fsspec reaches), also the URL
+        :func:`~cellucid.ex.export` published a dataset to.
     genes
         Load the gene payloads into ``X``. With ``False``, ``X`` is None and only the gene
         names are read, which is much faster for many genes.
     var_names
         Read only these genes, in this order (names as the var manifest has them). None
         reads every gene.
+    storage_options
+        Options of the fsspec filesystem when ``path`` is a URL.
 
     Raises
     ------
@@ -121,7 +128,16 @@ def read(
     """
     import anndata as ad
 
-    root = Path(path)
+    if is_remote(path):
+        with mirrored(str(path), storage_options) as local:
+            try:
+                return read(single_dataset(local), genes=genes, var_names=var_names)
+            except (FileNotFoundError, ValueError) as e:
+                raise renamed(e, local, str(path)) from None
+    if storage_options:
+        msg = f"storage_options are for URLs (s3://, gs://, ...); {path} is a local path."
+        raise ValueError(msg)
+    root = local_path(path)
     recover(root)  # what an interrupted export left beside it
     identity_path = root / IDENTITY_FILE
     if not identity_path.is_file():

@@ -18,10 +18,13 @@ and ``_catalog`` (an exports root).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ..._format import CATALOG_FILE, IDENTITY_FILE
 from .._publish import recover
+from .._store import is_url, local_path
 from ._catalog import _validate_root
 from ._dataset import _DatasetChecker
 from ._report import RULES, Problem, ValidationReport
@@ -31,7 +34,12 @@ __all__ = ["RULES", "Problem", "ValidationReport", "validate"]
 logger = logging.getLogger("cellucid")
 
 
-def validate(path: str | Path, *, strict: bool = False) -> ValidationReport:
+def validate(
+    path: str | Path,
+    *,
+    strict: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+) -> ValidationReport:
     """Check an export directory against every rule the Cellucid viewer enforces.
 
     Parameters
@@ -39,10 +47,13 @@ def validate(path: str | Path, *, strict: bool = False) -> ValidationReport:
     path
         A dataset directory (holding ``dataset_identity.json``) or an exports root (holding
         ``datasets.json``: the catalog and every dataset it lists are checked, and problems
-        name files relative to the root, e.g. ``"ds1/obs_manifest.json"``).
+        name files relative to the root, e.g. ``"ds1/obs_manifest.json"``), or its URL
+        (``s3://bucket/exports/pbmc``, any store fsspec reaches).
     strict
         Raise a :class:`ValueError` listing every problem instead of returning a report
         with problems.
+    storage_options
+        Options of the fsspec filesystem when ``path`` is a URL.
 
     Returns
     -------
@@ -61,6 +72,9 @@ def validate(path: str | Path, *, strict: bool = False) -> ValidationReport:
     and memory stay bounded by the export's size on disk (a gzip bomb is refused before
     it is inflated). No symbolic link leading out of the dataset folder (or a dataset
     folder out of the exports root) is followed: it is reported as ``path.symlink``.
+    A remote export is checked within the same bounds: its listing gives each file's size,
+    JSON documents are fetched up to ``MAX_JSON_BYTES``, and a payload is fetched (at most
+    its listed size) only once that size passed the checks above.
 
     Where the viewer and this check differ, this check is stricter: a JSON document
     starting with a UTF-8 byte order mark is refused (the viewer strips it; no writer of
@@ -85,7 +99,22 @@ def validate(path: str | Path, *, strict: bool = False) -> ValidationReport:
     >>> print(report)
     exports/pbmc: valid current-layout export, no problems
     """
-    path = Path(path)
+    if is_url(path) and local_path(str(path)) is None:
+        from .._cloud import mirrored, renamed  # it reads through this package
+
+        with mirrored(str(path), storage_options) as local:
+            try:
+                report = validate(local)
+            except (FileNotFoundError, ValueError) as e:
+                raise renamed(e, local, str(path)) from None
+        report.path = str(path)
+        if strict:
+            report.raise_if_problems()
+        return report
+    if storage_options:
+        msg = f"storage_options are for URLs (s3://, gs://, ...); {path} is a local path."
+        raise ValueError(msg)
+    path = local_path(path)
     recover(path)  # what an interrupted export left beside it
     if not path.exists():
         msg = f"No export at {str(path)!r}: the path does not exist."

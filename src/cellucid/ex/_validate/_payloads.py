@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ _GZIP_RESERVED_FLAGS = 0xE0
 #: deflate cannot expand more than 1032-fold (258 bytes from 2 bits): a ``.gz`` file of
 #: ``n`` bytes that should inflate past ``1032 n`` is refused before inflating it
 _MAX_INFLATE_RATIO = 1032
+#: called with a payload's path once its size is judged plausible, before it is read: a
+#: remote export's local mirror fetches the file then (see ``cellucid.ex._cloud``)
+BEFORE_READ: ContextVar[Callable[[Path], None] | None] = ContextVar("BEFORE_READ", default=None)
 
 
 def _payload_problem(
@@ -96,6 +100,13 @@ def _payload_chunks(
         add(rel, *problem)
         return
     path = directory / rel
+    fetch = BEFORE_READ.get()
+    if fetch is not None:
+        try:
+            fetch(path)
+        except OSError as exc:
+            add(rel, "file.missing", f"an unreadable file ({exc})", "a readable payload file")
+            return
     chunk_bytes = (chunk or max(1, _CHUNK // itemsize)) * itemsize
     state = _GzipState()
     blocks = (

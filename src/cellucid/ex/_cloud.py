@@ -1,0 +1,271 @@
+"""Exports in object stores (``s3://``, ``gs://``, ``az://``, ``memory://``): publish, then read.
+
+Object stores have no rename and no folders, so an export there is not swapped in like a
+local one (:mod:`cellucid.ex._publish`). It is published as a one-dataset exports root::
+
+    <out_dir>/datasets.json           the pointer: one entry, path "v-<token>/"
+    <out_dir>/v-<token>/...           the dataset's files, never modified once written
+
+1. The export is written to a local staging folder exactly as a local one (same writers,
+   same bytes), then uploaded to a fresh version prefix ``v-<token>/``: payloads first,
+   then the manifests, ``dataset_identity.json`` last.
+2. ``datasets.json`` is then written in one PUT: this switches readers to the new version.
+3. Only then is everything else under ``out_dir`` removed (the previous version, and what
+   killed exports left).
+
+The viewer, :func:`~cellucid.ex.validate` and :func:`~cellucid.ex.read` enter through
+``datasets.json``, so they see the previous export until the new one is complete, then
+the new one; never a mix, since two versions share no object name. A reader that fetched
+the old ``datasets.json`` (or identity) before the switch reads unmodified old files until
+step 3 removes them; then it gets "not found", never a file of the new export. An export
+killed before step 2 leaves the previous export in place (its partial version is removed
+by the next export). No lock exists on an object store: run one export per URL at a time.
+
+Reading a remote export (:func:`mirrored`) lists it once, fetches its JSON documents
+(at most ``MAX_JSON_BYTES`` each) into a local temporary folder and stands in for each
+payload with a sparse file of its listed size. The validator judges those sizes against
+the manifests as for a local export, and fetches a payload (at most its listed size) only
+when it is about to decode it, so the same bounds hold.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+import weakref
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .. import _format
+from .._format import (
+    CATALOG_FILE,
+    CATALOG_VERSION,
+    EXPORT_FOLDER_FILES,
+    EXPORT_TOP_FILES,
+    IDENTITY_FILE,
+)
+from ._payload import dumps_identity
+from ._store import Destination, is_url, local_path
+from ._validate._payloads import BEFORE_READ
+
+logger = logging.getLogger("cellucid")
+
+VERSION = re.compile(r"v-[0-9a-f]{12}")
+#: parallel uploads of payload files
+_UPLOADS = 8
+#: a name part a remote export may have (URL-canonical, not hidden)
+_PART = re.compile(r"[A-Za-z0-9_~!*'()-][A-Za-z0-9._~!*'()-]*")
+
+
+def is_remote(target: object) -> bool:
+    """Whether ``target`` is a URL of a store other than the local file system."""
+    return is_url(target) and local_path(str(target)) is None
+
+
+def remote_export(
+    out_dir: object, storage_options: Mapping[str, Any] | None, *, overwrite: bool
+) -> CloudExport | None:
+    """Return the :class:`CloudExport` of ``out_dir`` when it is in an object store, else None."""
+    return (
+        CloudExport(str(out_dir), storage_options, overwrite=overwrite)
+        if is_remote(out_dir)
+        else None
+    )
+
+
+class CloudExport:
+    """One export to an object store: its target checked at once, staged locally, published.
+
+    Parameters
+    ----------
+    url
+        ``out_dir``, e.g. ``s3://bucket/exports/pbmc``.
+    storage_options
+        Passed to the fsspec filesystem.
+    overwrite
+        Replace an earlier export at ``url`` (nothing else).
+    """
+
+    def __init__(
+        self, url: str, storage_options: Mapping[str, Any] | None, *, overwrite: bool
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.dest = Destination.from_target(self.url, storage_options)
+        name = urlsplit(self.url).path.strip("/").rpartition("/")[2]
+        if not name:
+            msg = f"{url}: give a prefix inside the bucket for the dataset, e.g. {self.url}/<name>."
+            raise ValueError(msg)
+        self.overwrite = overwrite
+        self.check()
+        tmp = tempfile.mkdtemp(prefix="cellucid-export-")
+        # removed however the export ends (this object is dropped with export()'s frame)
+        self._cleanup = weakref.finalize(self, shutil.rmtree, tmp, ignore_errors=True)
+        #: where the export is staged locally (the dataset folder, named like the URL)
+        self.local_dir = Path(tmp) / name
+
+    def check(self) -> dict[str, int]:
+        """Refuse a target that is not empty nor an earlier export; return what it holds."""
+        files = self.dest.files()
+        if not files:
+            return files
+        if not self.overwrite:
+            msg = f"{self.url} exists; pass overwrite=True (--overwrite on the command line) to replace it."
+            raise FileExistsError(msg)
+        found = _not_an_export(files)
+        if found is not None:
+            msg = (
+                f"Refusing to replace {self.url}: {found}. overwrite replaces only an earlier "
+                "export: export to a new prefix, or move those objects away."
+            )
+            raise FileExistsError(msg)
+        return files
+
+    def publish(self, local: Path) -> None:
+        """Upload the staged dataset ``local`` as a new version, switch to it, remove the rest."""
+        previous = self.check()  # the target may have changed while the export ran
+        version = f"v-{uuid.uuid4().hex[:12]}"
+        target = self.dest.child(version)
+        files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+        payloads = [f for f in files if not f.endswith(".json")]
+        documents = sorted(set(files) - set(payloads), key=lambda f: f == IDENTITY_FILE)
+        with ThreadPoolExecutor(_UPLOADS) as pool:
+            for done in pool.map(lambda rel: target.put(local / rel, rel), payloads):
+                del done
+        for rel in documents:  # the manifests, then the identity
+            target.put(local / rel, rel)
+        identity = json.loads((local / IDENTITY_FILE).read_text(encoding="ascii"))
+        from ._catalog import catalog_entry
+
+        catalog = {
+            "version": CATALOG_VERSION,
+            "default": identity["id"],
+            "datasets": [catalog_entry(identity, f"{version}/")],
+        }
+        self.dest.write_bytes(CATALOG_FILE, dumps_identity(catalog).encode("ascii"))
+        stale = sorted({rel.split("/")[0] for rel in previous} - {CATALOG_FILE})
+        # a dataset stored without a pointer loses its identity first: never a partial one
+        for name in sorted(stale, key=lambda n: n != IDENTITY_FILE):
+            self.dest.remove(name)
+        logger.info("published %s (version %s, %d files)", self.url, version, len(files))
+        self._cleanup()
+
+
+def _export_file(rel: str) -> bool:
+    """Whether ``rel`` is a name an export writes inside its dataset folder."""
+    folder, _, name = rel.rpartition("/")
+    if not folder:
+        return EXPORT_TOP_FILES.fullmatch(name) is not None
+    names = EXPORT_FOLDER_FILES.get(folder)
+    return names is not None and names.fullmatch(name) is not None
+
+
+def _not_an_export(files: Mapping[str, int]) -> str | None:
+    """Say what makes a prefix more than an earlier export (either shape); None if nothing.
+
+    An earlier export is ``datasets.json`` and version prefixes holding export files, or
+    the files of one dataset folder (with its ``dataset_identity.json``) as they are locally.
+    """
+    foreign, datasets, plain = [], [], set()
+    for rel in files:
+        head, _, rest = rel.partition("/")
+        if rel == CATALOG_FILE or (VERSION.fullmatch(head) and _export_file(rest)):
+            continue
+        if _export_file(rel):
+            plain.add(rel)
+        elif rel.rpartition("/")[2] in (IDENTITY_FILE, CATALOG_FILE):
+            datasets.append(f"{head}/")
+        else:
+            foreign.append(rel)
+    if datasets:
+        return f"it is an exports root (it holds {_few(sorted(set(datasets)))})"
+    if foreign:
+        return f"it holds {_few(foreign)}, which an export does not write"
+    if plain and IDENTITY_FILE not in plain:
+        return f"it has no {IDENTITY_FILE}, so no export wrote it"
+    return None
+
+
+def _few(names: list[str], n: int = 3) -> str:
+    shown = ", ".join(names[:n])
+    return f"{shown} and {len(names) - n} more" if len(names) > n else shown
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def mirrored(url: str, storage_options: Mapping[str, Any] | None) -> Iterator[Path]:
+    """Yield a local folder standing in for the remote export (or exports root) at ``url``.
+
+    JSON documents are fetched at once (those over ``MAX_JSON_BYTES`` are not: a sparse file
+    of their size makes the validator refuse them); each payload is a sparse file of its
+    listed size until the validator is about to decode it (see the module docstring).
+    Names an export cannot hold are left out (at most four parts: an exports root, a
+    published dataset's version, a payload folder, a file).
+    """
+    source = Destination.from_target(url, storage_options)
+    listed = source.files()
+    if not listed:
+        msg = f"No export at {url!r}: nothing is stored there."
+        raise FileNotFoundError(msg)
+    with tempfile.TemporaryDirectory(prefix="cellucid-read-") as tmp:
+        root = Path(tmp) / "export"
+        root.mkdir()
+        pending: dict[str, tuple[str, int]] = {}
+        for rel, size in listed.items():
+            parts = rel.split("/")
+            if len(parts) > 4 or not all(_PART.fullmatch(p) for p in parts):
+                continue
+            here = root.joinpath(*parts)
+            here.parent.mkdir(parents=True, exist_ok=True)
+            if rel.endswith(".json") and size <= _format.MAX_JSON_BYTES:
+                source.get(rel, here, limit=size)
+                continue
+            with open(here, "wb") as f:
+                f.truncate(size)
+            pending[os.path.normpath(here)] = (rel, size)
+
+        def fetch(path: Path) -> None:
+            entry = pending.pop(os.path.normpath(path), None)
+            if entry is not None:
+                source.get(entry[0], path, limit=entry[1])
+
+        token = BEFORE_READ.set(fetch)
+        try:
+            yield root
+        finally:
+            BEFORE_READ.reset(token)
+
+
+def single_dataset(root: Path) -> Path:
+    """Return the dataset folder of a one-dataset exports root (a published URL), else ``root``."""
+    if (root / IDENTITY_FILE).is_file() or not (root / CATALOG_FILE).is_file():
+        return root
+    try:
+        catalog = json.loads((root / CATALOG_FILE).read_bytes())
+        (entry,) = catalog["datasets"]
+        path = entry["path"]
+    except (ValueError, TypeError, KeyError):
+        return root
+    if not (isinstance(path, str) and VERSION.fullmatch(path.rstrip("/"))):
+        return root
+    return root / path.rstrip("/")
+
+
+def renamed(error: Exception, local: Path, url: str) -> Exception:
+    """Return ``error`` (same type) with the mirror's folder named as the URL it stands for."""
+    text = str(error).replace(str(local), url)
+    if isinstance(error, OSError) and error.errno is not None:
+        return type(error)(
+            error.errno, error.strerror, str(error.filename).replace(str(local), url)
+        )
+    return type(error)(text)

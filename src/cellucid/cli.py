@@ -72,6 +72,36 @@ def _n_jobs(value: str) -> int:
         raise argparse.ArgumentTypeError(msg) from e
 
 
+def _target(value: str) -> Path | str:
+    """Return a local path, or a URL as written (``s3://bucket/x``: Path would fold its ``//``)."""
+    from .ex._store import is_url
+
+    return value if is_url(value) else Path(value)
+
+
+def _storage_option(value: str) -> tuple[str, object]:
+    key, sep, text = value.partition("=")
+    if not sep or not key:
+        msg = f"must be KEY=VALUE (e.g. endpoint_url=http://127.0.0.1:9000), not {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    try:  # true, 3, {"region_name": "eu-west-1"}: JSON; anything else is a string
+        return key, json.loads(text)
+    except ValueError:
+        return key, text
+
+
+def _add_storage_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--storage-option",
+        dest="storage_options",
+        type=_storage_option,
+        action="append",
+        metavar="KEY=VALUE",
+        help="an option of the fsspec filesystem when the path is a URL (s3://, gs://, az://), "
+        "repeatable; VALUE is read as JSON when it parses (true, 3, {...}), else as text",
+    )
+
+
 _BYTE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
 
 
@@ -110,9 +140,10 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help="the .h5ad file or .zarr store")
     p.add_argument(
         "out_dir",
-        type=Path,
+        type=_target,
         nargs="?",
-        help=f"the dataset folder to create (default: {DEFAULT_EXPORTS_ROOT}/<dataset id>, the id "
+        help=f"the dataset folder to create, or its URL (s3://bucket/exports/pbmc) "
+        f"(default: {DEFAULT_EXPORTS_ROOT}/<dataset id>, the id "
         "from --dataset-id, --dataset-name or the input file's name)",
     )
     found = p.add_argument_group("what to export")
@@ -286,6 +317,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--backed", action="store_true", help="read .h5ad in backed mode: genes stream from disk"
     )
+    _add_storage_options(run)
     p.set_defaults(run=_export, subject="out_dir")
 
 
@@ -313,6 +345,7 @@ def _export(args: argparse.Namespace) -> int:
     import inspect
 
     from .ex import export
+    from .ex._cloud import check_remote_target, is_remote
     from .ex._export import default_out_dir
     from .ex._publish import check_target
 
@@ -329,8 +362,12 @@ def _export(args: argparse.Namespace) -> int:
         args.out_dir, options["dataset_name"] = default_out_dir(
             args.dataset_name, args.dataset_id, fallback_name=args.input.stem
         )
+    options["storage_options"] = dict(args.storage_options or [])
     # refuse the target before the input is read; the input must not be in it
-    check_target(args.out_dir, overwrite=args.overwrite, input_path=args.input)
+    if is_remote(args.out_dir):
+        check_remote_target(args.out_dir, options["storage_options"], overwrite=args.overwrite)
+    else:
+        check_target(args.out_dir, overwrite=args.overwrite, input_path=args.input)
     adata = _read_input(args.input, backed=args.backed)
     print(export(adata, args.out_dir, **options))
     return EXIT_OK
@@ -344,15 +381,18 @@ def _add_validate(commands: argparse._SubParsersAction) -> None:
         "against every rule the viewer enforces. Exit 0 when valid, 1 with the list of problems otherwise, "
         "3 when the path could not be checked (it does not exist, is not an export, or cannot be read).",
     )
-    p.add_argument("path", type=Path, help="a dataset folder or an exports root")
+    p.add_argument(
+        "path", type=_target, help="a dataset folder or an exports root, or its URL (s3://...)"
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_storage_options(p)
     p.set_defaults(run=_validate, subject="path")
 
 
 def _validate(args: argparse.Namespace) -> int:
     from .ex import validate
 
-    report = validate(args.path)
+    report = validate(args.path, storage_options=dict(args.storage_options or []))
     print(json.dumps(report.to_dict(), indent=2) if args.json else report)
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -363,19 +403,30 @@ def _add_catalog(commands: argparse._SubParsersAction) -> None:
         help="write datasets.json for the dataset folders under a root",
         description="Write EXPORTS_ROOT/datasets.json listing every dataset folder directly under EXPORTS_ROOT.",
     )
-    p.add_argument("exports_root", type=Path, help="the folder holding one folder per dataset")
+    p.add_argument(
+        "exports_root",
+        type=_target,
+        help="the folder holding one folder per dataset, or its URL (s3://...)",
+    )
     p.add_argument(
         "--default",
         metavar="ID",
         help="id of the dataset the viewer opens first (default: the first)",
     )
+    _add_storage_options(p)
     p.set_defaults(run=_catalog, subject="exports_root")
 
 
 def _catalog(args: argparse.Namespace) -> int:
     from .ex import write_catalog
 
-    print(write_catalog(args.exports_root, default=args.default))
+    print(
+        write_catalog(
+            args.exports_root,
+            default=args.default,
+            storage_options=dict(args.storage_options or []),
+        )
+    )
     return EXIT_OK
 
 

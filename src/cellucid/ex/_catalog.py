@@ -11,7 +11,7 @@ from typing import Any
 from .._format import CATALOG_FILE, CATALOG_VERSION, IDENTITY_FILE
 from ._cloud import is_remote, mirrored, renamed, single_dataset
 from ._payload import dumps_identity, write_json
-from ._store import Destination, local_path
+from ._store import Destination, local_path, refuse_local_options
 from ._validate._dataset import _DatasetChecker
 from ._validate._files import _escapes, _resolved
 from ._validate._values import _url_error
@@ -64,9 +64,7 @@ def write_catalog(
     """
     if is_remote(exports_root):
         return _write_remote_catalog(str(exports_root), default, storage_options)
-    if storage_options:
-        msg = f"storage_options are for URLs (s3://, gs://, ...); {exports_root} is a local path."
-        raise ValueError(msg)
+    refuse_local_options(exports_root, storage_options)
     root = local_path(exports_root)
     target = root / CATALOG_FILE
     write_json(target, _catalog_text(root, default))

@@ -99,39 +99,18 @@ class CloudExport:
         self, url: str, storage_options: Mapping[str, Any] | None, *, overwrite: bool
     ) -> None:
         self.url = url.rstrip("/")
-        self.dest = Destination.from_target(self.url, storage_options)
-        name = urlsplit(self.url).path.strip("/").rpartition("/")[2]
-        if not name:
-            msg = f"{url}: give a prefix inside the bucket for the dataset, e.g. {self.url}/<name>."
-            raise ValueError(msg)
         self.overwrite = overwrite
-        self.check()
+        self.dest = check_remote_target(self.url, storage_options, overwrite=overwrite)
         tmp = tempfile.mkdtemp(prefix="cellucid-export-")
         # removed however the export ends (this object is dropped with export()'s frame)
         self._cleanup = weakref.finalize(self, shutil.rmtree, tmp, ignore_errors=True)
         #: where the export is staged locally (the dataset folder, named like the URL)
-        self.local_dir = Path(tmp) / name
-
-    def check(self) -> dict[str, int]:
-        """Refuse a target that is not empty nor an earlier export; return what it holds."""
-        files = self.dest.files()
-        if not files:
-            return files
-        if not self.overwrite:
-            msg = f"{self.url} exists; pass overwrite=True (--overwrite on the command line) to replace it."
-            raise FileExistsError(msg)
-        found = _not_an_export(files)
-        if found is not None:
-            msg = (
-                f"Refusing to replace {self.url}: {found}. overwrite replaces only an earlier "
-                "export: export to a new prefix, or move those objects away."
-            )
-            raise FileExistsError(msg)
-        return files
+        self.local_dir = Path(tmp) / urlsplit(self.url).path.rstrip("/").rpartition("/")[2]
 
     def publish(self, local: Path) -> None:
         """Upload the staged dataset ``local`` as a new version, switch to it, remove the rest."""
-        previous = self.check()  # the target may have changed while the export ran
+        # the target may have changed while the export ran
+        previous = _existing(self.dest, self.url, overwrite=self.overwrite)
         version = f"v-{uuid.uuid4().hex[:12]}"
         target = self.dest.child(version)
         files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
@@ -157,6 +136,41 @@ class CloudExport:
             self.dest.remove(name)
         logger.info("published %s (version %s, %d files)", self.url, version, len(files))
         self._cleanup()
+
+
+def check_remote_target(
+    url: str, storage_options: Mapping[str, Any] | None, *, overwrite: bool
+) -> Destination:
+    """Refuse, before any work, a URL an export must not write; return its destination.
+
+    Refused: a bucket (or container) itself, an existing prefix without ``overwrite``, and
+    with it anything but an earlier export (see :func:`_not_an_export`).
+    """
+    url = url.rstrip("/")
+    if not urlsplit(url).path.strip("/"):
+        msg = f"{url}: give a prefix inside the bucket for the dataset, e.g. {url}/<name>."
+        raise ValueError(msg)
+    dest = Destination.from_target(url, storage_options)
+    _existing(dest, url, overwrite=overwrite)
+    return dest
+
+
+def _existing(dest: Destination, url: str, *, overwrite: bool) -> dict[str, int]:
+    """Return what ``url`` holds (relative path -> size), refusing what overwrite may not replace."""
+    files = dest.files()
+    if not files:
+        return files
+    if not overwrite:
+        msg = f"{url} exists; pass overwrite=True (--overwrite on the command line) to replace it."
+        raise FileExistsError(msg)
+    found = _not_an_export(files)
+    if found is not None:
+        msg = (
+            f"Refusing to replace {url}: {found}. overwrite replaces only an earlier "
+            "export: export to a new prefix, or move those objects away."
+        )
+        raise FileExistsError(msg)
+    return files
 
 
 def _export_file(rel: str) -> bool:

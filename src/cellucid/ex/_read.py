@@ -26,7 +26,7 @@ from ..pp._quantize import dequantize
 from ._cloud import is_remote, mirrored, renamed, single_dataset
 from ._publish import recover
 from ._read_uns import cellucid_uns
-from ._store import local_path
+from ._store import local_path, refuse_local_options
 from ._validate._dataset import _DatasetChecker
 
 if TYPE_CHECKING:
@@ -134,9 +134,7 @@ def read(
                 return read(single_dataset(local), genes=genes, var_names=var_names)
             except (FileNotFoundError, ValueError) as e:
                 raise renamed(e, local, str(path)) from None
-    if storage_options:
-        msg = f"storage_options are for URLs (s3://, gs://, ...); {path} is a local path."
-        raise ValueError(msg)
+    refuse_local_options(path, storage_options)
     root = local_path(path)
     recover(root)  # what an interrupted export left beside it
     identity_path = root / IDENTITY_FILE

@@ -76,6 +76,13 @@ def local_path(target: str | os.PathLike[str]) -> Path | None:
     return Path(unquote(parts.path))
 
 
+def refuse_local_options(target: object, storage_options: Mapping[str, Any] | None) -> None:
+    """Refuse ``storage_options`` given with a local path: they would be silently ignored."""
+    if storage_options and local_path(target) is not None:
+        msg = f"storage_options are for URLs (s3://, gs://, ...); {target} is a local path."
+        raise ValueError(msg)
+
+
 def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
     """Return the fsspec filesystem of ``url`` and the path in it (no trailing ``/``).
 
@@ -128,9 +135,7 @@ class Destination:
         storage_options: Mapping[str, Any] | None = None,
     ) -> Destination:
         """Return the destination of ``out_dir``: a local path or ``file://`` URL, or a store's URL."""
-        if storage_options and not is_url(out_dir):
-            msg = f"storage_options are for URLs (s3://, gs://, ...); {out_dir} is a local path."
-            raise ValueError(msg)
+        refuse_local_options(out_dir, storage_options)
         return cls(os.fspath(out_dir), storage_options)
 
     def __getstate__(self) -> dict:
@@ -223,6 +228,7 @@ class Destination:
         """Whether ``relpath`` is a file or a non-empty folder (an object store has no empty ones)."""
         if self._local is not None:
             return os.path.lexists(self._full(relpath))
+        self._fs.invalidate_cache(self._full(relpath))
         return bool(self._fs.exists(self._full(relpath)))
 
     def listdir(self, relpath: str = "") -> list[str]:
@@ -233,6 +239,7 @@ class Destination:
                 return sorted(os.listdir(full))
             except (FileNotFoundError, NotADirectoryError):
                 return []
+        self._fs.invalidate_cache(full)
         try:
             entries = self._fs.ls(full, detail=False)
         except FileNotFoundError:
@@ -250,6 +257,7 @@ class Destination:
                     if not os.path.islink(p):
                         found[Path(os.path.relpath(p, full)).as_posix()] = os.path.getsize(p)
             return dict(sorted(found.items()))
+        self._fs.invalidate_cache(full)  # s3fs caches listings: others may have written since
         try:
             listed = self._fs.find(full, detail=True)
         except FileNotFoundError:

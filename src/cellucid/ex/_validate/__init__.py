@@ -24,7 +24,7 @@ from typing import Any
 
 from ..._format import CATALOG_FILE, IDENTITY_FILE
 from .._publish import recover
-from .._store import is_url, local_path
+from .._store import is_url, local_path, refuse_local_options
 from ._catalog import _validate_root
 from ._dataset import _DatasetChecker
 from ._report import RULES, Problem, ValidationReport
@@ -111,9 +111,7 @@ def validate(
         if strict:
             report.raise_if_problems()
         return report
-    if storage_options:
-        msg = f"storage_options are for URLs (s3://, gs://, ...); {path} is a local path."
-        raise ValueError(msg)
+    refuse_local_options(path, storage_options)
     path = local_path(path)
     recover(path)  # what an interrupted export left beside it
     if not path.exists():

@@ -53,6 +53,12 @@ def s3(s3_endpoint: str) -> tuple[str, dict]:
     return f"s3://{bucket}", options
 
 
+@pytest.fixture
+def adata() -> ad.AnnData:
+    """Smaller than conftest's: every file is a request to the S3 server."""
+    return make_adata(150, 12)
+
+
 @pytest.fixture(autouse=True)
 def _fixed_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # byte-identical created_at
@@ -201,7 +207,7 @@ def test_overwrite_keeps_the_previous_export_readable_until_the_switch(
 ) -> None:
     bucket, options = s3
     url = f"{bucket}/exports/ds"
-    old, new = make_adata(seed=1), make_adata(seed=2)
+    old, new = make_adata(150, 12, seed=1), make_adata(150, 12, seed=2)
     cl.ex.export(old, url, storage_options=options, dataset_description="old")
     old_back = cl.ex.read(url, storage_options=options)
     old_version = current_version(url, options)
@@ -260,7 +266,7 @@ def put_and_pause(self, local, relpath):
     global count
     put(self, local, relpath)
     count += 1
-    if count == 20:  # some payloads of the new version are stored now
+    if count == 10:  # some payloads of the new version are stored now
         Path("paused").write_text("")
         time.sleep(120)
 
@@ -278,7 +284,7 @@ def test_an_export_killed_during_upload_leaves_the_previous_one(
     cl.ex.export(adata, url, storage_options=options, dataset_description="previous")
     before = remote_files(url, options)
     previous = cl.ex.read(url, storage_options=options)
-    make_adata(seed=5).write_h5ad(tmp_path / "input.h5ad")
+    make_adata(150, 12, seed=5).write_h5ad(tmp_path / "input.h5ad")
     proc = subprocess.Popen(
         [sys.executable, "-c", _KILLED_EXPORT, url, json.dumps(options)],
         cwd=tmp_path,
@@ -347,8 +353,8 @@ def test_overwrite_refuses_a_prefix_holding_anything_else(
 def test_write_catalog_lists_published_datasets_at_their_version(s3: tuple[str, dict]) -> None:
     bucket, options = s3
     root = f"{bucket}/exports"
-    cl.ex.export(make_adata(seed=1), f"{root}/a", storage_options=options)
-    cl.ex.export(make_adata(seed=2), f"{root}/b", storage_options=options)
+    cl.ex.export(make_adata(150, 12, seed=1), f"{root}/a", storage_options=options)
+    cl.ex.export(make_adata(150, 12, seed=2), f"{root}/b", storage_options=options)
     assert cl.ex.write_catalog(root, default="b", storage_options=options) == (
         f"{root}/datasets.json"
     )

@@ -93,6 +93,7 @@ def _storage_option(value: str) -> tuple[str, object]:
 def _add_storage_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--storage-option",
+        "--storage-options",
         dest="storage_options",
         type=_storage_option,
         action="append",

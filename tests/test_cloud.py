@@ -475,3 +475,27 @@ def test_destination_writes_whole_files_or_nothing(tmp_path: Path) -> None:
             dest.write_bytes("../x", b"")
         dest.remove()
         assert not dest.exists()
+
+
+def test_payloads_written_to_the_new_version_directly_are_published(
+    adata: ad.AnnData, s3: tuple[str, dict], tmp_path: Path
+) -> None:
+    """What dask workers do: write gene payloads to ``version_dest`` (pickled) before publish."""
+    import pickle
+
+    from cellucid.ex._cloud import CloudExport
+
+    bucket, options = s3
+    url = f"{bucket}/ds"
+    cloud = CloudExport(url, options, overwrite=False)
+    staged = cl.ex.export(adata, tmp_path / "ds")
+    expected = cl.ex.read(staged)
+    worker = pickle.loads(pickle.dumps(cloud.version_dest))
+    for payload in sorted((staged / "var").iterdir()):
+        with worker.open_write(f"var/{payload.name}") as f:
+            f.write(payload.read_bytes())
+        payload.unlink()
+    cloud.publish(staged)
+    assert current_version(url, options) == cloud.version
+    assert cl.ex.validate(url, storage_options=options).ok
+    assert_same_data(cl.ex.read(url, storage_options=options), expected)

@@ -106,13 +106,16 @@ class CloudExport:
         self._cleanup = weakref.finalize(self, shutil.rmtree, tmp, ignore_errors=True)
         #: where the export is staged locally (the dataset folder, named like the URL)
         self.local_dir = Path(tmp) / urlsplit(self.url).path.rstrip("/").rpartition("/")[2]
+        #: the prefix the new version goes to: payloads may be written there directly (by
+        #: dask workers); :meth:`publish` uploads what was staged locally beside them
+        self.version = f"v-{uuid.uuid4().hex[:12]}"
+        self.version_dest = self.dest.child(self.version)
 
     def publish(self, local: Path) -> None:
         """Upload the staged dataset ``local`` as a new version, switch to it, remove the rest."""
         # the target may have changed while the export ran
-        previous = _existing(self.dest, self.url, overwrite=self.overwrite)
-        version = f"v-{uuid.uuid4().hex[:12]}"
-        target = self.dest.child(version)
+        version, target = self.version, self.version_dest
+        previous = _existing(self.dest, self.url, overwrite=self.overwrite, own=version)
         files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
         payloads = [f for f in files if not f.endswith(".json")]
         documents = sorted(set(files) - set(payloads), key=lambda f: f == IDENTITY_FILE)
@@ -155,9 +158,14 @@ def check_remote_target(
     return dest
 
 
-def _existing(dest: Destination, url: str, *, overwrite: bool) -> dict[str, int]:
-    """Return what ``url`` holds (relative path -> size), refusing what overwrite may not replace."""
-    files = dest.files()
+def _existing(
+    dest: Destination, url: str, *, overwrite: bool, own: str | None = None
+) -> dict[str, int]:
+    """Return what ``url`` holds (relative path -> size), refusing what overwrite may not replace.
+
+    ``own``: the version prefix this export writes, whose files do not count.
+    """
+    files = {k: v for k, v in dest.files().items() if own is None or not k.startswith(f"{own}/")}
     if not files:
         return files
     if not overwrite:

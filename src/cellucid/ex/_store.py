@@ -11,10 +11,11 @@ the client::
         f.write(payload)
 
 For an export, the destination of the dataset's files is the local staging folder (a local
-``out_dir``), or the fresh version prefix the export publishes (an object store, see
-:mod:`cellucid.ex._cloud`): payloads written there by anyone (the client, or dask workers
-given the pickled destination) are published with the rest; the manifests and
-``dataset_identity.json`` are written by the client after every payload.
+``out_dir``: ``Destination.from_target(stage)`` inside ``staged()``), or the fresh version
+prefix the export publishes (an object store: ``CloudExport.version_dest``, see
+:mod:`cellucid.ex._cloud`). Payloads written there by anyone (the client, or dask workers
+given the pickled destination) are published with the rest, as long as they are written
+before the client writes the manifests and ``dataset_identity.json``.
 
 Writing is all-or-nothing per file: a local file is written to a temporary name beside it
 and renamed; an object is spooled locally and sent in one upload (``put_file``), so an

@@ -21,11 +21,10 @@ step 3 removes them; then it gets "not found", never a file of the new export. A
 killed before step 2 leaves the previous export in place (its partial version is removed
 by the next export). No lock exists on an object store: run one export per URL at a time.
 
-Reading a remote export (:func:`mirrored`) lists it once, fetches its JSON documents
-(at most ``MAX_JSON_BYTES`` each) into a local temporary folder and stands in for each
-payload with a sparse file of its listed size. The validator judges those sizes against
-the manifests as for a local export, and fetches a payload (at most its listed size) only
-when it is about to decode it, so the same bounds hold.
+Reading a remote export (:func:`mirrored`) lists it once and stands in for each file with
+a sparse file of its listed size in a local temporary folder. The validator judges those
+sizes (against the manifests, the JSON limit) as for a local export, and fetches a file
+(at most its listed size) only when it is about to read it, so the same bounds hold.
 """
 
 from __future__ import annotations
@@ -45,7 +44,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .. import _format
 from .._format import (
     CATALOG_FILE,
     CATALOG_VERSION,
@@ -55,7 +53,7 @@ from .._format import (
 )
 from ._payload import dumps_identity
 from ._store import Destination, is_url, local_path
-from ._validate._payloads import BEFORE_READ
+from ._validate._files import BEFORE_READ, _load_json
 
 logger = logging.getLogger("cellucid")
 
@@ -113,15 +111,14 @@ class CloudExport:
 
     def publish(self, local: Path) -> None:
         """Upload the staged dataset ``local`` as a new version, switch to it, remove the rest."""
-        # the target may have changed while the export ran
         version, target = self.version, self.version_dest
+        # the target may have changed while the export ran
         previous = _existing(self.dest, self.url, overwrite=self.overwrite, own=version)
         files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
         payloads = [f for f in files if not f.endswith(".json")]
         documents = sorted(set(files) - set(payloads), key=lambda f: f == IDENTITY_FILE)
         with ThreadPoolExecutor(_UPLOADS) as pool:
-            for done in pool.map(lambda rel: target.put(local / rel, rel), payloads):
-                del done
+            list(pool.map(lambda rel: target.put(local / rel, rel), payloads))
         for rel in documents:  # the manifests, then the identity
             target.put(local / rel, rel)
         identity = json.loads((local / IDENTITY_FILE).read_text(encoding="ascii"))
@@ -228,11 +225,10 @@ def _few(names: list[str], n: int = 3) -> str:
 def mirrored(url: str, storage_options: Mapping[str, Any] | None) -> Iterator[Path]:
     """Yield a local folder standing in for the remote export (or exports root) at ``url``.
 
-    JSON documents are fetched at once (those over ``MAX_JSON_BYTES`` are not: a sparse file
-    of their size makes the validator refuse them); each payload is a sparse file of its
-    listed size until the validator is about to decode it (see the module docstring).
-    Names an export cannot hold are left out (at most four parts: an exports root, a
-    published dataset's version, a payload folder, a file).
+    Each file an export may hold (by name: an exports root, a published dataset's version,
+    a payload folder, a file) is a sparse file of its listed size; the validator judges
+    that size (against the manifests, the JSON limit) and fetches the file, at most that
+    many bytes, only just before reading it. Other names are left out.
     """
     source = Destination.from_target(url, storage_options)
     listed = source.files()
@@ -244,14 +240,10 @@ def mirrored(url: str, storage_options: Mapping[str, Any] | None) -> Iterator[Pa
         root.mkdir()
         pending: dict[str, tuple[str, int]] = {}
         for rel, size in listed.items():
-            parts = rel.split("/")
-            if len(parts) > 4 or not all(_PART.fullmatch(p) for p in parts):
+            if not _readable(rel):
                 continue
-            here = root.joinpath(*parts)
+            here = root / rel
             here.parent.mkdir(parents=True, exist_ok=True)
-            if rel.endswith(".json") and size <= _format.MAX_JSON_BYTES:
-                source.get(rel, here, limit=size)
-                continue
             with open(here, "wb") as f:
                 f.truncate(size)
             pending[os.path.normpath(here)] = (rel, size)
@@ -268,12 +260,21 @@ def mirrored(url: str, storage_options: Mapping[str, Any] | None) -> Iterator[Pa
             BEFORE_READ.reset(token)
 
 
+def _readable(rel: str) -> bool:
+    """Whether ``rel`` is a name a reader may open: an export's file under at most two folders."""
+    parts = rel.split("/")
+    if len(parts) > 4 or not all(_PART.fullmatch(p) for p in parts):
+        return False
+    tails = ("/".join(parts[i:]) for i in range(min(3, len(parts))))
+    return any(t == CATALOG_FILE or _export_file(t) for t in tails)
+
+
 def single_dataset(root: Path) -> Path:
     """Return the dataset folder of a one-dataset exports root (a published URL), else ``root``."""
     if (root / IDENTITY_FILE).is_file() or not (root / CATALOG_FILE).is_file():
         return root
+    catalog = _load_json(root / CATALOG_FILE, CATALOG_FILE, lambda *problem: None)
     try:
-        catalog = json.loads((root / CATALOG_FILE).read_bytes())
         (entry,) = catalog["datasets"]
         path = entry["path"]
     except (ValueError, TypeError, KeyError):

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from ..._format import MAX_JSON_BYTES
 from ._values import _show
+
+#: called with a file's path once its size is judged plausible, just before it is read: a
+#: remote export's local mirror fetches the file then (see ``cellucid.ex._cloud``)
+BEFORE_READ: ContextVar[Callable[[Path], None] | None] = ContextVar("BEFORE_READ", default=None)
 
 
 def _reject_constant(name: str) -> None:
@@ -69,6 +75,9 @@ def _load_json(
         if size > MAX_JSON_BYTES:
             add(rel, "json.size", f"{size} bytes", f"at most {MAX_JSON_BYTES} bytes")
             return _FAILED
+        fetch = BEFORE_READ.get()
+        if fetch is not None:
+            fetch(path)
         text = path.read_bytes().decode("utf-8")
         return json.loads(text, parse_constant=_reject_constant)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..._format import MAX_PAYLOAD_BYTES, gzip_ceiling
-from ._files import _escapes, _is_file
+from ._files import BEFORE_READ, _escapes, _is_file
 
 #: bytes read from disk / inflated at a time
 _CHUNK = 4 * 2**20
@@ -25,9 +24,6 @@ _GZIP_RESERVED_FLAGS = 0xE0
 #: deflate cannot expand more than 1032-fold (258 bytes from 2 bits): a ``.gz`` file of
 #: ``n`` bytes that should inflate past ``1032 n`` is refused before inflating it
 _MAX_INFLATE_RATIO = 1032
-#: called with a payload's path once its size is judged plausible, before it is read: a
-#: remote export's local mirror fetches the file then (see ``cellucid.ex._cloud``)
-BEFORE_READ: ContextVar[Callable[[Path], None] | None] = ContextVar("BEFORE_READ", default=None)
 
 
 def _payload_problem(

@@ -107,7 +107,7 @@ def validate(
                 report = validate(local)
             except (FileNotFoundError, ValueError) as e:
                 raise renamed(e, local, str(path)) from None
-        report.path = str(path)
+        report = ValidationReport(str(path), report.layout, report.problems, report.datasets)
         if strict:
             report.raise_if_problems()
         return report

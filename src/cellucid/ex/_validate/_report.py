@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._store import is_url
+
 #: every rule the validator checks: its id -> the section of the format page and what it says
 RULES: dict[str, str] = {
     # files and JSON (sections 1, 2)
@@ -182,7 +184,7 @@ class ValidationReport:
     Parameters
     ----------
     path
-        The validated directory.
+        The validated directory (its URL, kept as a string, for a remote export).
     layout
         ``"current"`` or ``"legacy"`` (``"mixed"`` for an exports root whose datasets differ).
     problems
@@ -202,12 +204,12 @@ class ValidationReport:
 
     def __init__(
         self,
-        path: Path,
+        path: Path | str,
         layout: str,
         problems: list[Problem],
         datasets: dict[str, str] | None = None,
     ) -> None:
-        self.path = Path(path)
+        self.path = path if is_url(path) else Path(path)
         self.layout = layout
         self.problems = list(problems)
         self.datasets = dict(datasets) if datasets is not None else {".": layout}

@@ -60,9 +60,14 @@ def adata() -> ad.AnnData:
 
 
 @pytest.fixture(autouse=True)
-def _fixed_time(monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # byte-identical created_at
     monkeypatch.setenv("CI", "1")
+    # botocore must not look for credentials or a region beyond what the tests give it
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
 def local_files(folder: Path) -> dict[str, bytes]:

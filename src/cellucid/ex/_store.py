@@ -161,23 +161,12 @@ class Destination:
             raise ValueError(msg)
         return self._local
 
-    @property
-    def fs(self) -> Any:
-        """The fsspec filesystem (remote destinations only)."""
-        return self._fs
-
     def child(self, relpath: str) -> Destination:
         """Return the destination of the sub-folder ``relpath``."""
         _check_rel(relpath)
         if self._local is not None:
             return Destination(os.fspath(self._local / relpath))
         return Destination(f"{self.url}/{relpath}", self.storage_options)
-
-    def name(self, relpath: str = "") -> str:
-        """Return the user's name of ``relpath`` (URL or local path), for messages."""
-        if not relpath:
-            return self.url
-        return f"{self.url}/{relpath}" if self._local is None else os.fspath(self._local / relpath)
 
     def _full(self, relpath: str) -> str:
         _check_rel(relpath)

@@ -146,6 +146,19 @@ def test_file_url_is_a_local_path(adata: ad.AnnData, tmp_path: Path) -> None:
     assert not (tmp_path / "other").exists()
 
 
+def count_fetches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the remote files a reader downloads (relative to the URL it reads)."""
+    fetched: list[str] = []
+    original = Destination.get
+
+    def counting_get(self: Destination, relpath: str, local: object, *, limit: int) -> int:
+        fetched.append(relpath)
+        return original(self, relpath, local, limit=limit)
+
+    monkeypatch.setattr(Destination, "get", counting_get)
+    return fetched
+
+
 def test_remote_validate_fetches_no_payload_its_manifests_rule_out(
     adata: ad.AnnData, s3: tuple[str, dict], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -158,14 +171,7 @@ def test_remote_validate_fetches_no_payload_its_manifests_rule_out(
     declared = dest.size("var/1.values.f32")
     dest.write_bytes("var/1.values.f32", b"\0" * (declared * 100))
     dest.write_bytes("points_2d.bin", dest.read_bytes("points_2d.bin")[:-8])
-    fetched: list[str] = []
-    original = Destination.get
-
-    def counting_get(self: Destination, relpath: str, local: object, *, limit: int) -> int:
-        fetched.append(relpath)
-        return original(self, relpath, local, limit=limit)
-
-    monkeypatch.setattr(Destination, "get", counting_get)
+    fetched = count_fetches(monkeypatch)
     report = cl.ex.validate(url, storage_options=options)
     problems = {(p.file, p.rule) for p in report.problems}
     assert (f"{version}/var/1.values.f32", "payload.length") in problems
@@ -190,10 +196,13 @@ def test_remote_json_over_the_limit_is_not_fetched(
     size = Destination.from_target(url).size(f"{current_version(url, {})}/obs_manifest.json")
     monkeypatch.setattr(_format, "MAX_JSON_BYTES", size - 1)
     monkeypatch.setattr(_files, "MAX_JSON_BYTES", size - 1)
+    fetched = count_fetches(monkeypatch)
     report = cl.ex.validate(url)
     assert {p.rule for p in report.problems if p.file.endswith("obs_manifest.json")} == {
         "json.size"
     }
+    assert not [f for f in fetched if f.endswith("obs_manifest.json")]
+    assert any(f.endswith("var_manifest.json") for f in fetched)
 
 
 def test_nothing_at_a_url_is_one_clear_error(s3: tuple[str, dict]) -> None:

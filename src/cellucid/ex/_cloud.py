@@ -44,13 +44,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._format import (
-    CATALOG_FILE,
-    CATALOG_VERSION,
-    EXPORT_FOLDER_FILES,
-    EXPORT_TOP_FILES,
-    IDENTITY_FILE,
-)
+from .._format import CATALOG_FILE, CATALOG_VERSION, IDENTITY_FILE
+from .._layout import EXPORT_FOLDER_FILES, EXPORT_TOP_FILES
 from ._payload import dumps_identity
 from ._store import Destination, is_url, local_path
 from ._validate._files import BEFORE_READ, _load_json

@@ -16,6 +16,7 @@ from ..pp import graph_edges
 from ._cloud import remote_export
 from ._collect import Collected, ObsField, collect
 from ._connectivity import write_connectivity
+from ._distributed import WorkersWrite, cluster_client
 from ._identity import Description, Written, dataset_id_for, identity_document, write_identity
 from ._limits import check_edges
 from ._obs import encode_obs, write_obs
@@ -298,6 +299,8 @@ def _write_files(
     written (see :class:`~cellucid.ex._progress.ExportProgress`).
     """
     n_cells = found.n_cells
+    # a dask matrix on a distributed cluster: its workers write the genes where the data is
+    client = cluster_client(found.genes.matrix) if found.genes is not None else None
     with (
         PayloadWriter(
             stage,
@@ -306,12 +309,24 @@ def _write_files(
             lib=resources.deflate,
             on_written=bar.written,
         ) as writer,
-        GeneWriter(
-            writer,
-            found.genes,
-            n_cells=n_cells,
-            settings=settings,
-            memory_budget=resources.memory_budget,
+        (
+            GeneWriter(
+                writer,
+                found.genes,
+                n_cells=n_cells,
+                settings=settings,
+                memory_budget=resources.memory_budget,
+            )
+            if client is None
+            else WorkersWrite(
+                client,
+                found.genes,
+                root=stage,
+                n_cells=n_cells,
+                settings=settings,
+                lib=resources.deflate,
+                memory_budget=resources.memory_budget,
+            )
         )
         if found.genes is not None
         else nullcontext() as gene_writer,
@@ -368,8 +383,8 @@ def _write_files(
         codes_dtype=next((e.codes_dtype for e in encoded_obs if e.codes_dtype), None),
         n_genes=len(found.genes.names) if found.genes is not None else 0,
         n_edges=n_edges,
-        payload_files=writer.files_written,
-        payload_bytes=writer.bytes_written,
+        payload_files=writer.files_written + (gene_writer.files_written if client else 0),
+        payload_bytes=writer.bytes_written + (gene_writer.bytes_written if client else 0),
     )
 
 

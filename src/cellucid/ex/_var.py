@@ -6,7 +6,9 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import Executor
 from functools import partial
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -111,8 +113,7 @@ class GeneWriter:
         (``genes.write``).
         """
         genes, writer, bits = self.genes, self.writer, self.bits
-        layout, arith = self.settings.layout, self.settings.arithmetic
-        ext = EXT[QUANT_DTYPE[bits]] if bits else EXT["float32"]
+        arith = self.settings.arithmetic
         encode_file = partial(
             encode_gene, compression=writer.compression, quantized=bits is not None, lib=writer.lib
         )
@@ -128,12 +129,10 @@ class GeneWriter:
             encoding = time.perf_counter()
             waited["genes.write"] += encoding - writing
             payloads, vmin, vmax, finite = self._encode(block, slot, arith, progress)
-            files = []
-            for j, index in enumerate(block.genes.tolist()):
-                name = genes.names[index]
-                files.append((layout.field_path("var_values", index, name, ext), payloads[j]))
-                bounds = [float(vmin[j]), float(vmax[j])] if bits else []
-                fields[index] = [*layout.entry_head(index, name), *bounds]
+            names = [genes.names[i] for i in block.genes.tolist()]
+            files, entries = block_files(block.genes, names, payloads, vmin, vmax, self.settings)
+            for index, entry in zip(block.genes.tolist(), entries, strict=True):
+                fields[index] = entry
             writer.write_many(files, encode=encode_file)
             self._written[slot] = writer.mark()
             non_finite_at.extend(block.genes[~finite].tolist())
@@ -145,58 +144,16 @@ class GeneWriter:
     def _encode(
         self, block: GeneBlock, slot: int, arith: Arithmetic, progress: ExportProgress
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Return the block's payloads (one gene per row), their bounds and whether each gene's values were finite.
-
-        The bounds are the quantization bounds (unquantized: the finite minima and maxima).
-        A sparse block's parts are encoded in parallel on the pool, straight into buffer
-        ``slot`` (every implicit zero gets the code of 0); ``progress`` advances part by part.
-        """
-        bits, n_cells = self.bits, self.n_cells
-        if block.dense is not None:
-            dense = block.dense
-            finite_values = np.isfinite(dense)
-            lo, hi = finite_range(dense, axis=1, finite=finite_values)
-            finite = finite_values.all(axis=1)
-            if not bits:
-                payloads = missing_as_nan(dense)
-                progress.advance(payloads.nbytes)
-                return payloads, lo, hi, finite
-            vmin, vmax = arith.bounds(lo, hi)
-            payloads = arith.encode(dense, vmin[:, None], vmax[:, None], bits=bits)
-            progress.advance(payloads.nbytes)
-            return payloads, vmin, vmax, finite
-        lo, hi = _with_implicit_zeros(block.summary, n_cells)
-        vmin, vmax = arith.bounds(lo, hi) if bits else (lo, hi)
-        zero = (
-            arith.encode(np.zeros(vmin.shape, np.float32), vmin, vmax, bits=bits)
-            if bits
-            else np.zeros(vmin.shape, self.dtype)
-        )[:, None]
-        payloads = self._buffer(slot, block.genes.shape[0])
-        flat = payloads.reshape(-1)
-        if not block.part_rows:
-            payloads[:] = zero
-        share = payloads.nbytes // max(1, len(block.parts))  # each part's, for progress
-
-        def encode_part(part: Callable[[], StoredValues], rows: tuple[int, int] | None) -> None:
-            if rows is not None:  # this part's share, while it is in the cache
-                payloads[:, rows[0] : rows[1]] = zero
-            gene, row, value = part()
-            gene = gene.astype(np.intp, copy=False)
-            at = gene * n_cells
-            at += row
-            flat[at] = (
-                arith.encode(value, vmin, vmax, bits=bits, index=gene)
-                if bits
-                else missing_as_nan(value)
-            )
-            progress.advance(share)
-
-        rows = block.part_rows or [None] * len(block.parts)
-        for _ in self.writer.executor.map(encode_part, block.parts, rows):
-            pass
-        progress.advance(payloads.nbytes - share * len(block.parts))
-        return payloads, vmin, vmax, ~block.summary.non_finite
+        """Encode ``block`` into buffer ``slot`` on the pool (see :func:`encode_block`)."""
+        return encode_block(
+            block,
+            n_cells=self.n_cells,
+            bits=self.bits,
+            arith=arith,
+            buffer=partial(self._buffer, slot),
+            executor=self.writer.executor,
+            progress=progress,
+        )
 
     def _buffer(self, slot: int, n_genes: int) -> np.ndarray:
         nbytes = n_genes * self.n_cells * self.dtype.itemsize
@@ -205,36 +162,146 @@ class GeneWriter:
         return self._buffers[slot][:nbytes].view(self.dtype).reshape(n_genes, self.n_cells)
 
     def _write_manifest(self, fields: list[list], non_finite_at: list[int]) -> None:
-        genes, bits = self.genes, self.bits
-        layout, comp = self.settings.layout, self.settings.compression
-        ext = EXT[QUANT_DTYPE[bits]] if bits else EXT["float32"]
-        non_finite = [genes.names[i] for i in non_finite_at]
-        if non_finite:
-            warnings.warn(
-                f"{len(non_finite):,} genes have NaN or ±Inf values, exported as missing: "
-                f"{non_finite[:10]}{' ...' if len(non_finite) > 10 else ''}",
-                UserWarning,
-                stacklevel=user_stacklevel(),
-            )
-        schema = {
-            "kind": "continuous",
-            "pathPattern": layout.pattern("var_values", ext, comp),
-            "ext": ext,
-            "dtype": QUANT_DTYPE[bits] if bits else "float32",
-            "quantized": bits is not None,
-            **({"quantizationBits": bits} if bits else {}),
-        }
-        id_column = genes.id_column if layout.name == "current" else (genes.id_column or "index")
-        manifest = {
-            "_format": MANIFEST_FORMAT,
-            "n_points": self.n_cells,
-            "var_gene_id_column": id_column,
-            "compression": comp,
-            "quantization": bits,
-            "_varSchema": schema,
-            "fields": fields,
-        }
-        write_json(self.writer.root / VAR_MANIFEST, dumps_manifest(manifest))
+        write_var_manifest(
+            self.writer.root,
+            self.genes,
+            fields,
+            non_finite_at,
+            n_cells=self.n_cells,
+            settings=self.settings,
+        )
+
+
+def encode_block(
+    block: GeneBlock,
+    *,
+    n_cells: int,
+    bits: int | None,
+    arith: Arithmetic,
+    buffer: Callable[[int], np.ndarray],
+    executor: Executor,
+    progress: ExportProgress,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return the block's payloads (one gene per row), their bounds and whether each gene's values were finite.
+
+    The bounds are the quantization bounds (unquantized: the finite minima and maxima).
+    A sparse block's parts are encoded in parallel on ``executor``, straight into
+    ``buffer(n_genes)`` (every implicit zero gets the code of 0); ``progress`` advances
+    part by part. The export's gene writer and the workers of a cluster both encode here.
+    """
+    if block.dense is not None:
+        dense = block.dense
+        finite_values = np.isfinite(dense)
+        lo, hi = finite_range(dense, axis=1, finite=finite_values)
+        finite = finite_values.all(axis=1)
+        if not bits:
+            payloads = missing_as_nan(dense)
+            progress.advance(payloads.nbytes)
+            return payloads, lo, hi, finite
+        vmin, vmax = arith.bounds(lo, hi)
+        payloads = arith.encode(dense, vmin[:, None], vmax[:, None], bits=bits)
+        progress.advance(payloads.nbytes)
+        return payloads, vmin, vmax, finite
+    lo, hi = _with_implicit_zeros(block.summary, n_cells)
+    vmin, vmax = arith.bounds(lo, hi) if bits else (lo, hi)
+    zero = (
+        arith.encode(np.zeros(vmin.shape, np.float32), vmin, vmax, bits=bits)
+        if bits
+        else np.zeros(vmin.shape, np.float32)
+    )[:, None]
+    payloads = buffer(block.genes.shape[0])
+    flat = payloads.reshape(-1)
+    if not block.part_rows:
+        payloads[:] = zero
+    share = payloads.nbytes // max(1, len(block.parts))  # each part's, for progress
+
+    def encode_part(part: Callable[[], StoredValues], rows: tuple[int, int] | None) -> None:
+        if rows is not None:  # this part's share, while it is in the cache
+            payloads[:, rows[0] : rows[1]] = zero
+        gene, row, value = part()
+        gene = gene.astype(np.intp, copy=False)
+        at = gene * n_cells
+        at += row
+        flat[at] = (
+            arith.encode(value, vmin, vmax, bits=bits, index=gene)
+            if bits
+            else missing_as_nan(value)
+        )
+        progress.advance(share)
+
+    rows = block.part_rows or [None] * len(block.parts)
+    for _ in executor.map(encode_part, block.parts, rows):
+        pass
+    progress.advance(payloads.nbytes - share * len(block.parts))
+    return payloads, vmin, vmax, ~block.summary.non_finite
+
+
+def block_files(
+    genes: np.ndarray,
+    names: list[str],
+    payloads: np.ndarray,
+    vmin: np.ndarray,
+    vmax: np.ndarray,
+    settings: ExportSettings,
+) -> tuple[list[tuple[str, np.ndarray]], list[list]]:
+    """Return a block's payload files (relative path, payload) and its var manifest entries.
+
+    ``genes`` are the genes' places in the export, ``names`` their names, ``payloads``,
+    ``vmin`` and ``vmax`` what :func:`encode_block` returned for them.
+    """
+    layout, bits = settings.layout, settings.var_quantization
+    ext = EXT[QUANT_DTYPE[bits]] if bits else EXT["float32"]
+    files, entries = [], []
+    for j, (index, name) in enumerate(zip(genes.tolist(), names, strict=True)):
+        files.append((layout.field_path("var_values", index, name, ext), payloads[j]))
+        bounds = [float(vmin[j]), float(vmax[j])] if bits else []
+        entries.append([*layout.entry_head(index, name), *bounds])
+    return files, entries
+
+
+def write_var_manifest(
+    root: Path,
+    genes: GeneSource,
+    fields: list[list],
+    non_finite_at: list[int],
+    *,
+    n_cells: int,
+    settings: ExportSettings,
+) -> None:
+    """Write ``var_manifest.json`` under ``root`` from every gene's entry (``fields``, in export order).
+
+    Genes at ``non_finite_at`` (sorted) had NaN or ±Inf values: a warning names them.
+    """
+    bits = settings.var_quantization
+    layout, comp = settings.layout, settings.compression
+    ext = EXT[QUANT_DTYPE[bits]] if bits else EXT["float32"]
+    non_finite = [genes.names[i] for i in non_finite_at]
+    if non_finite:
+        warnings.warn(
+            f"{len(non_finite):,} genes have NaN or ±Inf values, exported as missing: "
+            f"{non_finite[:10]}{' ...' if len(non_finite) > 10 else ''}",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
+    schema = {
+        "kind": "continuous",
+        "pathPattern": layout.pattern("var_values", ext, comp),
+        "ext": ext,
+        "dtype": QUANT_DTYPE[bits] if bits else "float32",
+        "quantized": bits is not None,
+        **({"quantizationBits": bits} if bits else {}),
+    }
+    id_column = genes.id_column if layout.name == "current" else (genes.id_column or "index")
+    manifest = {
+        "_format": MANIFEST_FORMAT,
+        "n_points": n_cells,
+        "var_gene_id_column": id_column,
+        "compression": comp,
+        "quantization": bits,
+        "_varSchema": schema,
+        "fields": fields,
+    }
+    write_json(root / VAR_MANIFEST, dumps_manifest(manifest))
 
 
 def _with_implicit_zeros(summary: StoredSummary, n_cells: int) -> tuple[np.ndarray, np.ndarray]:

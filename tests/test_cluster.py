@@ -1,0 +1,236 @@
+"""On a distributed cluster the workers encode and write the genes; the client gets small facts only."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+from _data import make_adata
+from scipy import sparse
+
+import cellucid as cl
+from cellucid.ex import _distributed
+
+distributed = pytest.importorskip("distributed")
+da = pytest.importorskip("dask.array")
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+N_CELLS, N_GENES = 400, 37
+OPTIONS = {
+    "dataset_name": "same",
+    "compression": 6,
+    "var_quantization": 8,
+    "obs_continuous_quantization": 8,
+}
+# a small budget: many blocks of genes and many groups of row chunks
+BUDGET = 20_000
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(autouse=True)
+def _fixed_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def adata() -> ad.AnnData:
+    adata = make_adata(N_CELLS, N_GENES)
+    adata.X[5, 3] = np.nan  # a gene with a missing value: its warning comes from the workers' facts
+    return adata
+
+
+@pytest.fixture
+def received(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every result the client receives from the cluster (``Client._gather``)."""
+    results: list[object] = []
+    gather = distributed.Client._gather
+
+    async def spy(self, futures, *args, **kwargs):
+        out = await gather(self, futures, *args, **kwargs)
+        results.append(out)
+        return out
+
+    monkeypatch.setattr(distributed.Client, "_gather", spy)
+    return results
+
+
+def arrays(obj: object) -> list[object]:
+    """The numpy arrays and sparse matrices in a result, however nested."""
+    if isinstance(obj, np.ndarray) or sparse.issparse(obj):
+        return [obj]
+    if isinstance(obj, list | tuple):
+        return [a for item in obj for a in arrays(item)]
+    if isinstance(obj, dict):
+        return [a for item in obj.values() for a in arrays(item)]
+    return []
+
+
+def assert_no_x_block(results: list[object]) -> None:
+    """Nothing of cells × genes came back.
+
+    Sparse results are the graph, 2-D arrays obsm, 1-D arrays obs or var columns (a lazy
+    AnnData's) or a block's facts (its genes' places): never X's stored values.
+    """
+    for a in arrays(results):
+        if sparse.issparse(a):
+            assert a.shape == (N_CELLS, N_CELLS), a.shape
+        elif a.ndim == 2:
+            assert a.shape[1] in (2, 3, 10) and a.shape[0] == N_CELLS, a.shape
+        else:
+            assert a.ndim == 1 and a.shape[0] <= max(N_CELLS, N_GENES), a.shape
+
+
+def facts(results: list[object]) -> list[_distributed.BlockFacts]:
+    return [f for out in results for f in out if isinstance(f, _distributed.BlockFacts)]
+
+
+def dask_copy(adata: ad.AnnData, kind: str) -> ad.AnnData:
+    copy = adata.copy()
+    dense = adata.X.toarray()
+    if kind == "dense":
+        copy.X = da.from_array(dense, chunks=(97, 11))
+    elif kind == "sparse-rows":
+        copy.X = da.from_array(dense, chunks=(60, -1)).map_blocks(
+            sparse.csr_matrix, dtype=np.float32
+        )
+    else:  # sparse chunks of rows and columns
+        copy.X = da.from_array(dense, chunks=(97, 10)).map_blocks(
+            sparse.csr_matrix, dtype=np.float32
+        )
+    return copy
+
+
+@pytest.mark.parametrize("kind", ["sparse-rows", "sparse-tiles", "dense"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        OPTIONS,
+        {"dataset_name": "same", "var_quantization": 16},
+        {"dataset_name": "same", "compression": 1},
+        {**OPTIONS, "layout": "legacy", "var_names": ["GENE030", "GENE002", "HLA-A/B", "GENE017"]},
+    ],
+    ids=["8bit-gzip", "16bit", "float32-gzip", "legacy-subset"],
+)
+def test_workers_write_byte_identical(
+    client, adata, received, tmp_path: Path, kind: str, options: dict
+) -> None:
+    expected = files(cl.ex.export(adata, tmp_path / "memory", **options))
+    budget = BUDGET if "var_names" not in options else BUDGET // 5  # a few genes: small blocks
+    out = cl.ex.export(
+        dask_copy(adata, kind), tmp_path / "cluster", memory_budget=budget, **options
+    )
+    assert files(out) == expected
+    written = facts(received)
+    assert len(written) > 1  # several blocks, each written by a worker
+    assert sum(len(f.genes) for f in written) == len(options.get("var_names", adata.var_names))
+    assert_no_x_block(received)
+
+
+def test_only_small_facts_cross(client, adata, received, tmp_path: Path) -> None:
+    copy = dask_copy(adata, "sparse-rows")
+    copy.obsm["X_pca"] = da.from_array(adata.obsm["X_pca"], chunks=(100, 10))
+    copy.obsp["connectivities"] = da.from_array(adata.obsp["connectivities"], chunks=(200, N_CELLS))
+    cl.ex.export(copy, tmp_path / "ds", memory_budget=BUDGET, **OPTIONS)
+    assert_no_x_block(received)
+    written = facts(received)
+    # a block's facts: its genes' manifest entries and counts, about 100 bytes per gene
+    assert sum(len(pickle.dumps(f)) for f in written) < 200 * N_GENES + 600 * len(written)
+    # the graph and X_pca did come back: the client needs them
+    assert any(sparse.issparse(a) for a in arrays(received))
+
+
+def test_without_client_nothing_changes(adata, tmp_path: Path, monkeypatch) -> None:
+    """The same dask matrix on dask's own scheduler (the client not the default) stays local."""
+    import dask
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the workers path ran without a distributed scheduler")
+
+    monkeypatch.setattr(_distributed, "WorkersWrite", refuse)
+    expected = files(cl.ex.export(adata, tmp_path / "memory", **OPTIONS))
+    with dask.config.set(scheduler="threads"):
+        out = cl.ex.export(dask_copy(adata, "sparse-rows"), tmp_path / "local", **OPTIONS)
+    assert files(out) == expected
+
+
+def test_progress_and_log(client, adata, tmp_path: Path, monkeypatch, caplog_cellucid) -> None:
+    from cellucid.ex import _progress
+
+    stages: list[str] = []
+    counted: dict[str, int] = {}
+    stage, advance = _progress.ExportProgress.stage, _progress.ExportProgress.advance
+
+    def on_stage(self, name: str) -> None:
+        stages.append(name)
+        stage(self, name)
+
+    def on_advance(self, nbytes: int) -> None:
+        counted[stages[-1] if stages else ""] = (
+            counted.get(stages[-1] if stages else "", 0) + nbytes
+        )
+        advance(self, nbytes)
+
+    monkeypatch.setattr(_progress.ExportProgress, "stage", on_stage)
+    monkeypatch.setattr(_progress.ExportProgress, "advance", on_advance)
+    with caplog_cellucid(logging.INFO) as records:
+        out = cl.ex.export(
+            dask_copy(adata, "sparse-rows"), tmp_path / "ds", memory_budget=BUDGET, **OPTIONS
+        )
+    # the genes stage counts each payload once encoded and 3 times written (gzip)
+    assert counted["genes"] == 4 * N_CELLS * N_GENES
+    summary = next(r.getMessage() for r in records if r.getMessage().startswith("exported"))
+    payloads = [p for p in out.rglob("*") if p.is_file() and not p.name.endswith(".json")]
+    assert f"{N_GENES} genes" in summary and f"{len(payloads)} payload files" in summary
+
+
+def test_worker_error_is_one_clear_error_and_leaves_nothing(client, adata, tmp_path: Path) -> None:
+    def fail_on_third(block: sparse.csr_matrix, block_info=None) -> sparse.csr_matrix:
+        if block_info[0]["chunk-location"][0] == 3:
+            msg = "block 3 of X is corrupt"
+            raise OSError(msg)
+        return block
+
+    copy = dask_copy(adata, "sparse-rows")
+    copy.X = copy.X.map_blocks(fail_on_third, dtype=np.float32)
+    with pytest.raises(OSError, match="block 3 of X is corrupt"):
+        cl.ex.export(copy, tmp_path / "ds", memory_budget=BUDGET, **OPTIONS)
+    assert os.listdir(tmp_path) == []
+    # the cluster is fine afterwards
+    out = cl.ex.export(dask_copy(adata, "sparse-rows"), tmp_path / "ds", **OPTIONS)
+    assert (out / "var_manifest.json").is_file()
+
+
+def test_read_lazy_zarr(client, adata, received, tmp_path: Path) -> None:
+    from anndata.experimental import read_lazy
+
+    adata.write_zarr(tmp_path / "data.zarr")
+    expected = files(cl.ex.export(adata, tmp_path / "memory", **OPTIONS))
+    lazy = read_lazy(tmp_path / "data.zarr")
+    assert type(lazy.X).__module__.startswith("dask")
+    out = cl.ex.export(lazy, tmp_path / "lazy", memory_budget=BUDGET, **OPTIONS)
+    assert files(out) == expected
+    assert len(facts(received)) > 1
+    assert_no_x_block(received)

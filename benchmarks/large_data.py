@@ -7,7 +7,13 @@ Measures, each export in its own subprocess (peak RSS from ``wait4``):
 * backed: ``read_h5ad(backed="r")`` then ``export`` (genes stream from disk);
 * dask on a 2-worker ``distributed.LocalCluster``: ``read_lazy`` of a .zarr copy, then ``export``;
 * ``--modes dask-read``: only computing what that export reads (X by 50,000 rows, the
-  graph, ``obsm``, ``obs``) on the same cluster, without exporting.
+  graph, ``obsm``, ``obs``) on the same cluster, without exporting;
+* ``--modes zarr,cluster`` (the cluster issue): the .zarr copy read in memory
+  (``read_zarr``), against the same store with only ``X`` lazy
+  (``read_elem_lazy(X, chunks=(--rows-per-chunk, all genes))``, everything else read)
+  exported on a 2-worker ``LocalCluster``, whose workers write the genes. For the dask
+  modes the bytes of every result that reached the client (``Client._gather``,
+  ``dask.sizeof``) and the workers' peak RSS are recorded too.
 
 timing the read (``read_h5ad``, opening backed, ``read_lazy``) and the export apart (a lazy
 export reads its data while exporting), and checks that all three exports are
@@ -37,7 +43,50 @@ OPTIONS = {
 }
 
 
-def _worker(mode: str, data: str, out: str, result: str, budget: str) -> None:
+def _count_gathered(distributed: object) -> list[int]:
+    """Add up the bytes of every result the client receives from the cluster (``Client._gather``)."""
+    from dask.sizeof import sizeof
+
+    received = [0]
+    gather = distributed.Client._gather
+
+    async def counted(self, futures, *args, **kwargs):
+        out = await gather(self, futures, *args, **kwargs)
+        received[0] += sizeof(out)
+        return out
+
+    distributed.Client._gather = counted
+    return received
+
+
+def _workers_peak_rss(client: object) -> list[int]:
+    def peak() -> int:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    return sorted(client.run(peak).values())
+
+
+def _read_lazy_x(path: str, rows: int) -> object:
+    """The AnnData of a .zarr store read in memory but for ``X``, a dask array of ``rows``-row chunks."""
+    import anndata as ad
+    import zarr
+    from anndata.experimental import read_elem_lazy
+
+    group = zarr.open_group(path, mode="r")
+    adata = ad.AnnData(
+        **{
+            key: ad.io.read_elem(group[key])
+            for key in ("obs", "var", "obsm", "obsp", "uns")
+            if key in group
+        }
+    )
+    adata.X = read_elem_lazy(group["X"], chunks=(rows, adata.n_vars))
+    return adata
+
+
+def _worker(mode: str, data: str, out: str, result: str, budget: str, rows: str) -> None:
     import warnings
 
     import anndata as ad
@@ -46,7 +95,8 @@ def _worker(mode: str, data: str, out: str, result: str, budget: str) -> None:
 
     warnings.simplefilter("ignore")
     os.environ["SOURCE_DATE_EPOCH"] = "0"
-    if mode in ("dask", "dask-read"):
+    received = None
+    if mode in ("dask", "dask-read", "cluster"):
         import distributed
         from anndata.experimental import read_lazy
 
@@ -54,11 +104,16 @@ def _worker(mode: str, data: str, out: str, result: str, budget: str) -> None:
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
         )
         client = distributed.Client(cluster)
+        received = _count_gathered(distributed)
     start = time.perf_counter()
     if mode == "memory":
         adata = ad.read_h5ad(data)
     elif mode == "backed":
         adata = ad.read_h5ad(data, backed="r")
+    elif mode == "zarr":
+        adata = ad.read_zarr(data)
+    elif mode == "cluster":
+        adata = _read_lazy_x(data, int(rows))
     else:
         adata = read_lazy(data)
     read_seconds = time.perf_counter() - start
@@ -83,14 +138,14 @@ def _worker(mode: str, data: str, out: str, result: str, budget: str) -> None:
     obs_obsm = (
         sum(v.nbytes for v in adata.obsm.values() if hasattr(v, "nbytes")) if mode != "dask" else 0
     )
+    record = {"read_seconds": read_seconds, "seconds": seconds}
     if mode != "dask":
         obs_obsm += int(adata.obs.memory_usage(deep=True).sum())
-    else:
+    if received is not None:
+        record.update(client_bytes=received[0], workers_peak_rss=_workers_peak_rss(client))
         client.close()
         cluster.close()
-    Path(result).write_text(
-        json.dumps({"read_seconds": read_seconds, "seconds": seconds, "obs_obsm_bytes": obs_obsm})
-    )
+    Path(result).write_text(json.dumps({**record, "obs_obsm_bytes": obs_obsm}))
 
 
 def _lazy_read_seconds(adata: object) -> dict[str, float]:
@@ -114,12 +169,11 @@ def _lazy_read_seconds(adata: object) -> dict[str, float]:
     return parts
 
 
-def _run(mode: str, data: Path, out: Path, budget: int) -> dict:
+def _run(mode: str, data: Path, out: Path, budget: int, rows: int) -> dict:
     result = out.with_suffix(".json")
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--worker", mode, str(data), str(out), str(result), str(budget)]
-    )
+    args = [mode, str(data), str(out), str(result), str(budget), str(rows)]
+    proc = subprocess.Popen([sys.executable, __file__, "--worker", *args])
     _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
         msg = f"{mode} export of {data} failed ({status})"
@@ -128,6 +182,12 @@ def _run(mode: str, data: Path, out: Path, budget: int) -> dict:
     record.update(mode=mode, wall=time.perf_counter() - start, peak_rss=usage.ru_maxrss * 1024)
     # dask workers are other processes: their memory is not in this peak
     return record
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """The run of median read + export time (all runs kept under ``runs``)."""
+    ranked = sorted(runs, key=lambda r: r["read_seconds"] + r["seconds"])
+    return {**ranked[(len(ranked) - 1) // 2], "runs": runs}
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -152,6 +212,15 @@ def main(argv: list[str] | None = None) -> int:
         default=256 * 2**20,
         help="export's memory_budget in bytes (default: the export's)",
     )
+    ap.add_argument(
+        "--rows-per-chunk",
+        type=int,
+        default=100_000,
+        help="cluster mode: rows of each chunk of the lazy X",
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=1, help="run the modes this many times, alternating"
+    )
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     rows = []
@@ -161,18 +230,29 @@ def main(argv: list[str] | None = None) -> int:
         scratch.mkdir(parents=True)
         zarr = data.with_suffix(".zarr")
         modes = args.modes.split(",")
-        if any(m.startswith("dask") for m in modes) and not zarr.exists():
+        from_zarr = ("dask", "dask-read", "zarr", "cluster")
+        if any(m in from_zarr for m in modes) and not zarr.exists():
             import anndata as ad
 
             ad.read_h5ad(data).write_zarr(zarr)
         records = {}
-        for mode in modes:
-            source = zarr if mode.startswith("dask") else data
-            records[mode] = _run(mode, source, scratch / mode, args.memory_budget)
-            print(
-                f"{data.name} {mode}: {records[mode]['seconds']:.1f} s, peak RSS {records[mode]['peak_rss'] / 2**30:.2f} GiB",
-                flush=True,
-            )
+        for repeat in range(args.repeats):  # alternating modes: same-run ratios on a shared machine
+            for mode in modes:
+                source = zarr if mode in from_zarr else data
+                shutil.rmtree(scratch / mode, ignore_errors=True)
+                run = _run(mode, source, scratch / mode, args.memory_budget, args.rows_per_chunk)
+                records.setdefault(mode, []).append(run)
+                print(
+                    f"{data.name} {mode} (run {repeat + 1}): read {run['read_seconds']:.1f} s, "
+                    f"export {run['seconds']:.1f} s, peak RSS {run['peak_rss'] / 2**30:.2f} GiB"
+                    + (
+                        f", {run['client_bytes'] / 2**20:.1f} MiB reached the client"
+                        if "client_bytes" in run
+                        else ""
+                    ),
+                    flush=True,
+                )
+        records = {mode: _median_run(runs) for mode, runs in records.items()}
         base = scratch / modes[0]
         for mode in modes[1:]:
             if mode != "dask-read":  # writes nothing
@@ -180,17 +260,24 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"data": data.name, "size_bytes": data.stat().st_size, **records})
         shutil.rmtree(scratch, ignore_errors=True)
     print(
-        "\n| data | mode | read s | export s | read + export s | peak RSS GiB | obs+obsm GiB | identical |"
-        "\n|---|---|--:|--:|--:|--:|--:|---|"
+        "\n| data | mode | read s | export s | read + export s | peak RSS GiB | obs+obsm GiB "
+        "| to client MiB | workers' peak RSS GiB | identical |"
+        "\n|---|---|--:|--:|--:|--:|--:|--:|--:|---|"
     )
     for row in rows:
         for mode in args.modes.split(","):
             r = row[mode]
             same = next((str(v) for k, v in r.items() if k.startswith("identical_to_")), "—")
+            to_client = f"{r['client_bytes'] / 2**20:.1f}" if "client_bytes" in r else "—"
+            workers = (
+                "/".join(f"{b / 2**30:.2f}" for b in r["workers_peak_rss"])
+                if "workers_peak_rss" in r
+                else "—"
+            )
             print(
                 f"| {row['data']} | {mode} | {r['read_seconds']:.1f} | {r['seconds']:.1f} "
                 f"| {r['read_seconds'] + r['seconds']:.1f} | {r['peak_rss'] / 2**30:.2f} "
-                f"| {r['obs_obsm_bytes'] / 2**30:.2f} | {same} |"
+                f"| {r['obs_obsm_bytes'] / 2**30:.2f} | {to_client} | {workers} | {same} |"
             )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
@@ -198,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 7 and sys.argv[1] == "--worker":
+    if len(sys.argv) == 8 and sys.argv[1] == "--worker":
         _worker(*sys.argv[2:])
         sys.exit(0)
     sys.exit(main())

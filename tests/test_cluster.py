@@ -214,13 +214,28 @@ def test_worker_error_is_one_clear_error_and_leaves_nothing(client, adata, tmp_p
         return block
 
     copy = dask_copy(adata, "sparse-rows")
-    copy.X = copy.X.map_blocks(fail_on_third, dtype=np.float32)
+    copy.X = copy.X.map_blocks(
+        fail_on_third, dtype=np.float32, meta=sparse.csr_matrix((0, 0), dtype=np.float32)
+    )
     with pytest.raises(OSError, match="block 3 of X is corrupt"):
         cl.ex.export(copy, tmp_path / "ds", memory_budget=BUDGET, **OPTIONS)
     assert os.listdir(tmp_path) == []
     # the cluster is fine afterwards
     out = cl.ex.export(dask_copy(adata, "sparse-rows"), tmp_path / "ds", **OPTIONS)
     assert (out / "var_manifest.json").is_file()
+
+
+def test_value_float32_cannot_hold_while_other_blocks_are_written(
+    client, adata, tmp_path: Path
+) -> None:
+    """One tile of columns fails on a worker while the blocks of the others may be written."""
+    dense = adata.X.toarray().astype(np.float64)
+    dense[5, 33] = 1e300
+    copy = adata.copy()
+    copy.X = da.from_array(dense, chunks=(97, 10)).map_blocks(sparse.csr_matrix, dtype=np.float64)
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        cl.ex.export(copy, tmp_path / "ds", memory_budget=BUDGET, **OPTIONS)
+    assert os.listdir(tmp_path) == []
 
 
 def test_read_lazy_zarr(client, adata, received, tmp_path: Path) -> None:

@@ -109,7 +109,9 @@ def _pieces(job: _Job, r0: int, c0: int, *chunks: object) -> list[object]:
     dense one the block's columns that the chunks have and their values, one gene per row.
     """
     if job.dense:
-        values = _float32(np.concatenate([np.asarray(c) for c in chunks]))
+        # chunks may be sparse where dask's metadata says dense (a map_blocks without meta=)
+        dense = [c.toarray() if sparse.issparse(c) else np.asarray(c) for c in chunks]
+        values = _float32(np.concatenate(dense))
         pieces = []
         for columns in job.block_columns:
             inside = (columns >= c0) & (columns < c0 + values.shape[1])
@@ -331,10 +333,7 @@ class WorkersWrite:
 
 
 def _running_writes(token: str, dask_worker: object = None) -> int:
-    """How many of an export's write tasks a worker is running (cancelled ones too)."""
+    """How many of an export's write tasks a worker is running (cancelled ones included)."""
     prefix = f"cellucid-write-{token}-"
-    return sum(
-        1
-        for ts in dask_worker.state.tasks.values()
-        if str(ts.key).startswith(prefix) and ts.state in ("executing", "long-running", "cancelled")
-    )
+    state = dask_worker.state  # its running tasks, cancelled or not, are in these two sets
+    return sum(str(ts.key).startswith(prefix) for ts in (*state.executing, *state.long_running))

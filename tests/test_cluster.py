@@ -123,16 +123,39 @@ def dask_copy(adata: ad.AnnData, kind: str) -> ad.AnnData:
     return copy
 
 
-@pytest.mark.parametrize("kind", ["sparse-rows", "sparse-tiles", "dense"])
+SIXTEEN_BITS = {"dataset_name": "same", "var_quantization": 16}
+FLOAT32_GZIP = {"dataset_name": "same", "compression": 1}
+LEGACY_SUBSET = {
+    **OPTIONS,
+    "layout": "legacy",
+    "var_names": ["GENE030", "GENE002", "HLA-A/B", "GENE017"],
+}
+
+
 @pytest.mark.parametrize(
-    "options",
+    ("kind", "options"),
     [
-        OPTIONS,
-        {"dataset_name": "same", "var_quantization": 16},
-        {"dataset_name": "same", "compression": 1},
-        {**OPTIONS, "layout": "legacy", "var_names": ["GENE030", "GENE002", "HLA-A/B", "GENE017"]},
+        ("sparse-rows", OPTIONS),
+        ("sparse-rows", SIXTEEN_BITS),
+        ("sparse-rows", FLOAT32_GZIP),
+        ("sparse-rows", LEGACY_SUBSET),
+        ("sparse-tiles", OPTIONS),
+        ("sparse-tiles", LEGACY_SUBSET),
+        ("dense", SIXTEEN_BITS),
+        ("dense", FLOAT32_GZIP),
+        ("dense", LEGACY_SUBSET),
     ],
-    ids=["8bit-gzip", "16bit", "float32-gzip", "legacy-subset"],
+    ids=[
+        "sparse-rows-8bit-gzip",
+        "sparse-rows-16bit",
+        "sparse-rows-float32-gzip",
+        "sparse-rows-legacy-subset",
+        "sparse-tiles-8bit-gzip",
+        "sparse-tiles-legacy-subset",
+        "dense-16bit",
+        "dense-float32-gzip",
+        "dense-legacy-subset",
+    ],
 )
 def test_workers_write_byte_identical(
     client, adata, received, tmp_path: Path, kind: str, options: dict

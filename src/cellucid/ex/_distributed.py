@@ -102,11 +102,21 @@ def _encoder_name(lib: ModuleType) -> str:
     return "zlib" if lib.__name__ == "zlib" else "zlib-ng"
 
 
+class _SparsePiece(NamedTuple):
+    """One block's stored values in some rows: a CSC slice of the block's columns."""
+
+    first: int  # the matrix column of ``counts[0]``
+    r0: int  # the row of ``rows == 0``
+    counts: np.ndarray  # stored values per column
+    rows: np.ndarray  # each value's row, column by column
+    values: np.ndarray  # float32
+
+
 def _pieces(job: _Job, r0: int, c0: int, *chunks: object) -> list[object]:
     """Cut consecutive row chunks (rows from ``r0``, columns from ``c0``) into one piece per block.
 
-    A sparse piece is the block's stored values (gene within the block, row, value); a
-    dense one the block's columns that the chunks have and their values, one gene per row.
+    A sparse piece is a :class:`_SparsePiece`; a dense one the block's columns that the
+    chunks have and their values, one gene per row.
     """
     if job.dense:
         # chunks may be sparse where dask's metadata says dense (a map_blocks without meta=)
@@ -119,14 +129,15 @@ def _pieces(job: _Job, r0: int, c0: int, *chunks: object) -> list[object]:
             pieces.append((at, r0, np.ascontiguousarray(values[:, columns[at] - c0].T)))
         return pieces
     csr = _canonical_csr(sparse.vstack(chunks, format="csr") if len(chunks) > 1 else chunks[0])
-    n_rows, width = csr.shape
-    n_all = job.layout.in_block.shape[0]
-    if c0 or width != n_all:  # the chunk's columns as the matrix numbers them
-        csr = sparse.csr_matrix((csr.data, csr.indices + c0, csr.indptr), shape=(n_rows, n_all))
+    # one counting sort (scipy's CSR -> CSC): each block's values are then one run
+    csc = sparse.csc_matrix(csr)
+    data = _float32(csc.data)
+    lows = np.clip(job.layout.bounds - c0, 0, csc.shape[1])
     pieces = []
-    for (part,) in job.layout.parts(csr, [(0, n_rows)]):
-        gene, row, value = part()
-        pieces.append(StoredValues(gene.astype(np.int32), (row + r0).astype(np.int32), value))
+    for lo, hi in zip(lows[:-1].tolist(), lows[1:].tolist(), strict=True):
+        a, z = csc.indptr[lo], csc.indptr[hi]
+        counts = np.diff(csc.indptr[lo : hi + 1])
+        pieces.append(_SparsePiece(c0 + lo, r0, counts, csc.indices[a:z], data[a:z]))
     return pieces
 
 
@@ -138,8 +149,19 @@ def _block(job: _Job, b: int, pieces: tuple) -> GeneBlock:
         for at, r0, values in pieces:
             dense[at, r0 : r0 + values.shape[1]] = values
         return GeneBlock(genes, dense=dense)
-    stored = StoredValues(*(np.concatenate([p[k] for p in pieces]) for k in range(3)))
-    return _sparse_block(genes, stored, job.n_cells)
+    columns = np.concatenate(
+        [np.repeat(np.arange(p.first, p.first + p.counts.shape[0]), p.counts) for p in pieces]
+    )
+    if job.layout.gaps[b]:  # some of the block's columns are not exported
+        gene = job.layout.in_block[columns]
+        kept = gene >= 0
+    else:
+        gene, kept = columns - int(job.layout.bounds[b]), None
+    rows = np.concatenate([p.rows.astype(np.intp) + p.r0 for p in pieces])
+    values = np.concatenate([p.values for p in pieces])
+    if kept is not None:
+        gene, rows, values = gene[kept], rows[kept], values[kept]
+    return _sparse_block(genes, StoredValues(gene, rows, values), job.n_cells)
 
 
 def _write_block(job: _Job, b: int, *pieces: object) -> BlockFacts:

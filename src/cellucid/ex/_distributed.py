@@ -1,10 +1,11 @@
 """Genes encoded and written by the workers of a dask cluster, where the expression matrix is.
 
 When the matrix is a dask array and a ``distributed`` client is its scheduler, the genes
-are not brought to the exporting process: tasks on the workers cut each chunk of rows
-into the export's blocks of genes (one pass per chunk, as the spilled path does), gather
-each block's values from every chunk (from worker to worker), encode its payloads and
-write them to the staging folder. Only small facts come back to the client: each gene's
+are not brought to the exporting process: tasks on the workers cut each group of row
+chunks into the export's blocks of genes (one CSR -> CSC conversion: each block is then
+one run of values), gather each block's values from every group (from worker to
+worker), encode its payloads as the local export does (:func:`~cellucid.ex._var.encode_block`)
+and write them to the staging folder. Only small facts come back to the client: each gene's
 manifest entry, the genes with NaN or ±Inf values, and the bytes written. A block holds
 every cell of its genes, so their bounds are known before they are encoded: one pass.
 """
@@ -82,9 +83,8 @@ class _Job:
     root: str  # the staging folder, seen by the workers (one machine or a shared filesystem)
     n_cells: int
     settings: ExportSettings
-    encoder: (
-        str  # "zlib" or "zlib-ng", resolved by the client so every worker writes the same bytes
-    )
+    # "zlib" or "zlib-ng", resolved by the client so that every worker writes the same bytes
+    encoder: str
     layout: _ColumnBlocks
     block_columns: list[np.ndarray]  # each block's matrix columns, in its genes' order
     names: list[list[str]]  # each block's gene names

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from large_data import _count_gathered, _workers_peak_rss  # this folder: run as a script
 from scipy import sparse
 
 
@@ -57,17 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     client = distributed.Client(cluster)
     client.run(lambda: __import__("cellucid.ex._distributed"))
-    received = [0]
-    gather = distributed.Client._gather
-
-    async def counted(self, futures, *a, **k):
-        from dask.sizeof import sizeof
-
-        out = await gather(self, futures, *a, **k)
-        received[0] += sizeof(out)
-        return out
-
-    distributed.Client._gather = counted
+    received = _count_gathered(distributed)
     n, rows = args.cells, args.rows_per_chunk
     starts = list(range(0, n, rows))
     chunks = [
@@ -107,14 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset_name="memory",
     )
     seconds = time.perf_counter() - start
-    workers = sorted(
-        client.run(
-            lambda: (
-                __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss
-                * 1024
-            )
-        ).values()
-    )
+    workers = _workers_peak_rss(client)
     out = sum(p.stat().st_size for p in Path(args.out).rglob("*") if p.is_file())
     result = {
         "cells": n,

@@ -119,109 +119,56 @@ def is_blank(text: object) -> bool:
     return not isinstance(text, str) or not js_trim(text)
 
 
+def _keys(names: str) -> frozenset[str]:
+    return frozenset(names.split())
+
+
 # --- identity ------------------------------------------------------------------------------
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 ID_MAX_LENGTH = 180
 CREATED_AT_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
-IDENTITY_REQUIRED_KEYS = frozenset(
-    {
-        "version",
-        "id",
-        "name",
-        "description",
-        "cellucid_data_version",
-        "stats",
-        "embeddings",
-        "obs_fields",
-    }
+IDENTITY_REQUIRED_KEYS = _keys(
+    "version id name description cellucid_data_version stats embeddings obs_fields"
 )
-IDENTITY_OPTIONAL_KEYS = frozenset({"created_at", "export_settings", "source", "vector_fields"})
-STATS_KEYS = frozenset(
-    {
-        "n_cells",
-        "n_genes",
-        "n_obs_fields",
-        "n_categorical_fields",
-        "n_continuous_fields",
-        "has_connectivity",
-        "n_edges",
-    }
+IDENTITY_OPTIONAL_KEYS = _keys("created_at export_settings source vector_fields")
+STATS_KEYS = _keys(
+    "n_cells n_genes n_obs_fields n_categorical_fields n_continuous_fields has_connectivity n_edges"
 )
-EMBEDDINGS_KEYS = frozenset({"available_dimensions", "default_dimension", "files"})
-EXPORT_SETTINGS_KEYS = frozenset(
-    {"compression", "var_quantization", "obs_continuous_quantization", "obs_categorical_dtype"}
+EMBEDDINGS_KEYS = _keys("available_dimensions default_dimension files")
+EXPORT_SETTINGS_KEYS = _keys(
+    "compression var_quantization obs_continuous_quantization obs_categorical_dtype"
 )
-SOURCE_REQUIRED_KEYS = frozenset({"name"})
-SOURCE_OPTIONAL_KEYS = frozenset({"url", "citation", "filename"})
-VECTOR_FIELDS_KEYS = frozenset({"default_field", "fields"})
-VECTOR_FIELD_KEYS = frozenset(
-    {"label", "basis", "available_dimensions", "default_dimension", "files"}
-)
+SOURCE_REQUIRED_KEYS = _keys("name")
+SOURCE_OPTIONAL_KEYS = _keys("url citation filename")
+VECTOR_FIELDS_KEYS = _keys("default_field fields")
+VECTOR_FIELD_KEYS = _keys("label basis available_dimensions default_dimension files")
 #: the basis the viewer's folder picker insists on for vector fields
 VECTOR_BASIS = "umap"
 
-OBS_MANIFEST_KEYS = frozenset(
-    {
-        "_format",
-        "n_points",
-        "centroid_outlier_quantile",
-        "latent_key",
-        "compression",
-        "_obsSchemas",
-        "_continuousFields",
-        "_categoricalFields",
-    }
+OBS_MANIFEST_KEYS = _keys(
+    "_format n_points centroid_outlier_quantile latent_key compression "
+    "_obsSchemas _continuousFields _categoricalFields"
 )
-CONTINUOUS_SCHEMA_KEYS = frozenset({"pathPattern", "ext", "dtype", "quantized"})
-CATEGORICAL_SCHEMA_KEYS = frozenset(
-    {"codesPathPattern", "outlierPathPattern", "outlierExt", "outlierDtype", "outlierQuantized"}
+CONTINUOUS_SCHEMA_KEYS = _keys("pathPattern ext dtype quantized")
+CATEGORICAL_SCHEMA_KEYS = _keys(
+    "codesPathPattern outlierPathPattern outlierExt outlierDtype outlierQuantized"
 )
-VAR_MANIFEST_KEYS = frozenset(
-    {
-        "_format",
-        "n_points",
-        "var_gene_id_column",
-        "compression",
-        "quantization",
-        "_varSchema",
-        "fields",
-    }
+VAR_MANIFEST_KEYS = _keys(
+    "_format n_points var_gene_id_column compression quantization _varSchema fields"
 )
+_CONNECTIVITY_LEGACY_KEYS = _keys(
+    "format n_cells n_edges max_neighbors index_bytes index_dtype sourcesPath destinationsPath "
+    "compression"
+)
+#: the current layout adds the edge weights to the legacy manifest
 CONNECTIVITY_MANIFEST_KEYS = {
-    "current": frozenset(
-        {
-            "format",
-            "n_cells",
-            "n_edges",
-            "max_neighbors",
-            "index_bytes",
-            "index_dtype",
-            "sourcesPath",
-            "destinationsPath",
-            "weightsPath",
-            "weight_dtype",
-            "weight_bytes",
-            "compression",
-        }
-    ),
-    "legacy": frozenset(
-        {
-            "format",
-            "n_cells",
-            "n_edges",
-            "max_neighbors",
-            "index_bytes",
-            "index_dtype",
-            "sourcesPath",
-            "destinationsPath",
-            "compression",
-        }
-    ),
+    "current": _CONNECTIVITY_LEGACY_KEYS | _keys("weightsPath weight_dtype weight_bytes"),
+    "legacy": _CONNECTIVITY_LEGACY_KEYS,
 }
-CATALOG_KEYS = frozenset({"version", "default", "datasets"})
-CATALOG_ENTRY_REQUIRED_KEYS = frozenset({"id", "path"})
-CATALOG_ENTRY_OPTIONAL_KEYS = frozenset({"name", "description", "n_cells", "n_genes"})
+CATALOG_KEYS = _keys("version default datasets")
+CATALOG_ENTRY_REQUIRED_KEYS = _keys("id path")
+CATALOG_ENTRY_OPTIONAL_KEYS = _keys("name description n_cells n_genes")
 
 #: largest integer the viewer accepts as a count or index (``Number.isSafeInteger``)
 MAX_SAFE_INTEGER = 2**53 - 1

@@ -9,11 +9,12 @@ the path and the cause.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -22,6 +23,11 @@ EXIT_CODES = (
     "Exit codes: 0 success, 1 failure (bad input, an error writing, or validate found problems), "
     "2 usage error, 3 validate could not check the path, 130 interrupted."
 )
+
+
+def _one_of(*choices: str) -> dict[str, object]:
+    """Return the ``add_argument`` keywords of a flag taking one of ``choices``, shown as a|b."""
+    return {"choices": choices, "metavar": "|".join(choices)}
 
 
 def _bits(value: str) -> int:
@@ -115,44 +121,47 @@ def _bytes(value: str) -> int:
         raise argparse.ArgumentTypeError(msg) from None
 
 
+def _command(
+    commands: argparse._SubParsersAction,
+    name: str,
+    run: Callable[[argparse.Namespace], int],
+    *,
+    subject: str = "",
+) -> argparse.ArgumentParser:
+    """Add the command ``name``, run by ``run(args)``; its errors name ``args.<subject>``.
+
+    ``run``'s docstring is the command's help: its first line in ``cellucid --help``, the
+    rest in ``cellucid name --help``.
+    """
+    summary, _, details = inspect.getdoc(run).partition("\n\n")
+    help = summary[0].lower() + summary[1:].rstrip(".")
+    p = commands.add_parser(name, help=help, description=" ".join(details.split()))
+    p.set_defaults(run=run, subject=subject)
+    return p
+
+
 def _add_export(commands: argparse._SubParsersAction) -> None:
     # every keyword of cl.ex.export has a flag spelled like it (--var-quantization), stored
     # under its name with the function's default; earlier spellings (--quantize-genes) stay
+    from .ex import _settings
     from .ex._payload import GZIP_ENCODERS
-    from .ex._settings import (
-        DEFAULT_BASIS,
-        DEFAULT_CENTROID_MIN_POINTS,
-        DEFAULT_CENTROID_OUTLIER_QUANTILE,
-        DEFAULT_EXPORTS_ROOT,
-        DEFAULT_GZIP_ENCODER,
-        DEFAULT_LAYOUT,
-        DEFAULT_MEMORY_BUDGET,
-        DEFAULT_OBS_CATEGORICAL_DTYPE,
-    )
 
-    p = commands.add_parser(
-        "export",
-        help="export an .h5ad or .zarr file to a dataset folder",
-        description="Export an AnnData file (.h5ad or .zarr) to a dataset folder the Cellucid viewer opens. "
-        "Embeddings, latent space, vector fields, kNN graph, obs columns and genes are found in the file; "
-        "each option overrides one discovery. The options are the keywords of cellucid.ex.export, "
-        "with the same defaults.",
-    )
+    p = _command(commands, "export", _export, subject="out_dir")
     p.add_argument("input", type=Path, help="the .h5ad file or .zarr store")
     p.add_argument(
         "out_dir",
         type=_target,
         nargs="?",
         help=f"the dataset folder to create, or its URL (s3://bucket/exports/pbmc) "
-        f"(default: {DEFAULT_EXPORTS_ROOT}/<dataset id>, the id "
+        f"(default: {_settings.DEFAULT_EXPORTS_ROOT}/<dataset id>, the id "
         "from --dataset-id, --dataset-name or the input file's name)",
     )
     found = p.add_argument_group("what to export")
     found.add_argument(
         "--basis",
-        default=DEFAULT_BASIS,
+        default=_settings.DEFAULT_BASIS,
         help="embedding name: umap (or X_umap) reads obsm X_umap, X_umap_3d, ...; spatial reads "
-        f"obsm spatial (default: {DEFAULT_BASIS})",
+        "obsm spatial (default: %(default)s)",
     )
     _key_or_off(
         found,
@@ -211,6 +220,12 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     )
     enc = p.add_argument_group("encoding")
     enc.add_argument(
+        "--layout",
+        **_one_of("current", "legacy"),
+        default=_settings.DEFAULT_LAYOUT,
+        help="file layout (default: %(default)s)",
+    )
+    enc.add_argument(
         "--var-quantization",
         "--quantize-genes",
         type=_bits,
@@ -227,10 +242,9 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     enc.add_argument(
         "--obs-categorical-dtype",
         "--categorical-dtype",
-        choices=["auto", "uint8", "uint16"],
-        default=DEFAULT_OBS_CATEGORICAL_DTYPE,
-        metavar="auto|uint8|uint16",
-        help=f"category codes dtype (default: {DEFAULT_OBS_CATEGORICAL_DTYPE})",
+        **_one_of("auto", "uint8", "uint16"),
+        default=_settings.DEFAULT_OBS_CATEGORICAL_DTYPE,
+        help="category codes dtype (default: %(default)s)",
     )
     enc.add_argument(
         "--compression",
@@ -240,33 +254,25 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     )
     enc.add_argument(
         "--gzip-encoder",
-        choices=GZIP_ENCODERS,
-        default=DEFAULT_GZIP_ENCODER,
-        metavar="auto|zlib|zlib-ng",
-        help=f"deflate implementation; auto: zlib-ng when installed (default: {DEFAULT_GZIP_ENCODER})",
+        **_one_of(*GZIP_ENCODERS),
+        default=_settings.DEFAULT_GZIP_ENCODER,
+        help="deflate implementation; auto: zlib-ng when installed (default: %(default)s)",
     )
     enc.add_argument(
         "--centroid-outlier-quantile",
         "--centroid-quantile",
         type=_quantile,
-        default=DEFAULT_CENTROID_OUTLIER_QUANTILE,
+        default=_settings.DEFAULT_CENTROID_OUTLIER_QUANTILE,
         metavar="Q",
         help="fraction of a category's cells its centroid averages; none: no centroids "
-        f"(default: {DEFAULT_CENTROID_OUTLIER_QUANTILE})",
+        "(default: %(default)s)",
     )
     enc.add_argument(
         "--centroid-min-points",
         type=int,
-        default=DEFAULT_CENTROID_MIN_POINTS,
+        default=_settings.DEFAULT_CENTROID_MIN_POINTS,
         metavar="N",
-        help=f"fewest cells for a centroid (default: {DEFAULT_CENTROID_MIN_POINTS})",
-    )
-    enc.add_argument(
-        "--layout",
-        choices=["current", "legacy"],
-        default=DEFAULT_LAYOUT,
-        metavar="current|legacy",
-        help=f"file layout (default: {DEFAULT_LAYOUT})",
+        help="fewest cells for a centroid (default: %(default)s)",
     )
     meta = p.add_argument_group("dataset metadata")
     meta.add_argument(
@@ -305,10 +311,10 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--memory-budget",
         type=_bytes,
-        default=DEFAULT_MEMORY_BUDGET,
+        default=_settings.DEFAULT_MEMORY_BUDGET,
         metavar="BYTES",
         help="bytes the blocks of genes in flight may take; suffix K, M or G "
-        f"(default: {DEFAULT_MEMORY_BUDGET // 2**20}M)",
+        f"(default: {_settings.DEFAULT_MEMORY_BUDGET // 2**20}M)",
     )
     run.add_argument(
         "--progress",
@@ -319,7 +325,6 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
         "--backed", action="store_true", help="read .h5ad in backed mode: genes stream from disk"
     )
     _add_storage_options(run)
-    p.set_defaults(run=_export, subject="out_dir")
 
 
 def _read_input(path: Path, *, backed: bool) -> object:
@@ -343,6 +348,13 @@ def _read_input(path: Path, *, backed: bool) -> object:
 
 
 def _export(args: argparse.Namespace) -> int:
+    """Export an .h5ad or .zarr file to a dataset folder.
+
+    Export an AnnData file (.h5ad or .zarr) to a dataset folder the Cellucid viewer opens.
+    Embeddings, latent space, vector fields, kNN graph, obs columns and genes are found in
+    the file; each option overrides one discovery. The options are the keywords of
+    cellucid.ex.export, with the same defaults.
+    """
     import inspect
 
     from .ex import export
@@ -375,22 +387,22 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _add_validate(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "validate",
-        help="check an export (or an exports root with datasets.json) against the format",
-        description="Check a dataset folder, or an exports root with datasets.json and every dataset under it, "
-        "against every rule the viewer enforces. Exit 0 when valid, 1 with the list of problems otherwise, "
-        "3 when the path could not be checked (it does not exist, is not an export, or cannot be read).",
-    )
+    p = _command(commands, "validate", _validate, subject="path")
     p.add_argument(
         "path", type=_target, help="a dataset folder or an exports root, or its URL (s3://...)"
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_storage_options(p)
-    p.set_defaults(run=_validate, subject="path")
 
 
 def _validate(args: argparse.Namespace) -> int:
+    """Check an export (or an exports root with datasets.json) against the format.
+
+    Check a dataset folder, or an exports root with datasets.json and every dataset under
+    it, against every rule the viewer enforces. Exit 0 when valid, 1 with the list of
+    problems otherwise, 3 when the path could not be checked (it does not exist, is not an
+    export, or cannot be read).
+    """
     from .ex import validate
 
     report = validate(args.path, storage_options=dict(args.storage_options or []))
@@ -399,26 +411,22 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _add_catalog(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "catalog",
-        help="write datasets.json for the dataset folders under a root",
-        description="Write EXPORTS_ROOT/datasets.json listing every dataset folder directly under EXPORTS_ROOT.",
-    )
-    p.add_argument(
-        "exports_root",
-        type=_target,
-        help="the folder holding one folder per dataset, or its URL (s3://...)",
-    )
+    p = _command(commands, "catalog", _catalog, subject="exports_root")
+    p.add_argument("exports_root", type=_target, help="a folder of dataset folders, or its URL")
     p.add_argument(
         "--default",
         metavar="ID",
         help="id of the dataset the viewer opens first (default: the first)",
     )
     _add_storage_options(p)
-    p.set_defaults(run=_catalog, subject="exports_root")
 
 
 def _catalog(args: argparse.Namespace) -> int:
+    """Write datasets.json for the dataset folders under a root.
+
+    Write EXPORTS_ROOT/datasets.json listing every dataset folder directly under
+    EXPORTS_ROOT.
+    """
     from .ex import write_catalog
 
     print(
@@ -432,16 +440,15 @@ def _catalog(args: argparse.Namespace) -> int:
 
 
 def _add_info(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "info",
-        help="summarize an export: cells, genes, fields, dimensions, sizes",
-        description="Print a short summary of a dataset folder (or of every dataset of an exports root).",
-    )
+    p = _command(commands, "info", _info, subject="path")
     p.add_argument("path", type=Path, help="a dataset folder or an exports root")
-    p.set_defaults(run=_info, subject="path")
 
 
 def _info(args: argparse.Namespace) -> int:
+    """Summarize an export: cells, genes, fields, dimensions, sizes.
+
+    Print a short summary of a dataset folder (or of every dataset of an exports root).
+    """
     from .ex._info import summarize
 
     print(summarize(args.path))
@@ -449,13 +456,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _add_serve(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "serve",
-        help="serve an export (or an exports root) and the viewer on this machine",
-        description="Serve a dataset folder, or an exports root with datasets.json, to the Cellucid viewer: "
-        "open the printed address in a browser. The viewer's own files come from a local cache, filled from "
-        "the hosted viewer the first time. Serves until Ctrl-C.",
-    )
+    p = _command(commands, "serve", _serve, subject="path")
     p.add_argument(
         "path",
         type=Path,
@@ -497,10 +498,15 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="viewer cache folder (default: ~/.cache/cellucid/viewer)",
     )
-    p.set_defaults(run=_serve, subject="path")
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """Serve an export (or an exports root) and the viewer on this machine.
+
+    Serve a dataset folder, or an exports root with datasets.json, to the Cellucid viewer:
+    open the printed address in a browser. The viewer's own files come from a local cache,
+    filled from the hosted viewer the first time. Serves until Ctrl-C.
+    """
     from .ex import serve, update_viewer
     from .ex._viewer_cache import ViewerUnavailableError
 
@@ -532,15 +538,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _add_versions(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "versions",
-        help="print package versions for bug reports",
-        description="Print the versions of cellucid, its dependencies, Python and the OS (through session-info).",
-    )
-    p.set_defaults(run=_versions)
+    _command(commands, "versions", _versions)
 
 
 def _versions(args: argparse.Namespace) -> int:
+    """Print package versions for bug reports.
+
+    Print the versions of cellucid, its dependencies, Python and the OS (through
+    session-info).
+    """
     from .logging import print_versions
 
     print_versions()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import json
 from pathlib import Path
 
 import anndata as ad
@@ -21,6 +23,7 @@ from cellucid.ex._settings import (
     ExportSettings,
     Resources,
     Selection,
+    keywords_of,
 )
 
 
@@ -115,6 +118,46 @@ def test_selection_checks_and_gene_symbols() -> None:
         Selection.checked(gene_symbols="a", gene_id_column="b")
     with pytest.raises(ValueError, match="Pass either layer= or use_raw=True, not both"):
         Selection(layer="counts", use_raw=True)
+
+
+def test_every_export_keyword_goes_to_exactly_one_group() -> None:
+    keywords = dict.fromkeys(inspect.signature(cl.ex.export).parameters, "given")
+    # what export() uses itself: the input, the target and the dataset's description
+    own = {"adata", "out_dir", "overwrite", "storage_options", "dataset_name", "dataset_id"}
+    own |= {"dataset_description"}
+    groups = [
+        keywords_of(ExportSettings, keywords),
+        keywords_of(Selection, keywords, "gene_symbols"),
+        keywords_of(Resources, keywords),
+        keywords_of(Description, keywords),
+    ]
+    taken = [name for group in groups for name in group]
+    assert len(taken) == len(set(taken))
+    assert set(taken) | own == set(keywords)
+    assert not own & set(taken)
+    # and no field of a group is left to its default by export()
+    for group in (ExportSettings, Selection, Resources):
+        assert {field.name for field in dataclasses.fields(group)} <= set(keywords)
+    renamed = {"name", "id", "description"}  # from dataset_name, dataset_id, dataset_description
+    assert {field.name for field in dataclasses.fields(Description)} - renamed <= set(keywords)
+
+
+def test_export_options_reach_their_groups(adata: ad.AnnData, tmp_path: Path) -> None:
+    out = cl.ex.export(
+        adata,
+        tmp_path / "x",
+        compression=1,
+        var_quantization=16,
+        centroid_min_points=3,
+        gene_symbols=None,
+        var_names=list(adata.var_names[:2]),
+        n_jobs=1,
+        progress=False,
+    )
+    identity = json.loads((out / "dataset_identity.json").read_text())
+    assert identity["export_settings"]["compression"] == 1
+    assert identity["export_settings"]["var_quantization"] == 16
+    assert identity["stats"]["n_genes"] == 2
 
 
 def test_description_checks_and_derives_the_id() -> None:

@@ -102,10 +102,10 @@ def collect(adata: AnnData, selection: Selection, *, layout: Layout) -> Collecte
         embedding_keys=embedding_keys,
         latent=latent,
         latent_key=latent_key,
+        obs_fields=tuple(obs_fields),
         vector_fields=vector_fields,
         graph=graph,
         graph_key=graph_key,
-        obs_fields=tuple(obs_fields),
         genes=genes,
     )
     check_lengths(found)

@@ -36,6 +36,7 @@ from ._settings import (
     ExportSettings,
     Resources,
     Selection,
+    keywords_of,
 )
 from ._store import local_path, refuse_local_options
 from ._var import GeneWriter
@@ -211,32 +212,12 @@ def export(
     PosixPath('exports/pbmc')
 
     """
+    keywords = locals()  # each group of options below takes the keywords it names
     start = time.perf_counter()
     # 1. the options (each group checked as it is made) and the target, before any work
-    settings = ExportSettings.checked(
-        layout=layout,
-        compression=compression,
-        var_quantization=var_quantization,
-        obs_continuous_quantization=obs_continuous_quantization,
-        obs_categorical_dtype=obs_categorical_dtype,
-        centroid_outlier_quantile=centroid_outlier_quantile,
-        centroid_min_points=centroid_min_points,
-    )
-    selection = Selection.checked(
-        basis=basis,
-        latent_key=latent_key,
-        vector_fields=vector_fields,
-        connectivities_key=connectivities_key,
-        obs_keys=obs_keys,
-        var_names=var_names,
-        layer=layer,
-        use_raw=use_raw,
-        gene_id_column=gene_id_column,
-        gene_symbols=gene_symbols,
-    )
-    resources = Resources(
-        n_jobs=n_jobs, memory_budget=memory_budget, gzip_encoder=gzip_encoder, progress=progress
-    )
+    settings = ExportSettings.checked(**keywords_of(ExportSettings, keywords))
+    selection = Selection.checked(**keywords_of(Selection, keywords, "gene_symbols"))
+    resources = Resources(**keywords_of(Resources, keywords))
     # an object store's export is staged in a local folder named like it, then published
     cloud = remote_export(out_dir, storage_options, overwrite=overwrite)
     out_dir, name = _destination(
@@ -252,9 +233,7 @@ def export(
         name=name,
         id=dataset_id,
         description=dataset_description,
-        source_name=source_name,
-        source_url=source_url,
-        source_citation=source_citation,
+        **keywords_of(Description, keywords),  # the source_* keywords
     )
 
     # 2. collect from adata and check it; 3. preprocess: embeddings fitted into [-1, 1]

@@ -10,8 +10,8 @@ use; the files never depend on it). What the dataset is called lives with its id
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from types import ModuleType
 from typing import Literal
 
@@ -51,7 +51,17 @@ __all__ = [
     "ExportSettings",
     "Resources",
     "Selection",
+    "keywords_of",
 ]
+
+
+def keywords_of(group: type, keywords: Mapping[str, object], *aliases: str) -> dict[str, object]:
+    """Return the keywords of an :func:`~cellucid.ex.export` call that ``group`` takes.
+
+    ``group`` is one of the value objects below; it takes its fields and ``aliases``.
+    """
+    names = {field.name for field in fields(group)}.union(aliases)
+    return {name: value for name, value in keywords.items() if name in names}
 
 
 def _is_int(value: object) -> bool:

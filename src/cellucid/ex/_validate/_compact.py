@@ -57,7 +57,6 @@ class CompactChecker(Part):
         rel, prefix = self.rel, self.prefix
         if not self.ctx.check_keys(rel, man, f"{prefix}.keys", self.keys):
             return False
-        assert isinstance(man, dict)
         if "_format" in man and man["_format"] != MANIFEST_FORMAT:
             self.ctx.add(rel, f"{prefix}.format", _raw(man["_format"]), MANIFEST_FORMAT)
         n_points = man.get("n_points")
@@ -101,7 +100,6 @@ class CompactChecker(Part):
             or set(schema) != required
         ):  # type: ignore[arg-type]
             return None
-        assert isinstance(schema, dict)
         if var and schema.get("kind") != "continuous":
             self.ctx.add(
                 rel, "schema.kind", f"{where}.kind = {_raw(schema.get('kind'))}", '"continuous"'

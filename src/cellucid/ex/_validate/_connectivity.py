@@ -40,7 +40,6 @@ class ConnectivityChecker(Part):
             rel, man, "connectivity.keys", CONNECTIVITY_MANIFEST_KEYS[self.facts.layout]
         ):
             return
-        assert isinstance(man, dict)
         if "format" in man and man["format"] != EDGE_FORMAT:
             self.ctx.add(rel, "connectivity.format", _raw(man["format"]), EDGE_FORMAT)
         vals: dict[str, int] = {}

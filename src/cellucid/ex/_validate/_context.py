@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -94,7 +94,7 @@ class Context:
 
     def check_keys(
         self, rel: str, obj: object, rule: str, *keys: frozenset, what: str = ""
-    ) -> bool:
+    ) -> TypeGuard[dict]:
         """:func:`_check_keys` of ``obj`` (its required, then optional keys), reported here."""
         return _check_keys(self.add, rel, obj, rule, *keys, what=what)
 

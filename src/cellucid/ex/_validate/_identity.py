@@ -58,7 +58,6 @@ class IdentityChecker(Part):
             rel, ident, "identity.keys", IDENTITY_REQUIRED_KEYS, IDENTITY_OPTIONAL_KEYS
         ):
             return
-        assert isinstance(ident, dict)
         if "version" in ident and not (
             _is_int(ident["version"]) and ident["version"] == IDENTITY_VERSION
         ):
@@ -110,7 +109,6 @@ class IdentityChecker(Part):
         rel = IDENTITY_FILE
         if not self.ctx.check_keys(rel, stats, "stats.keys", STATS_KEYS, what="stats"):
             return
-        assert isinstance(stats, dict)
         counts = (
             "n_cells",
             "n_genes",
@@ -181,7 +179,6 @@ class IdentityChecker(Part):
             rel, source, "source.keys", SOURCE_REQUIRED_KEYS, SOURCE_OPTIONAL_KEYS, what="source"
         ):
             return
-        assert isinstance(source, dict)
         for key in ("name", *sorted(SOURCE_OPTIONAL_KEYS)):
             if key in source and not _is_nonempty_str(source[key]):
                 self.ctx.add(
@@ -197,7 +194,6 @@ class IdentityChecker(Part):
             rel, es, "export_settings.keys", EXPORT_SETTINGS_KEYS, what="export_settings"
         ):
             return
-        assert isinstance(es, dict)
         good = dict(es)
         if not _valid_compression(es.get("compression")):
             self.ctx.add(

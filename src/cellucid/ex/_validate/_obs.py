@@ -39,9 +39,7 @@ class _CatSchema:
 class ObsChecker(CompactChecker):
     """The obs manifest: continuous and categorical fields, their schemas and payloads."""
 
-    rel = OBS_MANIFEST
-    prefix = "obs"
-    keys = OBS_MANIFEST_KEYS
+    rel, prefix, keys = OBS_MANIFEST, "obs", OBS_MANIFEST_KEYS
 
     def check_manifest(self, man: dict, n_points: int | None) -> None:
         rel = self.rel
@@ -152,7 +150,6 @@ class ObsChecker(CompactChecker):
             or set(schema) != CATEGORICAL_SCHEMA_KEYS
         ):  # type: ignore[arg-type]
             return None
-        assert isinstance(schema, dict)
         oq, odt, oext = (
             schema.get("outlierQuantized"),
             schema.get("outlierDtype"),

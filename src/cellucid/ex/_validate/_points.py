@@ -73,7 +73,6 @@ class PointsChecker(Part):
         rel = IDENTITY_FILE
         if not self.ctx.check_keys(rel, emb, "embeddings.keys", EMBEDDINGS_KEYS, what="embeddings"):
             return
-        assert isinstance(emb, dict)
         dims = emb.get("available_dimensions")
         dims_ok = _check_dimensions(dims, DIMENSIONS)
         if not dims_ok:
@@ -121,7 +120,6 @@ class PointsChecker(Part):
             rel, vf, "vector_fields.keys", VECTOR_FIELDS_KEYS, what="vector_fields"
         ):
             return
-        assert isinstance(vf, dict)
         fields = vf.get("fields")
         if "fields" in vf and (not isinstance(fields, dict) or not fields):
             self.ctx.add(
@@ -159,7 +157,6 @@ class PointsChecker(Part):
                 rel, field, "vector_field.keys", required, optional, what=where
             ):
                 continue
-            assert isinstance(field, dict)
             if not legacy and "label" in field and field["label"] != field_id:
                 self.ctx.add(
                     rel,

@@ -9,7 +9,7 @@ import re
 import sys
 import unicodedata
 import urllib.parse
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..._format import ID_MAX_LENGTH, ID_PATTERN, MAX_SAFE_INTEGER, is_blank
 from ._report import Problem
@@ -149,7 +149,11 @@ def _check_keys(
     required: frozenset[str],
     optional: frozenset[str] = frozenset(),
     what: str = "",
-) -> bool:
+) -> TypeGuard[dict]:
+    """Report ``obj`` unless it is an object with the keys given; whether it is an object.
+
+    Missing or unexpected keys are reported but the object is still checked further.
+    """
     prefix = f"{what}: " if what else ""
     expect = f"an object with keys {sorted(required)}" + (
         f" (optional {sorted(optional)})" if optional else ""

@@ -20,9 +20,7 @@ from ._values import (
 class VarChecker(CompactChecker):
     """The var manifest: its gene entries, schema and (selected) gene payloads."""
 
-    rel = VAR_MANIFEST
-    prefix = "var"
-    keys = VAR_MANIFEST_KEYS
+    rel, prefix, keys = VAR_MANIFEST, "var", VAR_MANIFEST_KEYS
 
     def check_manifest(self, man: dict, n_points: int | None) -> None:
         rel = self.rel

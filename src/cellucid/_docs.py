@@ -23,6 +23,11 @@ doc_groupby = """\
 groupby
     A categorical (or category-like) column of ``adata.obs``."""
 
+doc_basis = """\
+basis
+    The embedding in ``adata.obsm``: its key, or its basis as scanpy's plotting
+    takes it (``"umap"`` reads ``obsm["X_umap"]``)."""
+
 doc_copy = """\
 copy
     Return a modified copy instead of changing ``adata``."""

@@ -121,6 +121,8 @@ def encode_categories(
 ) -> AnnData | None:
     """Encode an ``obs`` column as category codes, as the export does.
 
+    Missing values get the dtype's missing code. :func:`category_codes` encodes an array.
+
     Parameters
     ----------
     {adata}

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import pandas as pd
 
-from .._docs import doc_adata, doc_copy, doc_groupby, doc_params, doc_returns_copy
+from .._docs import doc_adata, doc_basis, doc_copy, doc_groupby, doc_params, doc_returns_copy
 from .._format import DEFAULT_CENTROID_MIN_POINTS, DEFAULT_CENTROID_OUTLIER_QUANTILE
 from ._groups import group_means, group_quantiles, valid_codes
 
@@ -110,7 +110,9 @@ def _distances(x: np.ndarray, centers: np.ndarray, codes: np.ndarray) -> np.ndar
     return np.sqrt(squared)
 
 
-@doc_params(adata=doc_adata, groupby=doc_groupby, copy=doc_copy, returns=doc_returns_copy)
+@doc_params(
+    adata=doc_adata, groupby=doc_groupby, basis=doc_basis, copy=doc_copy, returns=doc_returns_copy
+)
 def centroids(
     adata: AnnData,
     *,
@@ -123,13 +125,14 @@ def centroids(
 ) -> AnnData | None:
     """Compute per-category centroids of an embedding, as the export does.
 
+    A centroid is the mean of the ``quantile`` of its category's cells nearest to the
+    category's mean; :func:`category_centroids` works on arrays.
+
     Parameters
     ----------
     {adata}
     {groupby}
-    basis
-        The embedding in ``adata.obsm``: its key, or its basis as scanpy's plotting
-        takes it (``"umap"`` reads ``obsm["X_umap"]``).
+    {basis}
     quantile
         Fraction of each category's cells (nearest first) the trimmed mean keeps.
     min_points

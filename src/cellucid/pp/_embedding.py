@@ -98,6 +98,9 @@ def normalize_embedding(
 ) -> AnnData | None:
     """Normalize ``adata.obsm[key]`` into [-1, 1] as the export does.
 
+    One scale for every dimension keeps the aspect ratio; :func:`normalize_coords` is the
+    array-level form.
+
     Parameters
     ----------
     {adata}

@@ -95,6 +95,9 @@ def outlier_quantiles_obs(
 ) -> AnnData | None:
     """Compute per-cell outlier quantiles of an ``obs`` grouping, as the export does.
 
+    A cell's value is the rank of its distance to its category's mean in ``use_rep``, from
+    0 (nearest) to 1 (farthest); :func:`outlier_quantiles` works on arrays.
+
     Parameters
     ----------
     {adata}

@@ -190,6 +190,9 @@ def quantize_obs(
 ) -> AnnData | None:
     """Quantize a continuous ``obs`` column as the export does.
 
+    NaN and ±Inf get the missing code. :func:`quantize` takes an array and
+    :func:`dequantize` decodes the codes as the viewer does.
+
     Parameters
     ----------
     {adata}

@@ -426,19 +426,110 @@ def test_a_rewritten_export_is_picked_up(tmp_path, serving):
 # --- events, ports, the viewer page ----------------------------------------------------------
 
 
-def test_events_are_not_supported_yet(exports, serving):
-    server = serving(exports["gz"])
-    response = request(
-        server.port,
+def _post_event(port, event, *, content_type="application/json", **kwargs):
+    body = event if isinstance(event, bytes) else json.dumps(event).encode()
+    return request(
+        port,
         "/_cellucid/events",
         method="POST",
-        headers={"Content-Type": "application/json"},
-        body=b'{"event": "ready"}',
+        headers={"Content-Type": content_type},
+        body=body,
+        **kwargs,
     )
-    assert response.status == 404
-    assert b"not supported" in response.body
-    other = request(server.port, "/dataset_identity.json", method="POST", body=b"x")
-    assert other.status == 405
+
+
+def test_events_are_delivered_to_the_viewer_that_posted_them(exports, serving):
+    server = serving(exports["gz"])
+    inbox = server.events.register("0123456789abcdef", "s3cret")
+    other = server.events.register("fedcba9876543210", "other")
+    seen = []
+    inbox.on("selection", seen.append)
+    event = {"viewerId": "0123456789abcdef", "viewerToken": "s3cret", "type": "selection"}
+    response = _post_event(server.port, {**event, "cells": [1, 5, 9]})
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.body == b'{"status": "ok", "delivered": true}'
+    # the token is not handed on; another type reaches events but not the callback
+    delivered = {"viewerId": "0123456789abcdef", "type": "selection", "cells": [1, 5, 9]}
+    assert seen == [delivered]
+    hover = {**event, "type": "hover", "cell": 3}
+    assert (
+        _post_event(server.port, hover, content_type="application/json; charset=utf-8").status
+        == 200
+    )
+    assert [e["type"] for e in inbox.events] == ["selection", "hover"]
+    assert len(seen) == 1
+    assert other.events == []
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        ({"viewerId": "0123456789abcdef", "viewerToken": "wrong", "type": "x"}, None, 403),
+        ({"viewerId": "0123456789abcdef", "type": "x"}, None, 403),
+        ({"viewerId": "0123456789abcdef", "viewerToken": 7, "type": "x"}, None, 403),
+        ({"viewerId": "ffffffffffffffff", "viewerToken": "s3cret", "type": "x"}, None, 404),
+        ({"viewerId": "0123456789abcdef", "viewerToken": "s3cret", "type": "x"}, "text/plain", 415),
+        ({"viewerId": "0123456789abcdef", "viewerToken": "s3cret"}, None, 400),
+        ({"viewerId": "0123456789abcdef", "viewerToken": "s3cret", "type": " x"}, None, 400),
+        ({"viewerId": "", "viewerToken": "s3cret", "type": "x"}, None, 400),
+        (b"[1, 2]", None, 400),
+        (b"{not json", None, 400),
+        (b"\xff\xfe", None, 400),
+        (b"[" * 100_000 + b"]" * 100_000, None, 400),
+    ],
+)
+def test_events_are_refused_with_the_reason(exports, serving, body, content_type, status):
+    server = serving(exports["gz"])
+    inbox = server.events.register("0123456789abcdef", "s3cret")
+    response = _post_event(server.port, body, content_type=content_type or "application/json")
+    assert response.status == status, response.body
+    assert response.body.endswith(b"\n") and b"Traceback" not in response.body
+    assert inbox.events == []
+
+
+def test_event_bodies_are_bounded_and_need_a_length(exports, serving):
+    server = serving(exports["gz"])
+    server.events.register("0123456789abcdef", "s3cret")
+    too_big = {"Content-Type": "application/json", "Content-Length": str(2**20 + 1)}
+    response = request(server.port, "/_cellucid/events", method="POST", headers=too_big)
+    assert response.status == 413  # answered before any of the body is read
+    no_length = {"Content-Type": "application/json"}
+    response = request(server.port, "/_cellucid/events", method="POST", headers=no_length)
+    assert response.status == 411
+    response = request(server.port, "/dataset_identity.json", method="POST", body=b"x")
+    assert response.status == 405
+
+
+def test_a_failing_callback_is_logged_and_answered_500(exports, serving, caplog):
+    server = serving(exports["gz"])
+    inbox = server.events.register("0123456789abcdef", "s3cret")
+
+    def fail(event):
+        raise RuntimeError("boom")
+
+    inbox.on("*", fail)
+    event = {"viewerId": "0123456789abcdef", "viewerToken": "s3cret", "type": "x"}
+    with caplog.at_level("ERROR", logger="cellucid"):
+        response = _post_event(server.port, event)
+    assert response.status == 500 and b"boom" not in response.body
+    assert "a callback of viewer 0123456789abcdef failed" in caplog.text
+    assert inbox.events == [{"viewerId": "0123456789abcdef", "type": "x"}]
+    server.events.unregister("0123456789abcdef")
+    assert _post_event(server.port, event).status == 404
+
+
+def test_events_preflight_from_the_viewers_origin(exports, serving):
+    server = serving(exports["gz"])
+    headers = {
+        "Origin": "https://www.cellucid.com",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    response = request(server.port, "/_cellucid/events", method="OPTIONS", headers=headers)
+    assert response.status == 204
+    assert "POST" in response.headers["Access-Control-Allow-Methods"]
+    assert "Content-Type" in response.headers["Access-Control-Allow-Headers"]
 
 
 @pytest.mark.usefixtures("_restore_logging")

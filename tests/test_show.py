@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 import sys
 import types
@@ -107,6 +108,33 @@ def test_show_an_export_folder_and_stop(tmp_path, viewers):
         cl.ex.show(folder, obs_keys=["cell_type"])
     with pytest.raises(TypeError, match="chooses the export folder"):
         cl.ex.show(make_adata(n_cells=20, n_genes=2), out_dir=tmp_path / "x")
+
+
+def test_the_viewers_events_reach_its_callbacks(tmp_path, viewers):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        folder = cl.ex.export(make_adata(n_cells=50, n_genes=3), tmp_path / "pbmc")
+    first, second = cl.ex.show(folder), cl.ex.show(folder)
+    viewers.extend([first, second])
+    selections = []
+    first.on("selection", selections.append)
+    query = dict(part.split("=") for part in first.url.split("?")[1].split("&"))
+    event = {"viewerId": query["viewerId"], "viewerToken": query["viewerToken"]}
+    body = json.dumps({**event, "type": "selection", "cells": [0, 7]}).encode()
+    headers = {"Content-Type": "application/json"}
+    port = first.server.port
+    response = request(port, "/_cellucid/events", method="POST", headers=headers, body=body)
+    assert response.status == 200 and json.loads(response.body) == {
+        "status": "ok",
+        "delivered": True,
+    }
+    assert selections == [{"viewerId": query["viewerId"], "type": "selection", "cells": [0, 7]}]
+    assert first.events == selections
+    # the other viewer's server knows neither this id nor its token
+    other = request(
+        second.server.port, "/_cellucid/events", method="POST", headers=headers, body=body
+    )
+    assert other.status == 404 and second.events == []
 
 
 def test_show_through_a_proxy(tmp_path, viewers):

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .._format import CATALOG_FILE
 from ._declared import load_datasets, open_beneath
+from ._events import DELIVERED, EVENTS_PATH, MAX_EVENT_BYTES, EventError, EventRouter
 from ._viewer_cache import cache_home, prepare_viewer
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ DEFAULT_PORT = 8765
 _JSON = "application/json"
 _TEXT = "text/plain; charset=utf-8"
 _HTML = "text/html; charset=utf-8"
+_DELIVERED = json.dumps(DELIVERED).encode()
 _ALLOWED_ORIGIN = re.compile(
     r"^(?:https?://(?:localhost|127\.0\.0\.1)(?::\d{1,5})?"
     r"|https://(?:[A-Za-z0-9-]+\.)*cellucid\.com)$"
@@ -91,6 +93,8 @@ class Server:
         self.port: int = self._httpd.server_address[1]
         self._allowed_hosts = _host_rules(host, self.port, allowed_hosts)
         self._loop: threading.Thread | None = None
+        #: the viewers shown through this server, which post their events to it
+        self.events = EventRouter()
         if not (host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback)):
             logger.warning(
                 "serving on %s: anyone who can reach port %d of this machine can read these "
@@ -284,18 +288,33 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def do_POST(self) -> None:
-        # the body is not read: close the connection after answering
-        self.close_connection = True
         if self._refuse_host():
             return
-        if self._path() == "/_cellucid/events":
-            self._text(
-                HTTPStatus.NOT_FOUND,
-                "Viewer events (POST /_cellucid/events) are not supported by this cellucid "
-                "version yet.\n",
-            )
-        else:
+        if self._path() != EVENTS_PATH:
+            self.close_connection = True  # the body is not read
             self._text(HTTPStatus.METHOD_NOT_ALLOWED, "Only GET, HEAD and OPTIONS are served.\n")
+            return
+        try:
+            self.server.app.events.deliver(self.headers.get("Content-Type"), self._body())
+        except EventError as e:
+            self._text(e.status, f"{e}\n")
+        else:
+            self._send(HTTPStatus.OK, _JSON, _DELIVERED, head=False, cache="no-store")
+
+    def _body(self) -> bytes:
+        """Read the request's body: its declared length, at most an event's size."""
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isascii() or not length.isdigit():
+            self.close_connection = True
+            raise EventError(HTTPStatus.LENGTH_REQUIRED, "send the event with a Content-Length")
+        if int(length) > MAX_EVENT_BYTES:
+            self.close_connection = True
+            raise EventError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "an event is at most 1 MiB")
+        body = self.rfile.read(int(length))
+        if len(body) != int(length):
+            self.close_connection = True
+            raise EventError(HTTPStatus.BAD_REQUEST, "the body is shorter than its Content-Length")
+        return body
 
     # -- GET and HEAD --
     def _get(self, *, head: bool) -> None:

@@ -16,13 +16,14 @@ import pandas as pd
 from scipy import sparse
 
 from .._format import IDENTITY_FILE
+from ._events import Inbox
 from ._export import export
 from ._serve import Server
 from ._settings import Resources
 from ._viewer_cache import cache_home
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from anndata import AnnData
 
@@ -33,15 +34,34 @@ _NOT_IN_KEY = frozenset(f.name for f in dataclasses.fields(Resources))
 
 
 class Viewer:
-    """A viewer shown by :func:`show`: the address it opens and the server behind it."""
+    """A viewer shown by :func:`show`: its address, the server behind it, and its events.
 
-    def __init__(self, server: Server, url: str, html: str) -> None:
+    The viewer posts events (a selection, a hover, ...) to the server; each is a dict with
+    at least ``"type"`` and ``"viewerId"``. :meth:`on` runs a function on each event as it
+    arrives, :attr:`events` lists the latest ones.
+    """
+
+    def __init__(self, server: Server, url: str, html: str, inbox: Inbox) -> None:
         #: the server serving the data and the viewer
         self.server = server
         #: the address the iframe opens (through the proxy, when one was given)
         self.url = url
         #: the ``<iframe>`` element displayed in the notebook
         self.html = html
+        self._inbox = inbox
+
+    def on(self, type: str, callback: Callable[[dict[str, Any]], object]) -> None:
+        """Call ``callback(event)`` for every event of ``type`` the viewer posts.
+
+        ``type="*"`` means every event. The callback runs in the server's thread that
+        received the event; an exception in it is logged and answered with an error.
+        """
+        self._inbox.on(type, callback)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The latest events the viewer posted, oldest first (the last 1000)."""
+        return self._inbox.events
 
     def stop(self) -> None:
         """Stop the server; the iframe stops updating."""
@@ -139,8 +159,10 @@ def show(
     base = proxy_url.replace("{port}", str(server.port)) if proxy_url else server.url
     if not base.endswith("/"):
         base += "/"
-    # the only query keys the viewer accepts in a notebook
-    url = f"{base}?jupyter=true&viewerId={secrets.token_hex(8)}&viewerToken={secrets.token_hex(16)}"
+    # the only query keys the viewer accepts in a notebook; its events name both
+    viewer_id, token = secrets.token_hex(8), secrets.token_hex(16)
+    inbox = server.events.register(viewer_id, token)
+    url = f"{base}?jupyter=true&viewerId={viewer_id}&viewerToken={token}"
     iframe = (
         f'<iframe src="{html.escape(url)}" width="100%" height="{int(height)}" '
         'style="border: 0" allow="fullscreen; clipboard-write" title="Cellucid viewer"></iframe>'
@@ -151,7 +173,7 @@ def show(
         display(HTML(iframe))
     else:
         print(f"Cellucid viewer: {url}")
-    return Viewer(server, url, iframe)
+    return Viewer(server, url, iframe, inbox)
 
 
 def _in_notebook() -> bool:

@@ -499,3 +499,28 @@ def test_errors_while_writing_name_out_dir_not_the_staging_folder(
         _publish.public_path(f"'{tmp_path}/.ds.v2.staging-{_TOKEN}/obs'")
         == f"'{tmp_path}/ds.v2/obs'"
     )
+
+
+def test_remove_export_removes_an_export_and_nothing_else(
+    adata: ad.AnnData, tmp_path: Path
+) -> None:
+    out = cl.ex.export(adata, tmp_path / "pbmc", progress=False)
+    _publish.remove_export(out)
+    assert sorted(os.listdir(tmp_path)) == []  # no leftover, no lock file
+    # a user's file in it, a folder no export wrote, a file: refused, untouched
+    out = cl.ex.export(adata, tmp_path / "pbmc", progress=False)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"pbmc was not removed: it holds notes\.txt"):
+        _publish.remove_export(out)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "dataset_identity.json").is_file()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"it has no dataset_identity\.json"):
+        _publish.remove_export(tmp_path / "empty")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="it is not a folder"):
+        _publish.remove_export(tmp_path / "file")
+    # refused while an export of it runs
+    (out / "notes.txt").unlink()
+    with _publish._locked(out, out), pytest.raises(FileExistsError, match="Another export"):
+        _publish.remove_export(out)
+    assert (out / "dataset_identity.json").is_file()

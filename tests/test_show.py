@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import sys
+import time
 import types
 import warnings
 
@@ -89,6 +91,38 @@ def test_show_exports_once_and_serves_the_iframe(tmp_path, exports_made, viewers
     viewers.append(cl.ex.show(adata))
     assert len(exports_made) == 3
     assert len(set(exports_made)) == 3
+
+
+def test_the_cache_keeps_the_last_used_exports(tmp_path, viewers, monkeypatch):
+    cache = tmp_path / "cache" / "exports"
+    hour = 3600
+    shown = []
+    for seed in range(4):  # each shown, then left unused for 4, 3, 2 and 1.5 hours
+        viewer = cl.ex.show(make_adata(n_cells=30, n_genes=2, seed=seed))
+        viewers.append(viewer)
+        shown.append(viewer.server.datasets[0].base)
+        ago = time.time() - (4, 3, 2, 1.5)[seed] * hour
+        os.utime(shown[-1], (ago, ago))
+    # a folder named like a cached export but holding a user's file is never removed
+    foreign = cache / ("f" * 32)
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    os.utime(foreign, (0, 0))
+    assert all(path.is_dir() for path in shown)  # 5 by default: none pruned yet
+    monkeypatch.setattr(_show, "CACHED_EXPORTS_KEPT", 2)
+    # showing the second again marks it used; a new export prunes the rest but the last 2
+    viewers.append(cl.ex.show(make_adata(n_cells=30, n_genes=2, seed=1)))
+    viewers.append(cl.ex.show(make_adata(n_cells=30, n_genes=2, seed=9)))
+    kept = {path.name for path in cache.iterdir()}
+    assert shown[1].name in kept and foreign.name in kept
+    assert not {shown[0].name, shown[2].name, shown[3].name} & kept
+    assert len(kept) == 3  # the new export, the reused one, the foreign folder
+    assert (foreign / "notes.txt").read_text() == "mine"
+    assert not [name for name in kept if name.startswith(".")]  # nothing left aside
+    # one used within the hour is kept whatever the count
+    recent = cl.ex.show(make_adata(n_cells=30, n_genes=2, seed=10))
+    viewers.append(recent)
+    assert _show.prune_cache(cache, keep=0) == []
 
 
 def test_show_an_export_folder_and_stop(tmp_path, viewers):

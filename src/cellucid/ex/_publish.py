@@ -143,6 +143,29 @@ def recover(path: str | os.PathLike[str]) -> None:
             logger.debug("left %s as it is: %s", target, e)
 
 
+def remove_export(out_dir: str | os.PathLike[str]) -> None:
+    """Remove an earlier export, all at once: one rename, then its files.
+
+    Refused (:class:`ValueError`) unless ``out_dir`` is an export and nothing else, by the
+    rule overwrite follows; refused while an export of it runs. Renamed aside first, so a
+    reader never finds it half removed, and an interruption leaves a leftover the next
+    lock holder removes.
+    """
+    where = _absolute(out_dir)
+    _check_place(where, out_dir)
+    with _locked(where, out_dir):
+        _recover_locked(where)
+        reason = _not_an_export(where, None) if where.is_dir() else "it is not a folder"
+        if reason is None and not (where / IDENTITY_FILE).is_file():
+            reason = f"it has no {IDENTITY_FILE}"
+        if reason is not None:
+            msg = f"{out_dir} was not removed: {reason}."
+            raise ValueError(msg)
+        aside = where.parent / f".{where.name}.staging-{uuid.uuid4().hex[:12]}"
+        os.replace(where, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 # --- the checks ------------------------------------------------------------------------------
 
 

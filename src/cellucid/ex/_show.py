@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import html
 import logging
 import os
+import re
 import secrets
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +21,7 @@ from scipy import sparse
 from .._format import IDENTITY_FILE
 from ._events import Inbox
 from ._export import export
+from ._publish import remove_export
 from ._serve import Server
 from ._settings import Resources
 from ._viewer_cache import cache_home
@@ -29,6 +33,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("cellucid")
 
+#: how many cached exports :func:`show` keeps (the last used), and for how long a cached
+#: export counts as in use (another kernel may show it) whatever their number
+CACHED_EXPORTS_KEPT = 5
+_IN_USE_SECONDS = 3600
+#: a cached export's folder name: :func:`content_hash`
+_CACHED_NAME = re.compile(r"[0-9a-f]{32}")
 #: export keywords that do not change the written files (left out of the cache key)
 _NOT_IN_KEY = frozenset(f.name for f in dataclasses.fields(Resources))
 
@@ -198,13 +208,46 @@ def _cached_export(
     out_dir = folder / content_hash(adata, kwargs)
     if (out_dir / IDENTITY_FILE).is_file():
         logger.info("showing the cached export %s", out_dir)
+        with contextlib.suppress(OSError):
+            os.utime(out_dir)  # used now: pruned last
         return out_dir
     try:
         export(adata, out_dir, **kwargs)
     except FileExistsError:  # another show() of the same data finished first
         if not (out_dir / IDENTITY_FILE).is_file():
             raise
+    prune_cache(folder)
     return out_dir
+
+
+def prune_cache(folder: Path, *, keep: int | None = None) -> list[Path]:
+    """Remove the cached exports of ``folder`` but the ``keep`` last used; return them.
+
+    ``keep`` defaults to :data:`CACHED_EXPORTS_KEPT`.
+
+    Only folders named like a cached export and holding nothing but an export are removed
+    (see :func:`~cellucid.ex._publish.remove_export`), and none used in the last hour, which
+    another kernel may be showing.
+    """
+    cached = []
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            if _CACHED_NAME.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                cached.append((entry.stat(follow_symlinks=False).st_mtime, Path(entry.path)))
+    cached.sort(reverse=True)
+    removed = []
+    for used, path in cached[CACHED_EXPORTS_KEPT if keep is None else keep :]:
+        if time.time() - used < _IN_USE_SECONDS:
+            continue
+        try:
+            remove_export(path)
+        except (OSError, ValueError) as e:  # busy, or not only ours: leave it
+            logger.debug("kept %s in the cache: %s", path, e)
+        else:
+            removed.append(path)
+    if removed:
+        logger.info("removed %d cached exports not shown recently from %s", len(removed), folder)
+    return removed
 
 
 def content_hash(adata: AnnData, export_kwargs: dict[str, Any]) -> str:

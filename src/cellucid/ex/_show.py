@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,8 @@ CACHED_EXPORTS_KEPT = 5
 _IN_USE_SECONDS = 3600
 #: a cached export's folder name: :func:`content_hash`
 _CACHED_NAME = re.compile(r"[0-9a-f]{32}")
+#: the folders the viewers of this process serve (the count of viewers of each)
+_SHOWN: Counter[Path] = Counter()
 #: export keywords that do not change the written files (left out of the cache key)
 _NOT_IN_KEY = frozenset(f.name for f in dataclasses.fields(Resources))
 
@@ -76,6 +79,7 @@ class Viewer:
     def stop(self) -> None:
         """Stop the server; the iframe stops updating."""
         self.server.stop()
+        _SHOWN.subtract([self.server.root])
 
     def __repr__(self) -> str:
         return f"<cellucid viewer at {self.url}>"
@@ -183,6 +187,7 @@ def show(
         display(HTML(iframe))
     else:
         print(f"Cellucid viewer: {url}")
+    _SHOWN.update([server.root])  # the cache keeps what this process shows
     return Viewer(server, url, iframe, inbox)
 
 
@@ -226,8 +231,8 @@ def prune_cache(folder: Path, *, keep: int | None = None) -> list[Path]:
     ``keep`` defaults to :data:`CACHED_EXPORTS_KEPT`.
 
     Only folders named like a cached export and holding nothing but an export are removed
-    (see :func:`~cellucid.ex._publish.remove_export`), and none used in the last hour, which
-    another kernel may be showing.
+    (see :func:`~cellucid.ex._publish.remove_export`); none that a viewer of this process
+    shows, and none used in the last hour, which another kernel may be showing.
     """
     cached = []
     with contextlib.suppress(OSError), os.scandir(folder) as entries:
@@ -237,7 +242,7 @@ def prune_cache(folder: Path, *, keep: int | None = None) -> list[Path]:
     cached.sort(reverse=True)
     removed = []
     for used, path in cached[CACHED_EXPORTS_KEPT if keep is None else keep :]:
-        if time.time() - used < _IN_USE_SECONDS:
+        if time.time() - used < _IN_USE_SECONDS or _SHOWN[path.resolve()] > 0:
             continue
         try:
             remove_export(path)

@@ -115,6 +115,11 @@ class EventRouter:
             self._inboxes[viewer_id] = inbox
         return inbox
 
+    def inbox(self, viewer_id: str) -> Inbox:
+        """Return the inbox of a registered viewer (:class:`KeyError` for another id)."""
+        with self._lock:
+            return self._inboxes[viewer_id]
+
     def unregister(self, viewer_id: str) -> None:
         """Stop delivering to ``viewer_id``: its later events get 404."""
         with self._lock:

@@ -20,7 +20,6 @@ import pandas as pd
 from scipy import sparse
 
 from .._format import IDENTITY_FILE
-from ._events import Inbox
 from ._export import export
 from ._publish import remove_export
 from ._serve import Server
@@ -54,14 +53,15 @@ class Viewer:
     arrives, :attr:`events` lists the latest ones.
     """
 
-    def __init__(self, server: Server, url: str, html: str, inbox: Inbox) -> None:
+    def __init__(self, server: Server, url: str, html: str, viewer_id: str) -> None:
         #: the server serving the data and the viewer
         self.server = server
         #: the address the iframe opens (through the proxy, when one was given)
         self.url = url
         #: the ``<iframe>`` element displayed in the notebook
         self.html = html
-        self._inbox = inbox
+        #: the id in :attr:`url`, which the viewer's events name
+        self.viewer_id = viewer_id
 
     def on(self, type: str, callback: Callable[[dict[str, Any]], object]) -> None:
         """Call ``callback(event)`` for every event of ``type`` the viewer posts.
@@ -69,12 +69,12 @@ class Viewer:
         ``type="*"`` means every event. The callback runs in the server's thread that
         received the event; an exception in it is logged and answered with an error.
         """
-        self._inbox.on(type, callback)
+        self.server.events.inbox(self.viewer_id).on(type, callback)
 
     @property
     def events(self) -> list[dict[str, Any]]:
         """The latest events the viewer posted, oldest first (the last 1000)."""
-        return self._inbox.events
+        return self.server.events.inbox(self.viewer_id).events
 
     def stop(self) -> None:
         """Stop the server; the iframe stops updating."""
@@ -175,7 +175,7 @@ def show(
         base += "/"
     # the only query keys the viewer accepts in a notebook; its events name both
     viewer_id, token = secrets.token_hex(8), secrets.token_hex(16)
-    inbox = server.events.register(viewer_id, token)
+    server.events.register(viewer_id, token)
     url = f"{base}?jupyter=true&viewerId={viewer_id}&viewerToken={token}"
     iframe = (
         f'<iframe src="{html.escape(url)}" width="100%" height="{int(height)}" '
@@ -188,7 +188,7 @@ def show(
     else:
         print(f"Cellucid viewer: {url}")
     _SHOWN.update([server.root])  # the cache keeps what this process shows
-    return Viewer(server, url, iframe, inbox)
+    return Viewer(server, url, iframe, viewer_id)
 
 
 def _in_notebook() -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -11,7 +10,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import anndata as ad
@@ -31,28 +29,6 @@ moto_server = pytest.importorskip("moto.server", reason="the test group installs
 pytestmark = pytest.mark.filterwarnings("ignore:obs.*exported as missing:UserWarning")
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """An S3 server on 127.0.0.1 (an OS-chosen port), for this module's tests."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def s3(s3_endpoint: str) -> tuple[str, dict]:
-    """A fresh bucket: its URL and the storage_options that reach it."""
-    options = {"key": "testing", "secret": "testing", "endpoint_url": s3_endpoint}
-    bucket = f"b{uuid.uuid4().hex[:12]}"
-    s3fs.S3FileSystem(**options).mkdir(bucket)
-    return f"s3://{bucket}", options
-
-
 @pytest.fixture
 def adata() -> ad.AnnData:
     """Smaller than conftest's: every file is a request to the S3 server."""
@@ -60,14 +36,9 @@ def adata() -> ad.AnnData:
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated(monkeypatch: pytest.MonkeyPatch, aws_isolated: None) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # byte-identical created_at
     monkeypatch.setenv("CI", "1")
-    # botocore must not look for credentials or a region beyond what the tests give it
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
 def local_files(folder: Path) -> dict[str, bytes]:
@@ -471,24 +442,34 @@ def write_then_fail(dest: Destination, relpath: str) -> None:
         raise RuntimeError
 
 
-def test_destination_writes_whole_files_or_nothing(tmp_path: Path) -> None:
+def test_destination_writes_whole_files_or_nothing(s3: tuple[str, dict], tmp_path: Path) -> None:
     import pickle
 
+    bucket, options = s3
     for dest in (
-        Destination.from_target(tmp_path / "d"),
+        Destination.from_target(f"{bucket}/d", options),
         Destination.from_target(f"memory://m{uuid.uuid4().hex[:8]}/d"),
     ):
         dest.write_bytes("var/0.values.u8", b"abc")
+        with dest.open_write("var/2.values.u8") as f:
+            f.write(b"de")
+            f.write(b"f")
+        # an fsspec file would store "partial" on leaving its with block: the spool does not
         with pytest.raises(RuntimeError):
             write_then_fail(dest, "var/1.values.u8")
-        assert dest.files() == {"var/0.values.u8": 3}
-        assert pickle.loads(pickle.dumps(dest)).read_bytes("var/0.values.u8") == b"abc"
+        assert dest.files() == {"var/0.values.u8": 3, "var/2.values.u8": 3}
+        worker = pickle.loads(pickle.dumps(dest))  # what a dask worker gets
+        assert worker.read_bytes("var/2.values.u8") == b"def"
         assert dest.listdir() == ["var"]
         assert dest.read_bytes("var/0.values.u8", limit=1) == b"ab"
         with pytest.raises(ValueError, match="not a relative path"):
             dest.write_bytes("../x", b"")
         dest.remove()
         assert not dest.exists()
+    # a local folder has no Destination: it is staged and swapped in, files renamed in place
+    for local in (str(tmp_path), f"file://{tmp_path}"):
+        with pytest.raises(ValueError, match="is a local path"):
+            Destination.from_target(local)
 
 
 def test_payloads_written_to_the_new_version_directly_are_published(

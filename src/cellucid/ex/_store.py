@@ -1,31 +1,29 @@
-"""Where an export's files go: a local folder, or a prefix in any store fsspec reaches.
+"""Where an export's files go in an object store: a prefix any fsspec store reaches.
 
-A :class:`Destination` names one folder (a local path, or ``s3://``, ``gs://``, ``az://``,
-``memory://`` ... with ``storage_options``) and writes files under it by relative POSIX
-path. It is small and picklable (it holds the URL and the options; the fsspec filesystem is
-made again where it is unpickled), so dask workers can write payloads to the same place as
-the client::
+A :class:`Destination` names one prefix (``s3://``, ``gs://``, ``az://``, ``memory://`` ...
+with ``storage_options``) and writes files under it by relative POSIX path. It is small
+and picklable (it holds the URL and the options; the fsspec filesystem is made again where
+it is unpickled), so dask workers write payloads to the same place as the client::
 
     dest = Destination.from_target("s3://bucket/exports/pbmc", {"anon": False})
     with dest.open_write("var/0.values.u8.gz") as f:
         f.write(payload)
 
-For an export, the destination of the dataset's files is the local staging folder (a local
-``out_dir``: ``Destination.from_target(stage)`` inside ``staged()``), or the fresh version
-prefix the export publishes (an object store: ``CloudExport.version_dest``, see
-:mod:`cellucid.ex._cloud`). Payloads written there by anyone (the client, or dask workers
-given the pickled destination) are published with the rest, as long as they are written
-before the client writes the manifests and ``dataset_identity.json``.
+A local ``out_dir`` (a path, or a ``file://`` URL) has no :class:`Destination`: it is
+written in a staging folder and swapped in (:mod:`cellucid.ex._publish`). For an object
+store, the export's new version prefix (``CloudExport.version_dest``, see
+:mod:`cellucid.ex._cloud`) is one: dask workers given it (pickled) write gene payloads
+there, and the client uploads the rest beside them before publishing.
 
-Writing is all-or-nothing per file: a local file is written to a temporary name beside it
-and renamed; an object is spooled locally and sent in one upload (``put_file``), so an
-error or a kill inside ``open_write`` never leaves a partial object. Object stores have no
-rename nor folders: publishing several files so that readers never see half of them is
+Writing is all-or-nothing per object: :meth:`Destination.open_write` spools the bytes
+locally and sends them in one upload, :meth:`~Destination.write_bytes` sends its bytes in
+one, so an error or a kill never leaves a partial object. Object stores have no rename nor
+folders: publishing several files so that readers never see half of them is
 :mod:`cellucid.ex._cloud`'s job, not this module's.
 
-fsspec is imported only for URLs (the optional ``cellucid[cloud]`` extra); a ``file://``
-URL is a local path. A missing protocol package (s3fs, gcsfs, adlfs) is one clear
-:class:`ImportError` saying which package to install.
+fsspec is imported only for URLs (the optional ``cellucid[cloud]`` extra). A missing
+protocol package (s3fs, gcsfs, adlfs) is one clear :class:`ImportError` saying which
+package to install.
 """
 
 from __future__ import annotations
@@ -35,7 +33,6 @@ import posixpath
 import re
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -114,30 +111,28 @@ def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tu
 
 
 class Destination:
-    """A folder to write files to: a local path, or a prefix in an object store.
+    """A prefix in an object store to write files to (never a local path).
 
     Make one with :meth:`from_target`. Paths given to the methods are relative POSIX paths
-    under the folder (``"var/0.values.u8"``); ``""`` is the folder itself.
+    under the prefix (``"var/0.values.u8"``); ``""`` is the prefix itself.
     """
 
     def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
-        self.url = url.rstrip("/") if is_url(url) else url
+        if not is_url(url) or local_path(url) is not None:
+            msg = (
+                f"{url} is a local path: local exports are staged and swapped in, not written here."
+            )
+            raise ValueError(msg)
+        self.url = url.rstrip("/")
         self.storage_options = dict(storage_options or {})
-        self._local = local_path(url)
-        self._fs: Any = None
-        self._root = ""
-        if self._local is None:  # fail at once (missing package, bad options), not in a worker
-            self._fs, self._root = filesystem(self.url, self.storage_options)
+        # made at once (missing package, bad options fail here, not in a worker)
+        self._fs, self._root = filesystem(self.url, self.storage_options)
 
     @classmethod
-    def from_target(
-        cls,
-        out_dir: str | os.PathLike[str],
-        storage_options: Mapping[str, Any] | None = None,
-    ) -> Destination:
-        """Return the destination of ``out_dir``: a local path or ``file://`` URL, or a store's URL."""
-        refuse_local_options(out_dir, storage_options)
-        return cls(os.fspath(out_dir), storage_options)
+    def from_target(cls, url: str, storage_options: Mapping[str, Any] | None = None) -> Destination:
+        """Return the destination of the store URL ``url`` (refusing options given with a local path)."""
+        refuse_local_options(url, storage_options)
+        return cls(os.fspath(url), storage_options)
 
     def __getstate__(self) -> dict:
         return {"url": self.url, "storage_options": self.storage_options}
@@ -148,52 +143,23 @@ class Destination:
     def __repr__(self) -> str:
         return f"Destination({self.url!r})"
 
-    @property
-    def is_local(self) -> bool:
-        """Whether files go to the local file system (renames are atomic there)."""
-        return self._local is not None
-
-    @property
-    def path(self) -> Path:
-        """The local folder (local destinations only)."""
-        if self._local is None:
-            msg = f"{self.url} is not a local folder."
-            raise ValueError(msg)
-        return self._local
-
     def child(self, relpath: str) -> Destination:
-        """Return the destination of the sub-folder ``relpath``."""
+        """Return the destination of the sub-prefix ``relpath``."""
         _check_rel(relpath)
-        if self._local is not None:
-            return Destination(os.fspath(self._local / relpath))
         return Destination(f"{self.url}/{relpath}", self.storage_options)
 
     def _full(self, relpath: str) -> str:
         _check_rel(relpath)
-        if self._local is not None:
-            return os.fspath(self._local / relpath) if relpath else os.fspath(self._local)
         return posixpath.join(self._root, relpath) if relpath else self._root
 
     @contextmanager
     def open_write(self, relpath: str) -> Iterator[BinaryIO]:
         """Yield a binary file; ``relpath`` appears, whole, only when the block ends without error.
 
-        Local: written to ``.<name>.tmp-<token>`` in the same folder, then renamed over
-        ``relpath``. Object store: spooled locally, then one upload.
+        The bytes are spooled locally (in memory up to 8 MiB), then sent in one upload: an
+        fsspec file would store what it holds even when the block fails.
         """
         full = self._full(relpath)
-        if self._local is not None:
-            target = Path(full)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
-            try:
-                with open(tmp, "wb") as f:
-                    yield f
-                os.replace(tmp, target)
-            finally:
-                with suppress(FileNotFoundError):
-                    tmp.unlink()
-            return
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
             yield spool
             spool.flush()
@@ -201,34 +167,22 @@ class Destination:
             with self._fs.open(full, "wb") as out:
                 shutil.copyfileobj(spool, out, _COPY_CHUNK)
 
-    def write_bytes(self, relpath: str, data: bytes) -> None:
-        """Write ``data`` to ``relpath`` as :meth:`open_write` does."""
-        with self.open_write(relpath) as f:
-            f.write(data)
+    def write_bytes(self, relpath: str, data: bytes | memoryview) -> None:
+        """Store ``data`` as ``relpath`` in one upload."""
+        self._fs.pipe_file(self._full(relpath), bytes(data))
 
     def put(self, local: str | os.PathLike[str], relpath: str) -> None:
-        """Copy the local file ``local`` to ``relpath`` (one upload for an object store)."""
-        if self._local is not None:
-            with open(local, "rb") as src, self.open_write(relpath) as dst:
-                shutil.copyfileobj(src, dst, _COPY_CHUNK)
-            return
+        """Copy the local file ``local`` to ``relpath`` (one upload)."""
         self._fs.put_file(os.fspath(local), self._full(relpath))
 
     def exists(self, relpath: str = "") -> bool:
         """Whether ``relpath`` is a file or a non-empty folder (an object store has no empty ones)."""
-        if self._local is not None:
-            return os.path.lexists(self._full(relpath))
         self._fs.invalidate_cache(self._full(relpath))
         return bool(self._fs.exists(self._full(relpath)))
 
     def listdir(self, relpath: str = "") -> list[str]:
         """Return the names directly under ``relpath``, sorted (``[]`` when there is nothing)."""
         full = self._full(relpath)
-        if self._local is not None:
-            try:
-                return sorted(os.listdir(full))
-            except (FileNotFoundError, NotADirectoryError):
-                return []
         self._fs.invalidate_cache(full)
         try:
             entries = self._fs.ls(full, detail=False)
@@ -239,14 +193,6 @@ class Destination:
     def files(self, relpath: str = "") -> dict[str, int]:
         """Return every file under ``relpath`` (recursively) as relative path -> size in bytes."""
         full = self._full(relpath)
-        if self._local is not None:
-            found = {}
-            for dirpath, _, filenames in os.walk(full):
-                for fname in filenames:
-                    p = os.path.join(dirpath, fname)
-                    if not os.path.islink(p):
-                        found[Path(os.path.relpath(p, full)).as_posix()] = os.path.getsize(p)
-            return dict(sorted(found.items()))
         self._fs.invalidate_cache(full)  # s3fs caches listings: others may have written since
         try:
             listed = self._fs.find(full, detail=True)
@@ -263,8 +209,6 @@ class Destination:
 
     def size(self, relpath: str) -> int:
         """Return the size of file ``relpath`` in bytes."""
-        if self._local is not None:
-            return os.path.getsize(self._full(relpath))
         return int(self._fs.size(self._full(relpath)))
 
     def read_bytes(self, relpath: str, *, limit: int | None = None) -> bytes:
@@ -274,8 +218,6 @@ class Destination:
 
     def open_read(self, relpath: str) -> BinaryIO:
         """Open ``relpath`` for reading (binary)."""
-        if self._local is not None:
-            return open(self._full(relpath), "rb")
         return self._fs.open(self._full(relpath), "rb")
 
     def get(self, relpath: str, local: str | os.PathLike[str], *, limit: int) -> int:
@@ -291,15 +233,9 @@ class Destination:
         return copied
 
     def remove(self, relpath: str = "") -> None:
-        """Remove the file or folder ``relpath`` (recursively); nothing when it does not exist."""
+        """Remove the file or prefix ``relpath`` (recursively); nothing when it does not exist."""
         full = self._full(relpath)
-        if self._local is not None:
-            if os.path.isdir(full) and not os.path.islink(full):
-                shutil.rmtree(full)
-            else:
-                with suppress(FileNotFoundError):
-                    os.unlink(full)
-            return
+        self._fs.invalidate_cache(full)  # a cached listing may not hold what workers wrote
         with suppress(FileNotFoundError):
             if self._fs.isdir(full):
                 self._fs.rm(full, recursive=True)

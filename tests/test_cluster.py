@@ -11,6 +11,7 @@ import anndata as ad
 import numpy as np
 import pytest
 from _data import make_adata
+from conftest import AWS_ISOLATION
 from scipy import sparse
 
 import cellucid as cl
@@ -48,7 +49,11 @@ def _fixed_time(monkeypatch: pytest.MonkeyPatch) -> None:
 def client():
     with (
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            env=AWS_ISOLATION,  # the workers reach the tests' S3 server with the tests' keys only
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
@@ -280,4 +285,144 @@ def test_read_lazy_zarr(client, adata, received, tmp_path: Path) -> None:
     )
     out = cl.ex.export(lazy, tmp_path / "chunks", memory_budget=BUDGET, **OPTIONS)
     assert files(out) == expected
+    assert_no_x_block(received)
+
+
+# --- to an object store: the workers write the genes straight to the new version -------------
+
+
+def stored(url: str, options: dict) -> dict[str, bytes]:
+    from cellucid.ex._store import Destination
+
+    dest = Destination.from_target(url, options)
+    return {rel: dest.read_bytes(rel) for rel in dest.files()}
+
+
+def version_files(url: str, options: dict) -> dict[str, bytes]:
+    """The files of the published version at ``url`` (relative to it)."""
+    import json
+
+    everything = stored(url, options)
+    (entry,) = json.loads(everything["datasets.json"])["datasets"]
+    return {
+        rel.removeprefix(entry["path"]): data
+        for rel, data in everything.items()
+        if rel.startswith(entry["path"])
+    }
+
+
+@pytest.fixture
+def client_writes(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """What this process (the client) stores remotely, and what it staged locally to upload."""
+    from cellucid.ex._cloud import CloudExport
+    from cellucid.ex._store import Destination
+
+    seen: dict[str, list[str]] = {"stored": [], "staged": []}
+    put, write_bytes, publish = Destination.put, Destination.write_bytes, CloudExport.publish
+
+    def spy_put(self, local, relpath):
+        seen["stored"].append(relpath)
+        put(self, local, relpath)
+
+    def spy_write_bytes(self, relpath, data):
+        seen["stored"].append(relpath)
+        write_bytes(self, relpath, data)
+
+    def spy_publish(self, local):
+        seen["staged"] += [p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()]
+        publish(self, local)
+
+    monkeypatch.setattr(Destination, "put", spy_put)
+    monkeypatch.setattr(Destination, "write_bytes", spy_write_bytes)
+    monkeypatch.setattr(CloudExport, "publish", spy_publish)
+    return seen
+
+
+def test_workers_write_the_genes_straight_to_s3(
+    client, adata, received, client_writes, s3, tmp_path: Path
+) -> None:
+    bucket, options = s3
+    url = f"{bucket}/exports/same"
+    expected = files(cl.ex.export(adata, tmp_path / "memory", **OPTIONS))
+    copy = dask_copy(adata, "sparse-tiles")
+    out = cl.ex.export(copy, url, storage_options=options, memory_budget=BUDGET, **OPTIONS)
+    assert out == url
+    assert version_files(url, options) == expected
+    gene_payloads = {rel for rel in expected if rel.startswith("var/")}
+    assert len(gene_payloads) == N_GENES
+    # the client neither staged nor stored one gene payload: the workers stored them all
+    assert not [rel for rel in client_writes["staged"] if rel.startswith("var/")]
+    assert not [rel for rel in client_writes["stored"] if rel.startswith("var/")]
+    assert "var_manifest.json" in client_writes["stored"]
+    assert client_writes["stored"][-2:] == ["dataset_identity.json", "datasets.json"]
+    written = facts(received)
+    assert len(written) > 1
+    assert sum(f.files_written for f in written) == N_GENES
+    assert_no_x_block(received)
+    assert cl.ex.validate(url, storage_options=options).ok
+
+
+def _fail_after_the_genes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client fails once the workers wrote every gene payload (its var manifest is next)."""
+    from cellucid.ex import _distributed
+
+    def fail(*args: object, **kwargs: object) -> None:
+        msg = "the client's disk is full"
+        raise OSError(msg)
+
+    monkeypatch.setattr(_distributed, "write_var_manifest", fail)
+
+
+@pytest.mark.parametrize("where", ["worker", "client"])
+def test_a_failed_cluster_export_to_s3_leaves_the_previous_one(
+    client, adata, s3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    bucket, options = s3
+    url = f"{bucket}/exports/same"
+    cl.ex.export(adata, url, storage_options=options, **OPTIONS)
+    before = stored(url, options)
+    previous = cl.ex.read(url, storage_options=options)
+    copy = adata.copy()
+    if where == "worker":  # one tile of columns fails while the other blocks are written
+        dense = adata.X.toarray().astype(np.float64)
+        dense[5, 33] = 1e300
+        copy.X = da.from_array(dense, chunks=(97, 10)).map_blocks(
+            sparse.csr_matrix, dtype=np.float64
+        )
+        error = pytest.raises(ValueError, match="beyond float32's range")
+    else:  # every gene payload is stored in the new version when the client fails
+        copy = dask_copy(adata, "sparse-rows")
+        _fail_after_the_genes(monkeypatch)
+        error = pytest.raises(OSError, match="the client's disk is full")
+    with error:
+        cl.ex.export(
+            copy, url, storage_options=options, overwrite=True, memory_budget=BUDGET, **OPTIONS
+        )
+    # the partial version is gone, datasets.json untouched: the previous export is served
+    assert stored(url, options) == before
+    back = cl.ex.read(url, storage_options=options)
+    np.testing.assert_array_equal(back.X.toarray(), previous.X.toarray())  # NaN too
+
+
+def test_read_lazy_from_s3_to_s3(client, adata, received, s3, tmp_path: Path) -> None:
+    """A zarr store at an s3:// URL, opened lazily, read by the workers and exported by them to S3."""
+    import s3fs
+    import zarr
+    from anndata.experimental import read_lazy
+
+    bucket, options = s3
+    adata.write_zarr(tmp_path / "data.zarr")
+    s3fs.S3FileSystem(**options).put(
+        str(tmp_path / "data.zarr"), f"{bucket}/data.zarr", recursive=True
+    )
+    expected = files(cl.ex.export(adata, tmp_path / "memory", **OPTIONS))
+    store = zarr.storage.FsspecStore.from_url(
+        f"{bucket}/data.zarr", storage_options={**options, "asynchronous": True}, read_only=True
+    )
+    lazy = read_lazy(store)
+    assert type(lazy.X).__module__.startswith("dask")
+    url = f"{bucket}/exports/same"
+    cl.ex.export(lazy, url, storage_options=options, memory_budget=BUDGET, **OPTIONS)
+    assert version_files(url, options) == expected
+    assert len(facts(received)) > 1
     assert_no_x_block(received)

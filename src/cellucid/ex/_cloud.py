@@ -6,9 +6,11 @@ local one (:mod:`cellucid.ex._publish`). It is published as a one-dataset export
     <out_dir>/datasets.json           the pointer: one entry, path "v-<token>/"
     <out_dir>/v-<token>/...           the dataset's files, never modified once written
 
-1. The export is written to a local staging folder exactly as a local one (same writers,
-   same bytes), then uploaded to a fresh version prefix ``v-<token>/``: payloads first,
-   then the manifests, ``dataset_identity.json`` last.
+1. The export is written exactly as a local one (same writers, same bytes) to a fresh
+   version prefix ``v-<token>/``: on a dask cluster the workers write the gene payloads
+   there themselves (:mod:`cellucid.ex._distributed`); the client writes the rest in a
+   local staging folder, then uploads it beside them: payloads first, then the
+   manifests, ``dataset_identity.json`` last.
 2. ``datasets.json`` is then written in one PUT: this switches readers to the new version.
 3. Only then is everything else under ``out_dir`` removed (the previous version, and what
    killed exports left).
@@ -18,8 +20,10 @@ The viewer, :func:`~cellucid.ex.validate` and :func:`~cellucid.ex.read` enter th
 the new one; never a mix, since two versions share no object name. A reader that fetched
 the old ``datasets.json`` (or identity) before the switch reads unmodified old files until
 step 3 removes them; then it gets "not found", never a file of the new export. An export
-killed before step 2 leaves the previous export in place (its partial version is removed
-by the next export). No lock exists on an object store: run one export per URL at a time.
+that fails (or is interrupted) before step 2 removes its partial version (best effort:
+after the workers' running writes end) and leaves the previous export in place; one
+killed leaves its partial version unreferenced, and the next export removes it. No lock
+exists on an object store: run one export per URL at a time.
 
 Reading a remote export (:func:`mirrored`) lists it once and stands in for each file with
 a sparse file of its listed size in a local temporary folder. The validator judges those
@@ -76,7 +80,7 @@ def remote_export(
 
 
 class CloudExport:
-    """One export to an object store: its target checked at once, staged locally, published.
+    """One export to an object store: its target checked at once, written, published (or discarded).
 
     Parameters
     ----------
@@ -99,10 +103,11 @@ class CloudExport:
         self._cleanup = weakref.finalize(self, shutil.rmtree, tmp, ignore_errors=True)
         #: where the export is staged locally (the dataset folder, named like the URL)
         self.local_dir = Path(tmp) / urlsplit(self.url).path.rstrip("/").rpartition("/")[2]
-        #: the prefix the new version goes to: payloads may be written there directly (by
-        #: dask workers); :meth:`publish` uploads what was staged locally beside them
+        #: the prefix the new version goes to: dask workers write gene payloads there
+        #: directly; :meth:`publish` uploads what was staged locally beside them
         self.version = f"v-{uuid.uuid4().hex[:12]}"
         self.version_dest = self.dest.child(self.version)
+        self._switched = False  # datasets.json points at this version
 
     def publish(self, local: Path) -> None:
         """Upload the staged dataset ``local`` as a new version, switch to it, remove the rest."""
@@ -125,12 +130,27 @@ class CloudExport:
             "datasets": [catalog_entry(identity, f"{version}/")],
         }
         self.dest.write_bytes(CATALOG_FILE, dumps_identity(catalog).encode("ascii"))
+        self._switched = True
         stale = sorted({rel.split("/")[0] for rel in previous} - {CATALOG_FILE})
         # a dataset stored without a pointer loses its identity first: never a partial one
         for name in sorted(stale, key=lambda n: n != IDENTITY_FILE):
             self.dest.remove(name)
-        logger.info("published %s (version %s, %d files)", self.url, version, len(files))
+        logger.info("published %s (version %s, %d files uploaded)", self.url, version, len(files))
         self._cleanup()
+
+    def discard(self) -> None:
+        """Remove this export's partial version (before the switch only), best effort.
+
+        For a failed export: readers never saw it (``datasets.json`` does not point at it);
+        what cannot be removed now is removed by the next export of the URL.
+        """
+        self._cleanup()
+        if self._switched:
+            return
+        try:
+            self.version_dest.remove()
+        except Exception as e:  # the export's own error is the one to report
+            logger.warning("could not remove the partial export %s: %s", self.version_dest.url, e)
 
 
 def check_remote_target(

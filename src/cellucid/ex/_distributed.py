@@ -5,9 +5,12 @@ are not brought to the exporting process: tasks on the workers cut each group of
 chunks into the export's blocks of genes (one CSR -> CSC conversion: each block is then
 one run of values), gather each block's values from every group (from worker to
 worker), encode its payloads as the local export does (:func:`~cellucid.ex._var.encode_block`)
-and write them to the staging folder. Only small facts come back to the client: each gene's
-manifest entry, the genes with NaN or ±Inf values, and the bytes written. A block holds
-every cell of its genes, so their bounds are known before they are encoded: one pass.
+and write them where the export goes: the staging folder of a local ``out_dir`` (which
+every worker must see), or straight to the new version prefix of an object store's
+(:attr:`~cellucid.ex._cloud.CloudExport.version_dest`), so gene payloads never pass
+through the client. Only small facts come back to the client: each gene's manifest entry,
+the genes with NaN or ±Inf values, and the bytes written. A block holds every cell of its
+genes, so their bounds are known before they are encoded: one pass.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -25,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import sparse
 
-from .._format import QUANT_DTYPE, VAR_DIR
+from .._format import QUANT_DTYPE, VAR_DIR, gz
 from ._collect import GeneSource
 from ._genes import (
     _BYTES_PER_DENSE_VALUE,
@@ -38,16 +42,19 @@ from ._genes import (
     _sparse_block,
     is_dask,
 )
-from ._payload import PayloadWriter, gzip_encoder
+from ._payload import PayloadWriter, _InPlace, encode_payload, gzip_encoder
 from ._progress import ExportProgress
 from ._publish import public_path
 from ._settings import ExportSettings
+from ._store import Destination
 from ._var import block_files, encode_block, write_var_manifest
 
 logger = logging.getLogger("cellucid")
 
 #: how long a failed export waits for the blocks the workers are writing to end
 _STOP_TIMEOUT = 300.0
+#: a worker's concurrent uploads of its block's files to an object store (requests wait on the network)
+_UPLOADS = 4
 
 
 def cluster_client(matrix: object) -> object | None:
@@ -81,6 +88,7 @@ class _Job:
     """What every write task needs: sent to each worker once."""
 
     root: str  # the staging folder, seen by the workers (one machine or a shared filesystem)
+    dest: Destination | None  # else the object store's prefix the payloads go to
     n_cells: int
     settings: ExportSettings
     # "zlib" or "zlib-ng", resolved by the client so that every worker writes the same bytes
@@ -164,9 +172,44 @@ def _block(job: _Job, b: int, pieces: tuple) -> GeneBlock:
     return _sparse_block(genes, StoredValues(gene, rows, values), job.n_cells)
 
 
+class _StoreWriter:
+    """Write a block's payload files to an object store, each in one upload (as :class:`PayloadWriter` would locally).
+
+    Each file is encoded in the task's thread (one core, as dask gave it), then uploaded by
+    a few threads: an upload mostly waits on the network.
+    """
+
+    def __init__(self, dest: Destination, *, compression: int | None, lib: ModuleType) -> None:
+        self.dest, self.compression, self.lib = dest, compression or None, lib
+        self.executor = _InPlace()  # the encoders' work: in the task's thread
+        self.bytes_written = self.files_written = 0
+        self._uploads = ThreadPoolExecutor(_UPLOADS, thread_name_prefix="cellucid-upload")
+        self._pending: list = []
+
+    def write_many(self, files: list[tuple[str, np.ndarray]], *, run_length: bool) -> None:
+        """Encode ``files`` (relative path, array) and queue their uploads."""
+        for relpath, array in files:
+            data = encode_payload(array, self.compression, run_length=run_length, lib=self.lib)
+            name = gz(relpath, self.compression)
+            self._pending.append(self._uploads.submit(self.dest.write_bytes, name, data))
+            self.bytes_written += len(data) if isinstance(data, bytes) else data.nbytes
+            self.files_written += 1
+
+    def __enter__(self) -> _StoreWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        try:
+            if exc_type is None:  # every file uploaded, or the first error
+                for future in self._pending:
+                    future.result()
+        finally:
+            self._uploads.shutdown(wait=True, cancel_futures=True)
+
+
 def _write_block(job: _Job, b: int, *pieces: object) -> BlockFacts:
     """Encode block ``b`` of genes from its pieces and write its payload files (on a worker)."""
-    if not os.path.isdir(job.root):
+    if job.dest is None and not os.path.isdir(job.root):
         msg = (
             f"The workers cannot reach the export's folder {public_path(job.root)}: with a "
             "distributed cluster, export to a folder that every worker shares."
@@ -177,9 +220,12 @@ def _write_block(job: _Job, b: int, *pieces: object) -> BlockFacts:
     bits = job.settings.var_quantization
     dtype = np.dtype(QUANT_DTYPE[bits] if bits else np.float32)
     lib = gzip_encoder(job.encoder)
+    compression = job.settings.compression
     # one thread: the worker's threads are dask's to give
-    with PayloadWriter(
-        Path(job.root), compression=job.settings.compression, n_jobs=1, lib=lib
+    with (
+        PayloadWriter(Path(job.root), compression=compression, n_jobs=1, lib=lib)
+        if job.dest is None
+        else _StoreWriter(job.dest, compression=compression, lib=lib)
     ) as writer:
         payloads, vmin, vmax, finite = encode_block(
             block,
@@ -221,7 +267,8 @@ class WorkersWrite:
 
     Used like :class:`~cellucid.ex._var.GeneWriter` (a context manager, then
     :meth:`write`); leaving ``with`` on an error cancels the blocks and waits for those
-    being written.
+    being written. The payloads go to ``dest`` (an object store's prefix) when given,
+    else into the staging folder ``root``; the var manifest goes into ``root`` either way.
     """
 
     def __init__(
@@ -230,6 +277,7 @@ class WorkersWrite:
         genes: GeneSource,
         *,
         root: Path,
+        dest: Destination | None = None,
         n_cells: int,
         settings: ExportSettings,
         lib: ModuleType,
@@ -256,6 +304,7 @@ class WorkersWrite:
         by_column = columns[layout.order]
         job = _Job(
             root=str(root),
+            dest=dest,
             n_cells=n_cells,
             settings=settings,
             encoder=_encoder_name(lib),
@@ -264,7 +313,8 @@ class WorkersWrite:
             names=[[genes.names[i] for i in layout.order[s:e]] for s, e in layout.cuts],
             dense=dense,
         )
-        (root / VAR_DIR).mkdir(exist_ok=True)
+        if dest is None:
+            (root / VAR_DIR).mkdir(exist_ok=True)
         self.token = uuid.uuid4().hex[:12]
         [shared] = client.scatter([job], broadcast=True, hash=False)
         # row chunks grouped so that a group's values fill about a quarter of the budget
@@ -343,7 +393,7 @@ class WorkersWrite:
         )
 
     def stop(self) -> None:
-        """Cancel the blocks not started and wait for those being written (they write to the staging folder)."""
+        """Cancel the blocks not started and wait for those being written (then nothing writes any more)."""
         self.client.cancel(self.futures)
         deadline = time.monotonic() + _STOP_TIMEOUT
         while time.monotonic() < deadline:

@@ -38,7 +38,7 @@ from ._settings import (
     Selection,
     keywords_of,
 )
-from ._store import local_path, refuse_local_options
+from ._store import Destination, local_path, refuse_local_options
 from ._var import GeneWriter
 
 if TYPE_CHECKING:
@@ -245,8 +245,17 @@ def export(
     bar.lap("collect")
     try:
         with staged(out_dir, overwrite=overwrite) as stage:
-            # 4. every file kind, into a staging folder; 5. the identity
-            written = _write_files(stage, found, normalized, settings, resources, bar)
+            # 4. every file kind, into a staging folder (a cluster's workers write the
+            # genes of an object store's export straight to it); 5. the identity
+            written = _write_files(
+                stage,
+                found,
+                normalized,
+                settings,
+                resources,
+                bar,
+                payloads=cloud.version_dest if cloud is not None else None,
+            )
             write_identity(stage, identity_document(description, settings, written))
             bar.stage("publish")
             bar.lap("identity")
@@ -255,6 +264,10 @@ def export(
             cloud.publish(out_dir)
         bar.lap("publish")
         bar.finish()
+    except BaseException:
+        if cloud is not None:  # what the workers or the upload stored of the new version
+            cloud.discard()
+        raise
     finally:
         bar.close()
     shown = cloud.url if cloud is not None else out_dir
@@ -269,8 +282,13 @@ def _write_files(
     settings: ExportSettings,
     resources: Resources,
     bar: ExportProgress,
+    *,
+    payloads: Destination | None = None,
 ) -> Written:
     """Write the payloads and manifests of ``found`` into ``stage``: graph, embeddings, obs, genes.
+
+    ``payloads``: where a cluster's workers write the gene payloads (an object store's
+    version prefix) instead of ``stage``.
 
     The genes' first pass over the matrix starts at once, in a thread; the graph's edges
     (the largest file but the genes) are queued to compress as soon as they exist, while
@@ -301,6 +319,7 @@ def _write_files(
                 client,
                 found.genes,
                 root=stage,
+                dest=payloads,
                 n_cells=n_cells,
                 settings=settings,
                 lib=resources.deflate,

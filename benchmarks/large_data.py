@@ -14,6 +14,13 @@ Measures, each export in its own subprocess (peak RSS from ``wait4``):
   exported on a 2-worker ``LocalCluster``, whose workers write the genes. For the dask
   modes the bytes of every result that reached the client (``Client._gather``,
   ``dask.sizeof``) and the workers' peak RSS are recorded too.
+* ``--modes cluster-s3``: the same as ``cluster``, exported to ``s3://`` on a local S3
+  server (moto's ``ThreadedMotoServer`` on 127.0.0.1, started by this script; needs
+  ``moto[server]`` and ``s3fs``): the workers write the gene payloads straight to the
+  bucket, the client uploads the rest (its uploaded bytes are recorded). The published
+  version is downloaded after the run for the byte-identical check.
+
+Every run records the load averages before and after it (the machine may be shared).
 
 timing the read (``read_h5ad``, opening backed, ``read_lazy``) and the export apart (a lazy
 export reads its data while exporting), and checks that all three exports are
@@ -105,6 +112,36 @@ def _read_lazy_x(path: str, rows: int) -> object:
     return adata
 
 
+#: the local S3 server's keys and bucket (``--modes cluster-s3``)
+S3_KEYS = {"key": "bench", "secret": "bench"}
+S3_BUCKET = "cellucid-bench"
+#: botocore looks for nothing beyond the keys given (no config, no metadata server)
+AWS_ISOLATION = {
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+
+
+def _count_uploads() -> list[int]:
+    """Add up the bytes this process (the client) stores in the object store."""
+    from cellucid.ex._store import Destination
+
+    sent = [0]
+    put, write_bytes = Destination.put, Destination.write_bytes
+
+    def counted_put(self, local, relpath):
+        sent[0] += os.path.getsize(local)
+        put(self, local, relpath)
+
+    def counted_write_bytes(self, relpath, data):
+        sent[0] += len(data)
+        write_bytes(self, relpath, data)
+
+    Destination.put, Destination.write_bytes = counted_put, counted_write_bytes
+    return sent
+
+
 def _worker(mode: str, data: str, out: str, result: str, budget: str, rows: str) -> None:
     import warnings
 
@@ -114,8 +151,13 @@ def _worker(mode: str, data: str, out: str, result: str, budget: str, rows: str)
 
     warnings.simplefilter("ignore")
     os.environ["SOURCE_DATE_EPOCH"] = "0"
-    received = None
-    if mode in ("dask", "dask-read", "cluster"):
+    os.environ.update(AWS_ISOLATION)  # inherited by the workers
+    received = uploaded = None
+    storage_options = None
+    if mode == "cluster-s3":
+        storage_options = {**S3_KEYS, "endpoint_url": os.environ["CELLUCID_BENCH_S3"]}
+        uploaded = _count_uploads()
+    if mode in ("dask", "dask-read", "cluster", "cluster-s3"):
         import distributed
         from anndata.experimental import read_lazy
 
@@ -134,7 +176,7 @@ def _worker(mode: str, data: str, out: str, result: str, budget: str, rows: str)
         adata = ad.read_h5ad(data, backed="r")
     elif mode == "zarr":
         adata = ad.read_zarr(data)
-    elif mode == "cluster":
+    elif mode in ("cluster", "cluster-s3"):
         adata = _read_lazy_x(data, int(rows))
     else:
         adata = read_lazy(data)
@@ -155,11 +197,15 @@ def _worker(mode: str, data: str, out: str, result: str, budget: str, rows: str)
         )
         return
     start = time.perf_counter()
+    kwargs = {"progress": False, "memory_budget": int(budget), **OPTIONS}
+    if storage_options is not None:
+        out = f"s3://{S3_BUCKET}/{Path(out).parent.name}/{mode}"
+        kwargs["storage_options"] = storage_options
     if received is None:
-        cl.ex.export(adata, out, progress=False, memory_budget=int(budget), **OPTIONS)
+        cl.ex.export(adata, out, **kwargs)
     else:  # the cluster's tasks, timed by the workers: per-block throughput for the model
         with distributed.get_task_stream(client) as stream:
-            cl.ex.export(adata, out, progress=False, memory_budget=int(budget), **OPTIONS)
+            cl.ex.export(adata, out, **kwargs)
     seconds = time.perf_counter() - start
     obs_obsm = (
         sum(v.nbytes for v in adata.obsm.values() if hasattr(v, "nbytes")) if mode != "dask" else 0
@@ -167,6 +213,8 @@ def _worker(mode: str, data: str, out: str, result: str, budget: str, rows: str)
     record = {"read_seconds": read_seconds, "seconds": seconds}
     if mode != "dask":
         obs_obsm += int(adata.obs.memory_usage(deep=True).sum())
+    if uploaded is not None:
+        record["client_uploaded_bytes"] = uploaded[0]
     if received is not None:
         record.update(
             client_bytes=received[0],
@@ -201,6 +249,7 @@ def _lazy_read_seconds(adata: object) -> dict[str, float]:
 
 def _run(mode: str, data: Path, out: Path, budget: int, rows: int) -> dict:
     result = out.with_suffix(".json")
+    load_before = os.getloadavg()
     start = time.perf_counter()
     args = [mode, str(data), str(out), str(result), str(budget), str(rows)]
     proc = subprocess.Popen([sys.executable, __file__, "--worker", *args])
@@ -209,9 +258,47 @@ def _run(mode: str, data: Path, out: Path, budget: int, rows: int) -> dict:
         msg = f"{mode} export of {data} failed ({status})"
         raise RuntimeError(msg)
     record = json.loads(result.read_text())
-    record.update(mode=mode, wall=time.perf_counter() - start, peak_rss=usage.ru_maxrss * 1024)
+    record.update(
+        mode=mode,
+        wall=time.perf_counter() - start,
+        peak_rss=usage.ru_maxrss * 1024,
+        load_before=load_before,
+        load_after=os.getloadavg(),
+    )
     # dask workers are other processes: their memory is not in this peak
+    if mode == "cluster-s3":  # the published version, downloaded for the identical check
+        _download_published(f"{S3_BUCKET}/{out.parent.name}/{mode}", out)
     return record
+
+
+def _s3() -> object:
+    import s3fs
+
+    return s3fs.S3FileSystem(**S3_KEYS, endpoint_url=os.environ["CELLUCID_BENCH_S3"])
+
+
+def _download_published(prefix: str, out: Path) -> None:
+    """Copy the version ``prefix/datasets.json`` points to into ``out``, then empty ``prefix``."""
+    fs = _s3()
+    (entry,) = json.loads(fs.cat_file(f"{prefix}/datasets.json"))["datasets"]
+    fs.get(f"{prefix}/{entry['path']}", str(out), recursive=True)
+    fs.rm(prefix, recursive=True)  # the server holds objects in memory
+
+
+def _start_s3_server() -> object:
+    """A local S3 server (moto) with the benchmark's bucket; its URL goes to the runs' environment."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    os.environ.update(AWS_ISOLATION)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ["CELLUCID_BENCH_S3"] = f"http://{host}:{port}"
+    _s3().mkdir(S3_BUCKET)
+    return server
 
 
 def _median_run(runs: list[dict]) -> dict:
@@ -253,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
+    server = _start_s3_server() if "cluster-s3" in args.modes.split(",") else None
     rows = []
     for data in map(Path, args.data):
         scratch = Path(args.scratch) / f"cellucid-large-{data.stem}"
@@ -260,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         scratch.mkdir(parents=True)
         zarr = data.with_suffix(".zarr")
         modes = args.modes.split(",")
-        from_zarr = ("dask", "dask-read", "zarr", "cluster")
+        from_zarr = ("dask", "dask-read", "zarr", "cluster", "cluster-s3")
         if any(m in from_zarr for m in modes) and not zarr.exists():
             import anndata as ad
 
@@ -279,6 +367,14 @@ def main(argv: list[str] | None = None) -> int:
                         f", {run['client_bytes'] / 2**20:.1f} MiB reached the client"
                         if "client_bytes" in run
                         else ""
+                    )
+                    + (
+                        f", the client uploaded {run['client_uploaded_bytes'] / 2**20:.1f} MiB"
+                        if "client_uploaded_bytes" in run
+                        else ""
+                    )
+                    + ", load average {:.1f} / {:.1f} before / after".format(
+                        run["load_before"][0], run["load_after"][0]
                     ),
                     flush=True,
                 )
@@ -313,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
+    if server is not None:
+        server.stop()
     return 0
 
 

@@ -417,9 +417,9 @@ def test_read_lazy_from_s3_to_s3(client, adata, received, s3, tmp_path: Path) ->
     )
     expected = files(cl.ex.export(adata, tmp_path / "memory", **OPTIONS))
     store = zarr.storage.FsspecStore.from_url(
-        f"{bucket}/data.zarr", storage_options={**options, "asynchronous": True}, read_only=True
+        f"{bucket}/data.zarr", storage_options=options, read_only=True
     )
-    lazy = read_lazy(store)
+    lazy = read_lazy(store)  # the workers read X from the bucket (the store pickles)
     assert type(lazy.X).__module__.startswith("dask")
     url = f"{bucket}/exports/same"
     cl.ex.export(lazy, url, storage_options=options, memory_budget=BUDGET, **OPTIONS)

@@ -114,7 +114,8 @@ def export(
         ``gs://``, ``az://``, ``memory://``; needs ``cellucid[cloud]`` and the store's
         fsspec package) is staged locally and published there as a one-dataset exports
         root whose ``datasets.json`` is switched only once the new export is complete (see
-        the large-data guide); ``file://`` is a local path.
+        the large-data guide); on a dask cluster the workers write the gene payloads there
+        directly. ``file://`` is a local path.
     basis
         Embedding name, as scanpy's plotting takes it: ``"umap"`` or ``"X_umap"`` reads
         ``obsm["X_umap"]``, ``obsm["X_umap_3d"]``, ...; a name that is itself a key (with

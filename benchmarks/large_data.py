@@ -198,6 +198,7 @@ def _worker(mode: str, data: str, out: str, result: str, budget: str, rows: str)
             )
         )
         return
+    peak_before_export = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     start = time.perf_counter()
     kwargs = {"progress": False, "memory_budget": int(budget), **OPTIONS}
     if storage_options is not None:
@@ -212,7 +213,11 @@ def _worker(mode: str, data: str, out: str, result: str, budget: str, rows: str)
     obs_obsm = (
         sum(v.nbytes for v in adata.obsm.values() if hasattr(v, "nbytes")) if mode != "dask" else 0
     )
-    record = {"read_seconds": read_seconds, "seconds": seconds}
+    record = {
+        "read_seconds": read_seconds,
+        "seconds": seconds,
+        "peak_rss_before_export": peak_before_export,
+    }
     if mode != "dask":
         obs_obsm += int(adata.obs.memory_usage(deep=True).sum())
     if uploaded is not None:
@@ -366,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
                 records.setdefault(mode, []).append(run)
                 print(
                     f"{data.name} {mode} (run {repeat + 1}): read {run['read_seconds']:.1f} s, "
-                    f"export {run['seconds']:.1f} s, peak RSS {run['peak_rss'] / 2**30:.2f} GiB"
+                    f"export {run['seconds']:.1f} s, peak RSS {run['peak_rss'] / 2**30:.2f} GiB "
+                    f"({run.get('peak_rss_before_export', 0) / 2**30:.2f} before the export)"
                     + (
                         f", {run['client_bytes'] / 2**20:.1f} MiB reached the client"
                         if "client_bytes" in run

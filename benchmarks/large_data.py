@@ -125,19 +125,19 @@ AWS_ISOLATION = {
 }
 
 
-def _count_uploads() -> list[int]:
-    """Add up the bytes this process (the client) stores in the object store."""
+def _count_uploads() -> dict[str, int]:
+    """Record the files (relative path -> bytes) this process (the client) stores in the object store."""
     from cellucid.ex._store import Destination
 
-    sent = [0]
+    sent: dict[str, int] = {}
     put, write_bytes = Destination.put, Destination.write_bytes
 
     def counted_put(self, local, relpath):
-        sent[0] += os.path.getsize(local)
+        sent[relpath] = os.path.getsize(local)
         put(self, local, relpath)
 
     def counted_write_bytes(self, relpath, data):
-        sent[0] += len(data)
+        sent[relpath] = len(data)
         write_bytes(self, relpath, data)
 
     Destination.put, Destination.write_bytes = counted_put, counted_write_bytes
@@ -221,7 +221,8 @@ def _worker(mode: str, data: str, out: str, result: str, budget: str, rows: str)
     if mode != "dask":
         obs_obsm += int(adata.obs.memory_usage(deep=True).sum())
     if uploaded is not None:
-        record["client_uploaded_bytes"] = uploaded[0]
+        record["client_uploaded_bytes"] = sum(uploaded.values())
+        record["client_uploaded_files"] = uploaded
     if received is not None:
         record.update(
             client_bytes=received[0],

@@ -123,6 +123,55 @@ def test_group_quantiles_against_numpy(q: float) -> None:
         np.testing.assert_allclose(out[g], np.quantile(values[codes == g], q), rtol=1e-14)
 
 
+def _group_means_by_coo_product(values, codes, counts, block_rows):
+    """The formula group_means used before bincount: a COO-built indicator product per block."""
+    sums = np.zeros((counts.shape[0], values.shape[1]))
+    for start in range(0, values.shape[0], block_rows):
+        rows = codes[start : start + block_rows]
+        indicator = sparse.csr_matrix(
+            (np.ones(rows.shape[0]), (rows, np.arange(rows.shape[0]))),
+            shape=(counts.shape[0], rows.shape[0]),
+        )
+        sums += indicator @ np.asarray(values[start : start + block_rows], dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts[:, None]
+
+
+@pytest.mark.parametrize(
+    ("n_rows", "n_cols", "n_groups", "block_rows"),
+    [
+        (150_000, 2, 30, None),  # the real block size: three blocks, bincount per column
+        (150_000, 50, 1000, None),  # a latent space: the indicator product
+        (20_000, 3, 70_000, 4096),  # more groups than rows (most empty), int64 group sort
+        (20_000, 17, 300, 1000),  # just past bincount's columns, uint16 group sort
+        (20_000, 16, 5, 999),  # bincount's widest, a short last block
+    ],
+)
+def test_group_means_bit_identical_to_product(
+    n_rows: int, n_cols: int, n_groups: int, block_rows: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cellucid.pp import _groups
+
+    if block_rows is not None:
+        monkeypatch.setattr(_groups, "_BLOCK_ROWS", block_rows)
+    block_rows = _groups._BLOCK_ROWS
+    rng = np.random.default_rng(n_cols)
+    # float32 with a wide range of magnitudes, so the order of additions shows in the bits
+    values = rng.normal(size=(n_rows, n_cols)) * 10.0 ** rng.integers(-3, 4, (n_rows, 1))
+    values = values.astype(np.float32)
+    codes = rng.integers(0, n_groups, n_rows)
+    codes[codes == 1] = 2  # an empty group
+    counts = np.bincount(codes, minlength=n_groups + 1)  # and an empty last group
+    out = _groups.group_means(values, codes, counts)
+    expected = _group_means_by_coo_product(values, codes, counts, block_rows)
+    assert out.dtype == np.float64 and out.shape == (n_groups + 1, n_cols)
+    assert np.isnan(out[[1, n_groups]]).all()
+    np.testing.assert_array_equal(out.view(np.uint64), expected.view(np.uint64))
+    if n_groups <= 1000:  # big groups: summing them in another order changes some bits
+        reversed_order = _groups.group_means(values[::-1], codes[::-1], counts)
+        assert not np.array_equal(out[counts > 0], reversed_order[counts > 0])
+
+
 def test_category_centroids_against_loop() -> None:
     rng = np.random.default_rng(2)
     coords = rng.normal(size=(2000, 3))

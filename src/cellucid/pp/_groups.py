@@ -14,22 +14,41 @@ def valid_codes(codes: np.ndarray, n_categories: int) -> np.ndarray:
 
 # rows per block when summing groups, so a wide float32 matrix is widened a block at a time
 _BLOCK_ROWS = 65536
+# up to this many columns, one bincount per column sums a block fastest; beyond, a sparse
+# indicator product (one pass over the codes for all columns) wins (measured at 1M cells:
+# 2-3 columns ~4x faster by bincount, 50 columns ~1.5x faster by the product)
+_BINCOUNT_MAX_COLUMNS = 16
 
 
 def group_means(values: np.ndarray, codes: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Return the float64 mean of ``values`` (n, d) for every code; NaN where a group is empty."""
-    n_groups, n = counts.shape[0], values.shape[0]
-    sums = np.zeros((n_groups, values.shape[1]))
+    """Return the float64 mean of ``values`` (n, d) for every code; NaN where a group is empty.
+
+    Within a block of rows, each group's sum adds its rows in order from 0.0; the blocks'
+    sums are added in order. Both ways of summing below follow that order, so they give
+    the same bits.
+    """
+    n_groups, n, n_cols = counts.shape[0], values.shape[0], values.shape[1]
+    sums = np.zeros((n_groups, n_cols))
     for start in range(0, n, _BLOCK_ROWS):
         rows = codes[start : start + _BLOCK_ROWS]
-        # one sparse (groups x cells) indicator product sums every column at once
-        indicator = sparse.csr_matrix(
-            (np.ones(rows.shape[0]), (rows, np.arange(rows.shape[0]))),
-            shape=(n_groups, rows.shape[0]),
-        )
-        sums += indicator @ np.asarray(values[start : start + _BLOCK_ROWS], dtype=np.float64)
+        block = values[start : start + _BLOCK_ROWS]
+        if n_cols <= _BINCOUNT_MAX_COLUMNS:
+            for col in range(n_cols):
+                sums[:, col] += np.bincount(rows, weights=block[:, col], minlength=n_groups)
+        else:
+            sums += _indicator(rows, n_groups) @ np.asarray(block, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return sums / counts[:, None]
+
+
+def _indicator(rows: np.ndarray, n_groups: int) -> sparse.csr_matrix:
+    """Return the (groups x rows) 0/1 matrix of ``rows``' codes, each group's rows in order."""
+    indptr = np.zeros(n_groups + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_groups), out=indptr[1:])
+    indices = np.argsort(_small_ints(rows, n_groups), kind="stable")
+    return sparse.csr_matrix(
+        (np.ones(rows.shape[0]), indices, indptr), shape=(n_groups, rows.shape[0])
+    )
 
 
 def _small_ints(codes: np.ndarray, n_groups: int) -> np.ndarray:

@@ -82,14 +82,16 @@ def category_centroids(
     codes = np.asarray(codes)
     valid = valid_codes(codes, n_categories)
     c = codes[valid].astype(np.int64)
-    x = x if valid.all() else x[valid]  # no copy when every cell has a category
+    # no copy when every cell has a category; np.compress copies rows ~2x faster than a mask
+    x = x if valid.all() else np.compress(valid, x, axis=0)
     counts = np.bincount(c, minlength=n_categories)
     means = group_means(x, c, counts)
     dist = _distances(x, means, c)
     threshold = group_quantiles(c, dist, counts, quantile)
     inlier = dist <= threshold[c]
-    counts_in = np.bincount(c[inlier], minlength=n_categories)
-    means_in = group_means(x[inlier], c[inlier], counts_in)
+    c_in = c[inlier]
+    counts_in = np.bincount(c_in, minlength=n_categories)
+    means_in = group_means(np.compress(inlier, x, axis=0), c_in, counts_in)
     trimmed = (counts > min_points) & (counts_in >= min_points)
     positions = np.where(trimmed[:, None], means_in, means)
     n_points = np.where(trimmed, counts_in, counts)

@@ -96,14 +96,16 @@ def group_quantiles(
 def rank_fraction(codes: np.ndarray, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Return, for each element, the fraction of its group with a value at most its own."""
     order, starts = sorted_by_group(codes, values, counts)
-    c, v = codes[order], values[order]
-    n = c.shape[0]
-    # runs of equal (code, value): every member ranks at the end of its run
+    v = values[order]
+    n = v.shape[0]
+    # runs of equal (code, value): every member ranks at the end of its run; the sorted
+    # codes are each group's code repeated, so a run also starts where a group starts
     new_run = np.ones(n, dtype=bool)
-    new_run[1:] = (c[1:] != c[:-1]) | (v[1:] != v[:-1])
+    np.not_equal(v[1:], v[:-1], out=new_run[1:])
+    new_run[starts[counts > 0]] = True
     run_id = np.cumsum(new_run) - 1
     run_end = np.append(np.flatnonzero(new_run)[1:], n)  # exclusive end of each run
-    rank = run_end[run_id] - starts[c]
+    rank = run_end[run_id] - np.repeat(starts, counts)
     out = np.empty(n, dtype=np.float32)
-    out[order] = rank.astype(np.float32) / counts[c].astype(np.float32)
+    out[order] = rank.astype(np.float32) / np.repeat(counts.astype(np.float32), counts)
     return out

@@ -103,13 +103,16 @@ def category_centroids(
 
 def _distances(x: np.ndarray, centers: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """Return the Euclidean distance of each row of ``x`` to ``centers[codes]``."""
-    # one dimension at a time, summed in the order a row-wise sum takes, without (n, d)
-    # temporaries (an embedding has 1 to 3 dimensions)
+    # one dimension at a time, summed in the order a row-wise sum takes, in two reused
+    # buffers instead of (n, d) temporaries (an embedding has 1 to 3 dimensions)
     squared = np.zeros(x.shape[0])
+    diff = np.empty(x.shape[0])
     for dim in range(x.shape[1]):
-        diff = x[:, dim] - centers[codes, dim]
-        squared += diff * diff
-    return np.sqrt(squared)
+        np.take(centers[:, dim], codes, out=diff)
+        np.subtract(x[:, dim], diff, out=diff)
+        np.multiply(diff, diff, out=diff)
+        squared += diff
+    return np.sqrt(squared, out=squared)
 
 
 @doc_params(

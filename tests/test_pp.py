@@ -141,9 +141,10 @@ def _group_means_by_coo_product(values, codes, counts, block_rows):
     ("n_rows", "n_cols", "n_groups", "block_rows"),
     [
         (150_000, 2, 30, None),  # the real block size: three blocks, bincount per column
-        (150_000, 50, 1000, None),  # a latent space: the indicator product
-        (20_000, 3, 70_000, 4096),  # more groups than rows (most empty), int64 group sort
+        (150_000, 50, 200, None),  # a latent space: the indicator product, uint8 group sort
         (20_000, 17, 300, 1000),  # just past bincount's columns, uint16 group sort
+        (20_000, 20, 70_000, 4096),  # more groups than rows (most empty), int64 group sort
+        (20_000, 3, 70_000, 4096),  # the same by bincount
         (20_000, 16, 5, 999),  # bincount's widest, a short last block
     ],
 )

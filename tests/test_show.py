@@ -124,8 +124,14 @@ def test_the_cache_keeps_the_last_used_exports(tmp_path, viewers, monkeypatch):
     assert not [name for name in kept if name.startswith(".")]  # nothing left aside
     # one used within the hour is kept whatever the count
     assert _show.prune_cache(cache, keep=0) == []
-    # once its viewer stops, the old one goes
+    # a viewer stopped twice counts once: another viewer of its export still keeps it
+    twin, stopped = cl.ex.show(shown[2]), cl.ex.show(shown[2])
     viewers.pop(0).stop()
+    stopped.stop()
+    stopped.stop()
+    assert _show.prune_cache(cache, keep=0) == []
+    # once its viewers stop, the old one goes
+    twin.stop()
     assert _show.prune_cache(cache, keep=0) == [shown[2]]
 
 

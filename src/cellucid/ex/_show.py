@@ -62,6 +62,7 @@ class Viewer:
         self.html = html
         #: the id in :attr:`url`, which the viewer's events name
         self.viewer_id = viewer_id
+        self._shown = True  # counted in _SHOWN until stopped
 
     def on(self, type: str, callback: Callable[[dict[str, Any]], object]) -> None:
         """Call ``callback(event)`` for every event of ``type`` the viewer posts.
@@ -77,9 +78,11 @@ class Viewer:
         return self.server.events.inbox(self.viewer_id).events
 
     def stop(self) -> None:
-        """Stop the server; the iframe stops updating."""
+        """Stop the server; the iframe stops updating. Stopping again does nothing."""
+        if self._shown:
+            self._shown = False
+            _SHOWN.subtract([self.server.root])
         self.server.stop()
-        _SHOWN.subtract([self.server.root])
 
     def __repr__(self) -> str:
         return f"<cellucid viewer at {self.url}>"

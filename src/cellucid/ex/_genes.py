@@ -38,6 +38,11 @@ _BYTES_PER_DENSE_VALUE = 4
 # temporaries small enough to be reused rather than faulted in afresh
 _PART = 2**18
 _MIN_PARTS = 8
+#: stored values of an in-memory CSR matrix from which its summaries, row runs and parts
+#: go through the compiled kernels of :mod:`cellucid.ex._csr_kernels`. Measured in fresh
+#: processes (benchmarks/README.md): loading numba and the cached kernels costs ~0.7 s,
+#: they save ~40-60 ns per stored value: even at ~10 M values, 2x faster at 40 M
+COMPILED_MIN_STORED = 16_000_000
 
 
 class StoredValues(NamedTuple):
@@ -298,25 +303,46 @@ class _ColumnBlocks:
         matrix: sparse.csr_matrix,
         row_parts: list[tuple[int, int]],
         runs: np.ndarray | None = None,
-    ) -> list[list]:
+        *,
+        compiled: bool = False,
+    ) -> list[list[CsrPart]]:
         """Return, per block, functions gathering its stored values of ``matrix`` part by part.
 
-        ``runs`` is ``_run_starts(matrix, self.bounds)`` if the caller has it already.
+        ``runs`` is ``_run_starts(matrix, self.bounds)`` if the caller has it already;
+        ``compiled`` marks the parts for the compiled encoder (:class:`CsrPart`).
         """
         runs = _run_starts(matrix, self.bounds) if runs is None else runs
         return [
             [
-                partial(
-                    _csr_part,
+                CsrPart(
                     matrix,
                     runs[r0:r1, b : b + 2],
                     r0,
                     self.in_block if self.gaps[b] else int(self.bounds[b]),
+                    compiled,
                 )
                 for r0, r1 in row_parts
             ]
             for b in range(len(self.cuts))
         ]
+
+
+@dataclass(frozen=True)
+class CsrPart:
+    """One block's stored values in rows ``r0 ..`` of a canonical CSR matrix (see :func:`_csr_part`).
+
+    Called, it gathers them; a ``compiled`` part is encoded straight from the matrix by
+    :func:`cellucid.ex._csr_kernels.part_encoder` instead, when the arithmetic allows.
+    """
+
+    matrix: sparse.csr_matrix
+    runs: np.ndarray
+    r0: int
+    genes: np.ndarray | int
+    compiled: bool = False
+
+    def __call__(self) -> StoredValues:
+        return _csr_part(self.matrix, self.runs, self.r0, self.genes)
 
 
 def _canonical_csr(matrix: object) -> sparse.csr_matrix:
@@ -343,16 +369,36 @@ def _csr_blocks(
             a, b = matrix.indptr[r0], matrix.indptr[r1]
             yield matrix.indices[a:b], _float32(matrix.data[a:b])
 
-    # two passes over the matrix at once, the row runs on the pool (they release the GIL;
-    # the summary's ufunc.at does not, so they overlap only in part)
-    runs = executor.submit(_run_starts, matrix, layout.bounds)
-    by_matrix_column = summarize(everything, n_all, n_cells)  # per column of the matrix
-    runs = runs.result()
+    compiled = matrix.indptr[-1] >= COMPILED_MIN_STORED
+    if compiled:
+        from ._csr_kernels import column_summary, merge_summaries, run_starts
+
+        # both passes in row ranges on the pool (the kernels release the GIL)
+        ranges = _row_chunks(n_cells, 1.0, max(1, -(-n_cells // _MIN_PARTS)))
+        runs = np.empty((n_cells, layout.bounds.shape[0]), dtype=np.min_scalar_type(n_all))
+        args = matrix.indptr, matrix.indices
+        filling = [executor.submit(run_starts, *args, layout.bounds, runs, *r) for r in ranges]
+        summaries = [executor.submit(column_summary, *args, matrix.data, n_all, *r) for r in ranges]
+        summaries = [s.result() for s in summaries]
+        for f in filling:
+            f.result()
+        by_matrix_column = (
+            merge_summaries(summaries, n_cells)
+            if all(s is not None for s in summaries)
+            else summarize(everything, n_all, n_cells)  # refuses the values float32 cannot hold
+        )
+    else:
+        # two passes over the matrix at once, the row runs on the pool (they release the
+        # GIL; the summary's ufunc.at does not, so they overlap only in part)
+        runs = executor.submit(_run_starts, matrix, layout.bounds)
+        by_matrix_column = summarize(everything, n_all, n_cells)  # per column of the matrix
+        runs = runs.result()
     # parts of about _PART values of one block (its share of each row), and enough of
     # them for every core even when blocks are small
     rows = min(_PART / max(per_row / len(layout.cuts), 1.0), -(-n_cells // _MIN_PARTS))
     row_parts = _row_chunks(n_cells, 1.0, max(1, int(rows)))
-    for (s, e), parts in zip(layout.cuts, layout.parts(matrix, row_parts, runs), strict=True):
+    blocks = layout.parts(matrix, row_parts, runs, compiled=compiled)
+    for (s, e), parts in zip(layout.cuts, blocks, strict=True):
         genes = layout.order[s:e]
         summary = StoredSummary(*(field[columns[genes]] for field in by_matrix_column))
         yield GeneBlock(genes, parts=parts, summary=summary, part_rows=row_parts)

@@ -214,10 +214,19 @@ def encode_block(
     if not block.part_rows:
         payloads[:] = zero
     share = payloads.nbytes // max(1, len(block.parts))  # each part's, for progress
+    compiled = None
+    if getattr(block.parts[0] if block.parts else None, "compiled", False):
+        from ._csr_kernels import part_encoder  # loaded for large in-memory CSR matrices only
+
+        compiled = part_encoder(arith.encode, vmin, vmax, bits=bits)
 
     def encode_part(part: Callable[[], StoredValues], rows: tuple[int, int] | None) -> None:
         if rows is not None:  # this part's share, while it is in the cache
             payloads[:, rows[0] : rows[1]] = zero
+        if compiled is not None:  # gathered, encoded and put in place in one pass
+            compiled(part, payloads)
+            progress.advance(share)
+            return
         gene, row, value = part()
         gene = gene.astype(np.intp, copy=False)
         at = gene * n_cells

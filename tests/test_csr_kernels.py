@@ -241,7 +241,10 @@ def test_kernels_compute_as_interpreted(
         assert same_bits(a, b)
 
 
-def test_compiled_export_writes_the_same_bytes(tmp_path: Path) -> None:
+def test_compiled_export_writes_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the identity's created_at
     adata = make_adata(400, 60)
     adata.X.data[5] = np.nan
     options = {"var_quantization": 8, "compression": 6, "progress": False}

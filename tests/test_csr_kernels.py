@@ -201,6 +201,25 @@ def test_compiled_parts_encode_the_same_payloads(
         assert same_bits(a, b)
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint16, np.longdouble])
+def test_other_value_types_keep_numpy(monkeypatch: pytest.MonkeyPatch, dtype: type) -> None:
+    matrix = sparse.csr_matrix(np.array([[0, 3, 1], [2, 0, 0]], dtype=dtype))
+    with ThreadPoolExecutor(1) as pool:
+        (block,) = blocks(matrix, np.arange(3), compiled=True, executor=pool, budget=10**9)
+    assert not any(part.compiled for part in block.parts)
+    assert block.summary.hi.tolist() == [2.0, 3.0, 1.0]
+
+
+def test_kernels_that_cannot_load_leave_the_work_to_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    matrix = awkward_csr(50, 12, dtype=np.float32, index_dtype=np.int32)
+    monkeypatch.setitem(sys.modules, "cellucid.ex._csr_kernels", None)  # import fails
+    with ThreadPoolExecutor(1) as pool:
+        got = blocks(matrix, np.arange(12), compiled=True, executor=pool, budget=10**9)
+        expected = blocks(matrix, np.arange(12), compiled=False, executor=pool, budget=10**9)
+    assert not any(part.compiled for block in got for part in block.parts)
+    assert same_bits(tuple(got[0].summary), tuple(expected[0].summary))
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's NaN codes, computed by numpy
 def test_legacy_bounds_without_a_float32_scale_keep_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
     vmin, vmax = np.array([0.0, 1.0]), np.array([1e-45, 2.0])  # 254 / 1e-45 is inf in float32

@@ -13,12 +13,14 @@ the worker threads.
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 from typing import NamedTuple, TypeVar
 
 import numpy as np
@@ -369,10 +371,17 @@ def _csr_blocks(
             a, b = matrix.indptr[r0], matrix.indptr[r1]
             yield matrix.indices[a:b], _float32(matrix.data[a:b])
 
-    compiled = matrix.indptr[-1] >= COMPILED_MIN_STORED
-    if compiled:
-        from ._csr_kernels import column_summary, merge_summaries, run_starts
-
+    # the kernels are compiled for float32/float64 values (integer counts keep numpy)
+    kernels = (
+        _csr_kernels()
+        if matrix.indptr[-1] >= COMPILED_MIN_STORED
+        and matrix.data.dtype in (np.float32, np.float64)
+        else None
+    )
+    compiled = kernels is not None
+    if kernels is not None:
+        column_summary, merge_summaries = kernels.column_summary, kernels.merge_summaries
+        run_starts = kernels.run_starts
         # both passes in row ranges on the pool (the kernels release the GIL)
         ranges = _row_chunks(n_cells, 1.0, max(1, -(-n_cells // _MIN_PARTS)))
         runs = np.empty((n_cells, layout.bounds.shape[0]), dtype=np.min_scalar_type(n_all))
@@ -402,6 +411,19 @@ def _csr_blocks(
         genes = layout.order[s:e]
         summary = StoredSummary(*(field[columns[genes]] for field in by_matrix_column))
         yield GeneBlock(genes, parts=parts, summary=summary, part_rows=row_parts)
+
+
+def _csr_kernels() -> ModuleType | None:
+    """Return :mod:`cellucid.ex._csr_kernels`, or None where numba cannot load it.
+
+    numba refuses to define ``cache=True`` kernels where it finds no cache folder it can
+    write (a RuntimeError on import: a read-only installation without a writable home);
+    the numpy path then does the work.
+    """
+    try:
+        return importlib.import_module(f"{__package__}._csr_kernels")
+    except (ImportError, RuntimeError):
+        return None
 
 
 def _csr_part(

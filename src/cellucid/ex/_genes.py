@@ -42,8 +42,8 @@ _PART = 2**18
 _MIN_PARTS = 8
 #: stored values of an in-memory CSR matrix from which its summaries, row runs and parts
 #: go through the compiled kernels of :mod:`cellucid.ex._csr_kernels`. Measured in fresh
-#: processes (benchmarks/README.md): loading numba and the cached kernels costs ~0.7 s,
-#: they save ~40-60 ns per stored value: even at ~10 M values, 2x faster at 40 M
+#: processes (benchmarks/README.md): loading numba and the cached kernels costs ~0.7 s;
+#: the gene stage breaks even at ~10 M stored values and is twice as fast at 40 M
 COMPILED_MIN_STORED = 16_000_000
 
 
@@ -378,24 +378,10 @@ def _csr_blocks(
         and matrix.data.dtype in (np.float32, np.float64)
         else None
     )
-    compiled = kernels is not None
     if kernels is not None:
-        column_summary, merge_summaries = kernels.column_summary, kernels.merge_summaries
-        run_starts = kernels.run_starts
-        # both passes in row ranges on the pool (the kernels release the GIL)
-        ranges = _row_chunks(n_cells, 1.0, max(1, -(-n_cells // _MIN_PARTS)))
-        runs = np.empty((n_cells, layout.bounds.shape[0]), dtype=np.min_scalar_type(n_all))
-        args = matrix.indptr, matrix.indices
-        filling = [executor.submit(run_starts, *args, layout.bounds, runs, *r) for r in ranges]
-        summaries = [executor.submit(column_summary, *args, matrix.data, n_all, *r) for r in ranges]
-        summaries = [s.result() for s in summaries]
-        for f in filling:
-            f.result()
-        by_matrix_column = (
-            merge_summaries(summaries, n_cells)
-            if all(s is not None for s in summaries)
-            else summarize(everything, n_all, n_cells)  # refuses the values float32 cannot hold
-        )
+        runs, by_matrix_column = _compiled_first_pass(kernels, matrix, layout.bounds, executor)
+        if by_matrix_column is None:  # refuse the values float32 cannot hold, as numpy does
+            by_matrix_column = summarize(everything, n_all, n_cells)
     else:
         # two passes over the matrix at once, the row runs on the pool (they release the
         # GIL; the summary's ufunc.at does not, so they overlap only in part)
@@ -406,11 +392,35 @@ def _csr_blocks(
     # them for every core even when blocks are small
     rows = min(_PART / max(per_row / len(layout.cuts), 1.0), -(-n_cells // _MIN_PARTS))
     row_parts = _row_chunks(n_cells, 1.0, max(1, int(rows)))
-    blocks = layout.parts(matrix, row_parts, runs, compiled=compiled)
+    blocks = layout.parts(matrix, row_parts, runs, compiled=kernels is not None)
     for (s, e), parts in zip(layout.cuts, blocks, strict=True):
         genes = layout.order[s:e]
         summary = StoredSummary(*(field[columns[genes]] for field in by_matrix_column))
         yield GeneBlock(genes, parts=parts, summary=summary, part_rows=row_parts)
+
+
+def _compiled_first_pass(
+    kernels: ModuleType, matrix: sparse.csr_matrix, bounds: np.ndarray, executor: Executor
+) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+    """Return :func:`_run_starts` and :func:`summarize` of the whole ``matrix`` (by column), compiled.
+
+    Both in row ranges on the pool (the kernels release the GIL). The summary is None if
+    a finite value passes float32's range.
+    """
+    n_cells, n_all = matrix.shape
+    ranges = _row_chunks(n_cells, 1.0, max(1, -(-n_cells // _MIN_PARTS)))
+    runs = np.empty((n_cells, bounds.shape[0]), dtype=np.min_scalar_type(n_all))
+    at = matrix.indptr, matrix.indices
+    filling = [executor.submit(kernels.run_starts, *at, bounds, runs, *r) for r in ranges]
+    summaries = [
+        executor.submit(kernels.column_summary, *at, matrix.data, n_all, *r) for r in ranges
+    ]
+    summaries = [s.result() for s in summaries]
+    for f in filling:
+        f.result()
+    if any(s is None for s in summaries):
+        return runs, None
+    return runs, kernels.merge_summaries(summaries, n_cells)
 
 
 def _csr_kernels() -> ModuleType | None:

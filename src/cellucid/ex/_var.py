@@ -188,6 +188,8 @@ def encode_block(
     A sparse block's parts are encoded in parallel on ``executor``, straight into
     ``buffer(n_genes)`` (every implicit zero gets the code of 0); ``progress`` advances
     part by part. The export's gene writer and the workers of a cluster both encode here.
+    Parts of a large in-memory CSR matrix marked ``compiled`` are gathered, encoded and
+    put in place by one kernel (:mod:`cellucid.ex._csr_kernels`), with the same result.
     """
     if block.dense is not None:
         dense = block.dense

@@ -9,7 +9,7 @@ import pandas as pd
 
 from .._docs import doc_adata, doc_basis, doc_copy, doc_groupby, doc_params, doc_returns_copy
 from .._format import DEFAULT_CENTROID_MIN_POINTS, DEFAULT_CENTROID_OUTLIER_QUANTILE
-from ._groups import group_means, group_quantiles, valid_codes
+from ._groups import compiled, group_means, group_quantiles, valid_codes
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -81,17 +81,30 @@ def category_centroids(
     x = x.reshape(x.shape[0], -1)
     codes = np.asarray(codes)
     valid = valid_codes(codes, n_categories)
-    c = codes[valid].astype(np.int64)
-    # no copy when every cell has a category; np.compress copies rows ~2x faster than a mask
-    x = x if valid.all() else np.compress(valid, x, axis=0)
-    counts = np.bincount(c, minlength=n_categories)
-    means = group_means(x, c, counts)
-    dist = _distances(x, means, c)
+    kernels = compiled(x.shape[0])
+    if kernels is None:
+        c = codes[valid].astype(np.int64)
+        # no copy when every cell has a category; np.compress copies rows ~2x faster than a mask
+        x = x if valid.all() else np.compress(valid, x, axis=0)
+        counts = np.bincount(c, minlength=n_categories)
+        means = group_means(x, c, counts)
+        dist = _distances(x, means, c)
+    else:  # the same sums and distances, skipping the cells without a category
+        all_codes = codes.astype(np.intp)  # those of the cells left out are not read
+        c = all_codes[valid]
+        counts = np.bincount(c, minlength=n_categories)
+        means = group_means(x, all_codes, counts, keep=valid)
+        dist = kernels.center_distances(x, means, all_codes, valid)
     threshold = group_quantiles(c, dist, counts, quantile)
     inlier = dist <= threshold[c]
     c_in = c[inlier]
     counts_in = np.bincount(c_in, minlength=n_categories)
-    means_in = group_means(np.compress(inlier, x, axis=0), c_in, counts_in)
+    if kernels is None:
+        means_in = group_means(np.compress(inlier, x, axis=0), c_in, counts_in)
+    else:
+        kept = valid.copy()
+        kept[valid] = inlier
+        means_in = group_means(x, all_codes, counts_in, keep=kept)
     trimmed = (counts > min_points) & (counts_in >= min_points)
     positions = np.where(trimmed[:, None], means_in, means)
     n_points = np.where(trimmed, counts_in, counts)

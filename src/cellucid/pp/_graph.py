@@ -9,6 +9,7 @@ import numpy as np
 from scipy import sparse
 
 from .._warn import user_stacklevel
+from ._groups import compiled
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -78,6 +79,17 @@ def graph_edges(
     if not g.has_canonical_format:  # unsorted or duplicated indices: sort a copy
         g = g.copy()
         g.sum_duplicates()
+    index = np.int32 if n < 2**31 else np.int64
+    kernels = compiled(g.nnz)
+    if kernels is not None:  # one pass finds a symmetric graph's edges (else: below, warned)
+        symmetric, n_edges, max_neighbors = kernels.symmetric_upper_edges(
+            g.indptr, g.indices, g.data
+        )
+        if symmetric:
+            src, dst = np.empty(n_edges, dtype=index), np.empty(n_edges, dtype=index)
+            weights = np.empty(n_edges, dtype=np.float64)
+            kernels.fill_upper_edges(g.indptr, g.indices, g.data, src, dst, weights)
+            return Edges(src, dst, weights, int(max_neighbors))
     # the transpose, re-laid-out as CSR in one linear pass, has sorted indices too
     gt = g.T.tocsr()
     symmetric = (
@@ -94,7 +106,6 @@ def graph_edges(
         g = g.maximum(gt).tocsr()
         g.sort_indices()
     del gt
-    index = np.int32 if n < 2**31 else np.int64
     # rows ascend and each row's indices ascend, so the kept entries are sorted by (src, dst);
     # they are found a chunk of rows at a time, so no temporary is as large as the graph
     step = max(1, _CHUNK_ENTRIES * n // max(1, g.nnz))

@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 from scipy import sparse
+
+# from this many rows on, per-row loops run compiled (``_kernels``, same bits): importing
+# numba and loading its cached kernels (~0.6 s) costs less than it saves there (at 1M
+# cells an obs field's statistics take ~4x less CPU)
+COMPILED_MIN_ROWS = 200_000
+
+
+def compiled(n_rows: int) -> ModuleType | None:
+    """Return the compiled kernels for ``n_rows`` rows, or None: the numpy code then runs."""
+    if n_rows < COMPILED_MIN_ROWS:
+        return None
+    try:
+        from . import _kernels
+    except ImportError:  # numba (a scanpy dependency) missing or broken: numpy still works
+        return None
+    return _kernels
 
 
 def valid_codes(codes: np.ndarray, n_categories: int) -> np.ndarray:
@@ -20,13 +38,24 @@ _BLOCK_ROWS = 65536
 _BINCOUNT_MAX_COLUMNS = 16
 
 
-def group_means(values: np.ndarray, codes: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def group_means(
+    values: np.ndarray, codes: np.ndarray, counts: np.ndarray, *, keep: np.ndarray | None = None
+) -> np.ndarray:
     """Return the float64 mean of ``values`` (n, d) for every code; NaN where a group is empty.
 
-    Within a block of rows, each group's sum adds its rows in order from 0.0; the blocks'
-    sums are added in order. Both ways of summing below follow that order, so they give
-    the same bits.
+    With ``keep``, only those rows count (the codes of the others are not read), as if the
+    rows were taken out first; ``counts`` are the kept rows' counts. Within a block of
+    kept rows, each group's sum adds its rows in order from 0.0; the blocks' sums are
+    added in order. Every way of summing below follows that order, so they give the same bits.
     """
+    kernels = compiled(values.shape[0])
+    if kernels is not None:
+        keep = np.ones(values.shape[0], dtype=bool) if keep is None else keep
+        sums = kernels.group_sums(values, codes, keep, counts.shape[0], _BLOCK_ROWS)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return sums / counts[:, None]
+    if keep is not None:
+        values, codes = np.compress(keep, values, axis=0), codes[keep]
     n_groups, n, n_cols = counts.shape[0], values.shape[0], values.shape[1]
     sums = np.zeros((n_groups, n_cols))
     for start in range(0, n, _BLOCK_ROWS):
@@ -61,11 +90,21 @@ def _small_ints(codes: np.ndarray, n_groups: int) -> np.ndarray:
 def sorted_by_group(
     codes: np.ndarray, values: np.ndarray, counts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return the order that sorts by (code, value) and each group's start in it."""
-    # sorting by value, then stably (radix) by code, orders like a lexsort, several times faster;
-    # the first sort need not be stable: equal values are interchangeable here
-    order = np.argsort(values)
-    order = order[np.argsort(_small_ints(codes, counts.shape[0])[order], kind="stable")]
+    """Return the order that sorts by (code, value) and each group's start in it.
+
+    The order of equal values within a group is unspecified (they are interchangeable here).
+    """
+    if values.dtype == np.float32 and counts.shape[0] <= 2**32 and (values >= 0).all():
+        # non-negative float32 (+0.0 for -0.0, no NaN) sort as their bits: one sort of
+        # (code, bits) keys, ~2x faster than the two sorts below
+        keys = np.add(values, np.float32(0.0)).view(np.uint32).astype(np.uint64)
+        keys |= codes.astype(np.uint64) << np.uint64(32)
+        order = np.argsort(keys)
+    else:
+        # sorting by value, then stably (radix) by code, orders like a lexsort, several
+        # times faster; the first sort need not be stable: equal values are interchangeable
+        order = np.argsort(values)
+        order = order[np.argsort(_small_ints(codes, counts.shape[0])[order], kind="stable")]
     starts = np.zeros(counts.shape[0], dtype=np.int64)
     np.cumsum(counts[:-1], out=starts[1:])
     return order, starts

@@ -8,7 +8,7 @@ import numpy as np
 
 from .._docs import doc_adata, doc_copy, doc_groupby, doc_params, doc_returns_copy
 from .._format import DEFAULT_CENTROID_MIN_POINTS
-from ._groups import group_means, rank_fraction, valid_codes
+from ._groups import compiled, group_means, rank_fraction, valid_codes
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -18,12 +18,29 @@ if TYPE_CHECKING:
 _BLOCK_ROWS = 65536
 
 
-def latent_distances(latent: np.ndarray, centers: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """Return the float32 Euclidean distance of each row of ``latent`` to ``centers[codes]``."""
-    out = np.empty(latent.shape[0], dtype=np.float32)
-    for start in range(0, latent.shape[0], _BLOCK_ROWS):
+def latent_distances(
+    latent: np.ndarray, centers: np.ndarray, codes: np.ndarray, *, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Return the float32 Euclidean distance of each row of ``latent`` to ``centers[codes]``.
+
+    With ``rows``, only those rows (distances in their order), without a copy of them.
+    """
+    kernels = compiled(latent.shape[0])
+    if kernels is None and rows is not None:
+        latent, codes, rows = latent[rows], codes[rows], None
+    elif kernels is not None and rows is None:
+        rows = np.arange(latent.shape[0])
+    n = latent.shape[0] if rows is None else rows.shape[0]
+    out = np.empty(n, dtype=np.float32)
+    diff = None
+    for start in range(0, n, _BLOCK_ROWS):
         block = slice(start, start + _BLOCK_ROWS)
-        diff = latent[block] - centers[codes[block]]
+        if kernels is None:
+            diff = latent[block] - centers[codes[block]]
+        else:  # the same float32 differences, gathered in one pass into a reused buffer
+            if diff is None or diff.shape[0] != min(_BLOCK_ROWS, n - start):
+                diff = np.empty((min(_BLOCK_ROWS, n - start), latent.shape[1]), np.float32)
+            kernels.center_differences(latent, centers, codes, rows[block], diff)
         out[block] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
     return out
 
@@ -74,12 +91,14 @@ def outlier_quantiles(
     valid &= np.isin(codes, np.flatnonzero(counts >= min_points))
     if not valid.any():
         return out
-    c = codes[valid].astype(np.int64)
-    # no copy of a large latent space when every cell counts (np.compress copies rows faster)
-    x = x if valid.all() else np.compress(valid, x, axis=0)
+    every = bool(valid.all())
+    all_codes = codes.astype(np.intp)  # those of the cells left out are not read
+    c = all_codes if every else all_codes[valid]
     counts = np.bincount(c, minlength=n_categories)
-    centers = group_means(x, c, counts).astype(np.float32)
-    dist = latent_distances(x, centers, c)
+    # the cells left out are skipped, not copied out of a large latent space
+    centers = group_means(x, all_codes, counts, keep=None if every else valid)
+    rows = None if every else np.flatnonzero(valid)
+    dist = latent_distances(x, centers.astype(np.float32), all_codes, rows=rows)
     out[valid] = rank_fraction(c, dist, counts)
     return out
 

@@ -1,0 +1,156 @@
+"""Compiled per-cell and per-edge loops for large inputs (numba, installed with scanpy).
+
+Each kernel does what numpy code of ``_groups``, ``_outliers``, ``_centroids`` or
+``_graph`` does, with the same floating-point operations in the same order, so both give
+the same bits; the numpy versions stay the reference (tests compare the two) and run below
+the size rules of those modules, so small inputs never import numba (~0.5 s).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True)
+def group_sums(values, codes, keep, n_groups, block_rows):
+    """Float64 sums of the kept rows of ``values`` per code, as ``_groups.group_means`` adds them.
+
+    The kept rows are summed in blocks of ``block_rows`` kept rows, each group's sum in a
+    block from 0.0 in row order, the blocks' sums added in order.
+    """
+    n_cols = values.shape[1]
+    sums = np.zeros((n_groups, n_cols))
+    block = np.zeros((n_groups, n_cols))
+    in_block = 0
+    for i in range(values.shape[0]):
+        if not keep[i]:
+            continue
+        g = codes[i]
+        for k in range(n_cols):
+            block[g, k] += values[i, k]
+        in_block += 1
+        if in_block == block_rows:
+            sums += block
+            block[:] = 0.0
+            in_block = 0
+    if in_block:
+        sums += block
+    return sums
+
+
+@numba.njit(cache=True, nogil=True)
+def center_differences(x, centers, codes, rows, out):
+    """Fill ``out[j]`` with ``x[rows[j]] - centers[codes[rows[j]]]`` (float32, as numpy subtracts)."""
+    for j in range(rows.shape[0]):
+        r = rows[j]
+        g = codes[r]
+        for k in range(x.shape[1]):
+            out[j, k] = x[r, k] - centers[g, k]
+
+
+@numba.njit(cache=True, nogil=True)
+def center_distances(x, centers, codes, keep):
+    """Float64 distance of each kept row of ``x`` to its center, as ``_centroids._distances``.
+
+    Squares are summed one dimension at a time from 0.0 (no fused multiply-add: numba
+    compiles without contraction); the result holds the kept rows in order.
+    """
+    n_kept = 0
+    for i in range(keep.shape[0]):
+        n_kept += keep[i]
+    out = np.empty(n_kept)
+    j = 0
+    for i in range(x.shape[0]):
+        if not keep[i]:
+            continue
+        g = codes[i]
+        squared = 0.0
+        for k in range(x.shape[1]):
+            diff = x[i, k] - centers[g, k]
+            squared += diff * diff
+        out[j] = np.sqrt(squared)
+        j += 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def symmetric_upper_edges(indptr, indices, data):
+    """Check that a canonical CSR matrix equals its transpose; count its kept upper entries.
+
+    Returns ``(symmetric, n_edges, max_neighbors)``: whether every stored entry ``(i, j)``
+    has a stored ``(j, i)`` of equal value, the number of entries with ``j > i`` and a
+    non-zero value, and the most such entries at one cell (both ends counted). The
+    entries below the diagonal, transposed and sorted by (row, column) with two passes
+    of a radix sort (streamed writes, where a transpose scatters each entry), must then
+    equal the entries above it, row by row.
+    """
+    n = indptr.shape[0] - 1
+    n_lower = 0
+    for i in range(n):
+        for e in range(indptr[i], indptr[i + 1]):
+            n_lower += indices[e] < i
+    # (column, row, value) of the entries below the diagonal, by row
+    col = np.empty(n_lower, dtype=indices.dtype)
+    row = np.empty(n_lower, dtype=indices.dtype)
+    val = np.empty(n_lower, dtype=data.dtype)
+    k = 0
+    for i in range(n):
+        for e in range(indptr[i], indptr[i + 1]):
+            if indices[e] < i:
+                col[k], row[k], val[k] = indices[e], i, data[e]
+                k += 1
+    bits = 1
+    while (1 << bits) < n:
+        bits += 1
+    low = (bits + 1) // 2
+    col2, row2, val2 = np.empty_like(col), np.empty_like(row), np.empty_like(val)
+    _by_digit(col, row, val, 0, (1 << low) - 1, col2, row2, val2)
+    _by_digit(col2, row2, val2, low, (1 << (bits - low)) - 1, col, row, val)
+    m = n_edges = most = 0
+    for i in range(n):
+        first, end = indptr[i], indptr[i + 1]
+        neighbors = 0
+        while first < end and indices[first] <= i:  # the row's entries up to the diagonal
+            neighbors += indices[first] < i and data[first] != 0
+            first += 1
+        for e in range(first, end):
+            if m == n_lower or col[m] != i or row[m] != indices[e] or val[m] != data[e]:
+                return False, 0, 0
+            m += 1
+            if data[e] != 0:
+                n_edges += 1
+                neighbors += 1
+        if m < n_lower and col[m] == i:  # an entry below the diagonal without its mirror
+            return False, 0, 0
+        most = max(most, neighbors)
+    return m == n_lower, n_edges, most
+
+
+@numba.njit(cache=True, nogil=True)
+def _by_digit(col, row, val, shift, mask, out_col, out_row, out_val):
+    """One stable counting-sort pass of (col, row, val) by the digit ``(col >> shift) & mask``."""
+    at = np.zeros(mask + 2, dtype=np.int64)
+    for k in range(col.shape[0]):
+        at[((col[k] >> shift) & mask) + 1] += 1
+    for d in range(mask + 1):
+        at[d + 1] += at[d]
+    for k in range(col.shape[0]):
+        d = (col[k] >> shift) & mask
+        p = at[d]
+        out_col[p], out_row[p], out_val[p] = col[k], row[k], val[k]
+        at[d] = p + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def fill_upper_edges(indptr, indices, data, src, dst, weights):
+    """Write the entries with ``j > i`` and a non-zero value, in (row, index) order."""
+    k = 0
+    for i in range(indptr.shape[0] - 1):
+        for e in range(indptr[i], indptr[i + 1]):
+            j = indices[e]
+            if j > i and data[e] != 0:
+                src[k] = i
+                dst[k] = j
+                weights[k] = data[e]
+                k += 1

@@ -89,22 +89,28 @@ def test_group_sums_same_bits(
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_rank_fraction_same_as_two_sorts(seed: int) -> None:
+def test_rank_fraction_same_as_two_sorts(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(seed)
     n = 5000
     codes = rng.integers(0, 40, n)
     codes[codes == 3] = 4  # an empty group
+    codes[codes == 5] = 6
+    codes[9] = 5  # a group of one
     values = np.abs(rng.normal(size=n)).round(2).astype(np.float32)  # many ties
     values[:30] = 0.0
     values[30:40] = -0.0  # equal to +0.0
-    counts = np.bincount(codes, minlength=41)
-    expected = _rank_fraction_by_two_sorts(codes, values, counts)
-    _same_bits(_groups.rank_fraction(codes, values, counts), expected)
-    values[50] = np.nan  # NaN: ranked as the two sorts rank it
-    _same_bits(
-        _groups.rank_fraction(codes, values, counts),
-        _rank_fraction_by_two_sorts(codes, values, counts),
-    )
+    counts = np.bincount(codes, minlength=41)  # an unused last group
+    for nan in (False, True):
+        if nan:  # NaN: ranked as the two sorts rank it (each NaN a run of its own)
+            values[50:53] = np.nan
+            codes[50:53] = 7
+        expected = _rank_fraction_by_two_sorts(codes, values, counts)
+        numpy_ranks, compiled_ranks = _numpy_then_compiled(
+            monkeypatch, lambda: _groups.rank_fraction(codes, values, counts)
+        )
+        _same_bits(numpy_ranks, expected)
+        _same_bits(compiled_ranks, expected)
+        assert compiled_ranks[9] == 1.0
 
 
 def _clustered(rng: np.random.Generator, codes: np.ndarray, n_dims: int) -> np.ndarray:

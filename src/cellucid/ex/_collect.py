@@ -214,7 +214,19 @@ def _dense(value: object, what: str) -> np.ndarray:
     return value.reshape(value.shape[0], -1) if value.ndim != 2 else value
 
 
+def _all_finite(array: np.ndarray) -> bool:
+    """Whether every value is finite: a numeric array's minimum and maximum are (NaN propagates).
+
+    Two reductions instead of a boolean array as large as the input (a latent space).
+    """
+    if array.dtype.kind not in "fiub":
+        return bool(np.isfinite(array).all())
+    return array.size == 0 or bool(np.isfinite(array.min()) and np.isfinite(array.max()))
+
+
 def _require_finite(array: np.ndarray, what: str) -> None:
+    if _all_finite(array):
+        return
     bad_rows = ~np.isfinite(array).all(axis=1)
     if bad_rows.any():
         msg = (
@@ -230,6 +242,8 @@ def _as_float32(array: np.ndarray, what: str) -> np.ndarray:
     _require_finite(array, what)
     with np.errstate(over="ignore"):
         out = array.astype(np.float32, copy=False)
+    if out is array or _all_finite(out):
+        return out
     bad_rows = ~np.isfinite(out).all(axis=1)
     if bad_rows.any():
         biggest = float(np.abs(array[bad_rows]).max())

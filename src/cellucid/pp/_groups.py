@@ -135,6 +135,9 @@ def group_quantiles(
 def rank_fraction(codes: np.ndarray, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Return, for each element, the fraction of its group with a value at most its own."""
     order, starts = sorted_by_group(codes, values, counts)
+    kernels = compiled(values.shape[0])
+    if kernels is not None:
+        return kernels.sorted_ranks(order, values, counts)
     v = values[order]
     n = v.shape[0]
     # runs of equal (code, value): every member ranks at the end of its run; the sorted

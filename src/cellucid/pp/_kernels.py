@@ -75,6 +75,27 @@ def center_distances(x, centers, codes, keep):
 
 
 @numba.njit(cache=True, nogil=True)
+def sorted_ranks(order, values, counts):
+    """``_groups.rank_fraction`` from the order sorting by (code, value): one pass per group.
+
+    From a group's largest value down, each value ranks at the end of its run of equal
+    values (NaN equals nothing); the rank and the group's size are divided as float32.
+    """
+    out = np.empty(order.shape[0], dtype=np.float32)
+    start = 0
+    for g in range(counts.shape[0]):
+        end = start + counts[g]
+        size = np.float32(counts[g])
+        run_end = end
+        for j in range(end - 1, start - 1, -1):
+            if j < end - 1 and values[order[j]] != values[order[j + 1]]:
+                run_end = j + 1
+            out[order[j]] = np.float32(run_end - start) / size
+        start = end
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
 def symmetric_upper_edges(indptr, indices, data):
     """Check that a canonical CSR matrix equals its transpose; count its kept upper entries.
 

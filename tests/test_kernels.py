@@ -58,7 +58,7 @@ def _categories(rng: np.random.Generator, n: int, n_used: int) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("n_cols", "n_groups", "block_rows", "masked"),
-    [(50, 30, 1000, True), (50, 30, None, False), (3, 300, 777, True), (2, 5, 4096, False)],
+    [(50, 30, 1000, True), (50, 30, None, False), (17, 300, 777, True), (20, 5, 4096, False)],
 )
 def test_group_sums_same_bits(
     n_cols: int,
@@ -73,7 +73,7 @@ def test_group_sums_same_bits(
     n = 20_000
     # a wide range of magnitudes, so the order of additions shows in the bits
     values = rng.normal(size=(n, n_cols)) * 10.0 ** rng.integers(-3, 4, (n, 1))
-    values = values.astype(np.float32 if n_cols > 3 else np.float64)
+    values = values.astype(np.float32 if n_cols == 50 else np.float64)
     codes = rng.integers(0, n_groups, n)
     codes[codes == 1] = 2  # an empty group
     keep = rng.random(n) < 0.9 if masked else None
@@ -152,6 +152,23 @@ def test_category_centroids_same_bits(n_dims: int, monkeypatch: pytest.MonkeyPat
     _same_bits(numpy_result.positions, compiled_result.positions)
     _same_bits(numpy_result.n_points, compiled_result.n_points)
     assert compiled_result.n_points[[2, 4, 44]].tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("q", [0.0, 0.37, 1.0])
+def test_group_quantiles_same_bits(q: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 300, 20_000)
+    codes[codes == 7] = 8  # an empty group
+    codes[codes == 9] = 10
+    codes[0] = 9  # a group of one
+    values = rng.normal(size=20_000).round(1)  # with ties
+    values[5] = np.nan
+    counts = np.bincount(codes, minlength=301)  # an unused last group
+    numpy_q, compiled_q = _numpy_then_compiled(
+        monkeypatch, lambda: _groups.group_quantiles(codes, values, counts, q)
+    )
+    _same_bits(numpy_q, compiled_q)
+    assert np.isnan(compiled_q[[7, 300]]).all() and compiled_q[9] == values[0]
 
 
 def _symmetric_graph(n: int, seed: int) -> sparse.csr_matrix:
@@ -233,3 +250,15 @@ def test_small_export_does_not_import_numba(tmp_path: Path) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert done.stdout.split() == ["700", "False"]
+
+
+def test_center_distances_same_bits() -> None:
+    from cellucid.pp import _centroids, _kernels
+
+    rng = np.random.default_rng(8)
+    codes = _categories(rng, 5000, 20).astype(np.intp)
+    x = _clustered(rng, np.where(codes == 255, 0, codes), 3).astype(np.float64)
+    valid = codes < 20
+    centers = rng.normal(size=(20, 3))
+    expected = _centroids._distances(np.compress(valid, x, axis=0), centers, codes[valid])
+    _same_bits(_kernels.center_distances(x, centers, codes, valid), expected)

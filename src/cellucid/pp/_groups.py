@@ -7,9 +7,10 @@ from types import ModuleType
 import numpy as np
 from scipy import sparse
 
-# from this many rows on, per-row loops run compiled (``_kernels``, same bits): importing
-# numba and loading its cached kernels (~0.6 s) costs less than it saves there (at 1M
-# cells an obs field's statistics take ~4x less CPU)
+# from this many rows (a graph: stored entries) on, per-row loops run compiled (``_kernels``,
+# same bits): importing numba and loading the cached kernels (0.6-1 s of CPU once, nothing
+# when scanpy was imported) costs less than they save (at 1M cells: an obs field's outlier
+# quantiles ~0.25 s, a 23M-entry kNN graph's edges ~0.6 s)
 COMPILED_MIN_ROWS = 200_000
 
 
@@ -116,7 +117,11 @@ def group_quantiles(
     """Return each group's ``q`` quantile of ``values`` (linear interpolation, as :func:`numpy.quantile`)."""
     # values grouped by a radix sort of the codes; each group needs only two order
     # statistics, which a partial sort finds in linear time (faster than sorting values)
-    grouped = values[np.argsort(_small_ints(codes, counts.shape[0]), kind="stable")]
+    kernels = compiled(values.shape[0])
+    if kernels is not None:
+        grouped = kernels.grouped_values(values, codes, counts)
+    else:
+        grouped = values[np.argsort(_small_ints(codes, counts.shape[0]), kind="stable")]
     ends = np.cumsum(counts)
     nonempty = counts > 0
     pos = (counts[nonempty] - 1) * q

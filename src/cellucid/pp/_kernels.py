@@ -1,9 +1,9 @@
 """Compiled per-cell and per-edge loops for large inputs (numba, installed with scanpy).
 
-Each kernel does what numpy code of ``_groups``, ``_outliers``, ``_centroids`` or
-``_graph`` does, with the same floating-point operations in the same order, so both give
-the same bits; the numpy versions stay the reference (tests compare the two) and run below
-the size rules of those modules, so small inputs never import numba (~0.5 s).
+Each kernel does what numpy code of ``_groups``, ``_outliers``, ``_centroids`` or ``_graph``
+does, with the same floating-point operations in the same order, so both give the same bits; the numpy
+code stays the reference (tests compare the two) and runs below the size rule of
+``_groups.compiled``, so small inputs never import numba (~0.5 s).
 """
 
 from __future__ import annotations
@@ -71,6 +71,22 @@ def center_distances(x, centers, codes, keep):
             squared += diff * diff
         out[j] = np.sqrt(squared)
         j += 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def grouped_values(values, codes, counts):
+    """``values`` grouped by code, in their order within a group (a counting sort).
+
+    The same as ``values[np.argsort(codes, kind="stable")]``.
+    """
+    at = np.zeros(counts.shape[0], dtype=np.int64)
+    for g in range(1, counts.shape[0]):
+        at[g] = at[g - 1] + counts[g - 1]
+    out = np.empty(values.shape[0], dtype=values.dtype)
+    for i in range(values.shape[0]):
+        out[at[codes[i]]] = values[i]
+        at[codes[i]] += 1
     return out
 
 

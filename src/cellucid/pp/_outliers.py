@@ -95,7 +95,9 @@ def outlier_quantiles(
     all_codes = codes.astype(np.intp)  # those of the cells left out are not read
     c = all_codes if every else all_codes[valid]
     counts = np.bincount(c, minlength=n_categories)
-    # the cells left out are skipped, not copied out of a large latent space
+    if not every and compiled(x.shape[0]) is None:  # numpy: one copy of the rows that count
+        x, all_codes, every = np.compress(valid, x, axis=0), c, True
+    # the kernels skip the cells left out instead of copying a large latent space
     centers = group_means(x, all_codes, counts, keep=None if every else valid)
     rows = None if every else np.flatnonzero(valid)
     dist = latent_distances(x, centers.astype(np.float32), all_codes, rows=rows)

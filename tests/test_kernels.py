@@ -218,9 +218,10 @@ def test_graph_edges_same_edges(edit: str | None, monkeypatch: pytest.MonkeyPatc
     assert numpy_edges.max_neighbors == compiled_edges.max_neighbors > 0
 
 
-@pytest.mark.parametrize("n", [0, 1, 3])
-def test_graph_edges_same_edges_tiny(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    g = sparse.csr_matrix(np.eye(n, dtype=np.float32) + (np.eye(n, k=1) + np.eye(n, k=-1)) * 0.5)
+@pytest.mark.parametrize(("n", "dtype"), [(0, "f4"), (1, "f8"), (3, "f4"), (3, "i8"), (3, "u1")])
+def test_graph_edges_same_edges_tiny(n: int, dtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny graphs, and weights of other dtypes (left to the numpy code)."""
+    g = sparse.csr_matrix((np.eye(n) + (np.eye(n, k=1) + np.eye(n, k=-1)) * 2).astype(dtype))
     numpy_edges, compiled_edges = _numpy_then_compiled(monkeypatch, lambda: cl.pp.graph_edges(g))
     for a, b in zip(numpy_edges[:3], compiled_edges[:3], strict=True):
         _same_bits(a, b)

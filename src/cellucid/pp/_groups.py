@@ -20,7 +20,7 @@ def compiled(n_rows: int) -> ModuleType | None:
         return None
     try:
         from . import _kernels
-    except ImportError:  # numba (a scanpy dependency) missing or broken: numpy still works
+    except (ImportError, RuntimeError):  # numba missing, or no folder to cache kernels in
         return None
     return _kernels
 

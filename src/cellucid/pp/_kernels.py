@@ -1,4 +1,4 @@
-"""Compiled per-cell and per-edge loops for large inputs (numba, installed with scanpy).
+"""Compiled per-cell and per-edge loops for large inputs (numba kernels, cached on disk).
 
 Each kernel does what numpy code of ``_groups``, ``_outliers``, ``_centroids`` or ``_graph``
 does, with the same floating-point operations in the same order, so both give the same bits; the numpy

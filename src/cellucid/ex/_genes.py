@@ -13,7 +13,6 @@ the worker threads.
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
@@ -25,6 +24,8 @@ from typing import NamedTuple, TypeVar
 
 import numpy as np
 from scipy import sparse
+
+from .._compiled import load_kernels
 
 T = TypeVar("T")
 
@@ -373,9 +374,8 @@ def _csr_blocks(
 
     # the kernels are compiled for float32/float64 values (integer counts keep numpy)
     kernels = (
-        _csr_kernels()
-        if matrix.indptr[-1] >= COMPILED_MIN_STORED
-        and matrix.data.dtype in (np.float32, np.float64)
+        load_kernels(f"{__package__}._csr_kernels", matrix.indptr[-1], COMPILED_MIN_STORED)
+        if matrix.data.dtype in (np.float32, np.float64)
         else None
     )
     if kernels is not None:
@@ -421,19 +421,6 @@ def _compiled_first_pass(
     if any(s is None for s in summaries):
         return runs, None
     return runs, kernels.merge_summaries(summaries, n_cells)
-
-
-def _csr_kernels() -> ModuleType | None:
-    """Return :mod:`cellucid.ex._csr_kernels`, or None where numba cannot load it.
-
-    numba refuses to define ``cache=True`` kernels where it finds no cache folder it can
-    write (a RuntimeError on import: a read-only installation without a writable home);
-    the numpy path then does the work.
-    """
-    try:
-        return importlib.import_module(f"{__package__}._csr_kernels")
-    except (ImportError, RuntimeError):
-        return None
 
 
 def _csr_part(

@@ -7,6 +7,8 @@ from types import ModuleType
 import numpy as np
 from scipy import sparse
 
+from .._compiled import load_kernels
+
 # from this many rows (a graph: stored entries) on, per-row loops run compiled (``_kernels``,
 # same bits): importing numba and loading the cached kernels (0.6-1 s of CPU once, nothing
 # when scanpy was imported) costs less than they save (at 1M cells: an obs field's outlier
@@ -16,13 +18,7 @@ COMPILED_MIN_ROWS = 200_000
 
 def compiled(n_rows: int) -> ModuleType | None:
     """Return the compiled kernels for ``n_rows`` rows, or None: the numpy code then runs."""
-    if n_rows < COMPILED_MIN_ROWS:
-        return None
-    try:
-        from . import _kernels
-    except (ImportError, RuntimeError):  # numba missing, or no folder to cache kernels in
-        return None
-    return _kernels
+    return load_kernels(f"{__package__}._kernels", n_rows, COMPILED_MIN_ROWS)
 
 
 def valid_codes(codes: np.ndarray, n_categories: int) -> np.ndarray:

@@ -69,17 +69,27 @@ def _run_starts(indptr, indices, bounds, r0, r1, out):  # pragma: no cover
             out[r, k] = j - a
 
 
+# how a part's values become payload values (see :func:`_encode_part`)
+_FLOAT, _CURRENT, _LEGACY = 0, 1, 2
+
+
 @_kernel
-def _encode_current(
-    indptr, indices, data, runs, r0, in_block, first, vmin, span, max_q, out
+def _encode_part(
+    indptr, indices, data, runs, r0, in_block, first, how, vmin, scale, max_q, out
 ):  # pragma: no cover
-    """Quantize a part's stored values into ``out[gene, row]`` as ``encode_with_bounds`` does.
+    """Put a part's stored values into ``out[gene, row]``, encoded as the numpy path does.
 
     Row ``r0 + i``'s values of the block are ``runs[i, 0] .. runs[i, 1] - 1`` of the
     row's; a column ``c`` is gene ``in_block[c]`` (-1: not exported), or ``c - first``
-    when ``in_block`` is empty. float32 values widened to float64, then ``floor((v -
-    vmin) * max_q / span + 1e-8)`` clipped to ``0 .. max_q``; 0 where ``span`` is not > 0;
-    ``max_q + 1`` for NaN and ±Inf.
+    when ``in_block`` is empty. ``how``:
+
+    * ``_CURRENT``, as ``encode_with_bounds``: float32 values widened to float64, then
+      ``floor((v - vmin) * max_q / scale + 1e-8)`` clipped to ``0 .. max_q`` (``scale``
+      is the span; 0 where it is not > 0); ``max_q + 1`` for NaN and ±Inf;
+    * ``_LEGACY``, as ``encode_with_bounds_float32``: ``(v - vmin) * scale`` in float32
+      (``vmin`` and ``scale`` float32, every ``scale`` finite and > 0) clipped and
+      truncated; ``max_q + 1`` for NaN and ±Inf;
+    * ``_FLOAT``: float32 values, ±Inf as NaN (unquantized; ``vmin``, ``scale`` unused).
     """
     mapped = in_block.shape[0] > 0
     for i in range(runs.shape[0]):
@@ -93,62 +103,25 @@ def _encode_current(
                     continue
             else:
                 g = c - first
-            v = np.float64(np.float32(data[k]))
-            if not np.isfinite(v):
-                q = max_q + 1.0
-            elif not span[g] > 0:
-                q = 0.0
+            v32 = np.float32(data[k])
+            if how == _CURRENT:
+                v = np.float64(v32)
+                if not np.isfinite(v):
+                    q = max_q + 1.0
+                elif not scale[g] > 0:
+                    q = 0.0
+                else:
+                    q = np.floor((v - vmin[g]) * max_q / scale[g] + _STEP_EPSILON)
+                    q = min(max(q, 0.0), max_q)
+                out[g, r] = q
+            elif how == _LEGACY:
+                if not np.isfinite(v32):
+                    out[g, r] = max_q + 1
+                else:
+                    q32 = (v32 - vmin[g]) * scale[g]
+                    out[g, r] = int(min(max(q32, np.float32(0)), np.float32(max_q)))
             else:
-                q = np.floor((v - vmin[g]) * max_q / span[g] + _STEP_EPSILON)
-                q = min(max(q, 0.0), max_q)
-            out[g, r] = q
-
-
-@_kernel
-def _encode_legacy(
-    indptr, indices, data, runs, r0, in_block, first, vmin, scale, max_q, out
-):  # pragma: no cover
-    """As :func:`_encode_current`, in the legacy float32 arithmetic: ``(v - vmin) * scale`` clipped, truncated.
-
-    ``vmin`` and ``scale`` are float32, and every ``scale`` finite and > 0.
-    """
-    mapped = in_block.shape[0] > 0
-    for i in range(runs.shape[0]):
-        r = r0 + i
-        base = indptr[r]
-        for k in range(base + runs[i, 0], base + runs[i, 1]):
-            c = indices[k]
-            if mapped:
-                g = in_block[c]
-                if g < 0:
-                    continue
-            else:
-                g = c - first
-            v = np.float32(data[k])
-            if not np.isfinite(v):
-                out[g, r] = max_q + 1
-            else:
-                q = (v - vmin[g]) * scale[g]
-                out[g, r] = int(min(max(q, np.float32(0)), np.float32(max_q)))
-
-
-@_kernel
-def _float_values(indptr, indices, data, runs, r0, in_block, first, out):  # pragma: no cover
-    """Put a part's stored values into ``out[gene, row]`` as float32, ±Inf as NaN (unquantized)."""
-    mapped = in_block.shape[0] > 0
-    for i in range(runs.shape[0]):
-        r = r0 + i
-        base = indptr[r]
-        for k in range(base + runs[i, 0], base + runs[i, 1]):
-            c = indices[k]
-            if mapped:
-                g = in_block[c]
-                if g < 0:
-                    continue
-            else:
-                g = c - first
-            v = np.float32(data[k])
-            out[g, r] = np.float32(np.nan) if np.isinf(v) else v
+                out[g, r] = np.float32(np.nan) if np.isinf(v32) else v32
 
 
 def column_summary(
@@ -206,13 +179,14 @@ def part_encoder(
     scale is not finite and > 0 (numpy's NaN codes then). ``bits`` None: float32 values.
     """
     if not bits:
-        return lambda part, out: _float_values(*_part_args(part), out)
+        none = np.empty(0, dtype=np.float32)
+        return lambda part, out: _encode_part(*_part_args(part), _FLOAT, none, none, 0.0, out)
     max_q = MAX_QUANT[bits]
     vmin = np.asarray(vmin, dtype=np.float64)
     if arith_encode is encode_with_bounds:
         span = np.asarray(vmax, dtype=np.float64) - vmin
-        return lambda part, out: _encode_current(
-            *_part_args(part), vmin, span, np.float64(max_q), out
+        return lambda part, out: _encode_part(
+            *_part_args(part), _CURRENT, vmin, span, np.float64(max_q), out
         )
     if arith_encode is encode_with_bounds_float32:
         with np.errstate(divide="ignore", over="ignore"):
@@ -220,7 +194,9 @@ def part_encoder(
         if not (np.isfinite(scale) & (scale > 0)).all():
             return None
         vmin32 = vmin.astype(np.float32)
-        return lambda part, out: _encode_legacy(*_part_args(part), vmin32, scale, max_q, out)
+        return lambda part, out: _encode_part(
+            *_part_args(part), _LEGACY, vmin32, scale, np.float64(max_q), out
+        )
     return None
 
 

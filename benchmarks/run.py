@@ -40,7 +40,11 @@ SIZES = {  # name: (cells, genes)
     "100k x 2k": (100_000, 2_000),
     "100k x 20k": (100_000, 20_000),
     "1M x 2k": (1_000_000, 2_000),
+    # at half of --density: the stored values of 100k x 20k (does time follow them?)
+    "100k x 40k": (100_000, 40_000),
 }
+#: sizes generated at a fraction of --density
+DENSITY_FACTOR = {"100k x 40k": 0.5}
 SETTINGS = {
     "float32": {"var_quantization": None, "obs_continuous_quantization": None, "compression": None},
     "8bit+gzip6": {"var_quantization": 8, "obs_continuous_quantization": 8, "compression": 6},
@@ -868,7 +872,10 @@ def main(argv=None) -> int:
         },
         "results": [],
     }
-    paths = {s: ensure_data(data_dir, *SIZES[s], args.density) for s in sizes}
+    paths = {
+        s: ensure_data(data_dir, *SIZES[s], args.density * DENSITY_FACTOR.get(s, 1.0))
+        for s in sizes
+    }
     ref_python = None if args.no_reference else str(ensure_reference(data_dir))
 
     if not args.no_limits:

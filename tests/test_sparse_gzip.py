@@ -11,10 +11,12 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pytest
 from scipy import sparse
 
+import cellucid as cl
 from cellucid.ex import _payload, _sparse_gzip
 from cellucid.ex._sparse_gzip import StoredColumn
 from cellucid.pp._quantize import encode_with_bounds
@@ -338,6 +340,88 @@ def test_a_blocks_members_are_its_columns_members_written_one_by_one(
         assert (column.member is None) == (densities[g] > _sparse_gzip.DENSE_FRACTION)
         assert bytes(column.gzip(6)) == bytes(single.gzip(6))
         assert gzip.decompress(bytes(column.gzip(6))) == dense[:, g].tobytes()
+
+
+def test_the_rule_takes_quantized_gzipped_exports_but_level_9() -> None:
+    rule = _sparse_gzip.use_sparse_gzip
+    assert rule(bits=8, compression=6)
+    assert rule(bits=16, compression=1)
+    assert not rule(bits=None, compression=6)
+    assert not rule(bits=8, compression=None)
+    assert not rule(bits=8, compression=9)
+
+
+def _payloads(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): gzip.decompress(p.read_bytes())
+        if p.suffix == ".gz"
+        else p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+def _realistic(adata: ad.AnnData) -> ad.AnnData:
+    """Log-normalized counts at 8 % density, genes whose zero code is not 0, dense and empty genes."""
+    adata = adata.copy()
+    x = sparse.random(adata.n_obs, adata.n_vars, density=0.08, format="csr", random_state=5)
+    x.data = np.log1p(np.ceil(x.data * 20)).astype(np.float32)
+    x = x.tolil()
+    x[:, 5:8] = np.log1p(np.arange(adata.n_obs) % 7 + 1)[:, None]  # every cell: zlib's
+    x[: adata.n_obs // 3, 8] = 2.0  # a third of the cells: past DENSE_FRACTION
+    x[:, 9] = 0  # no stored value
+    x = x.tocsr()
+    x[:, :5] = -x[:, :5]  # genes whose zero code is not 0
+    adata.X = x
+    return adata
+
+
+@pytest.mark.parametrize("reference", ["numpy", "compiled dense"])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_exports_through_stored_columns_decode_to_the_zlib_exports(
+    adata: ad.AnnData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bits: int, reference: str
+) -> None:
+    """The compiled CSR path with stored-values members against the numpy path, or the compiled dense one."""
+    from cellucid.ex import _genes, _var
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    adata = _realistic(adata)
+    options = {"var_quantization": bits, "compression": 6, "dataset_name": "same"}
+    options |= {"progress": False, "memory_budget": 64 * 1024}  # several blocks
+    if reference == "compiled dense":
+        monkeypatch.setattr(_genes, "COMPILED_MIN_STORED", 0)
+        monkeypatch.setattr(_var, "use_sparse_gzip", lambda **_: False)
+    expected = cl.ex.export(adata, tmp_path / "zlib", **options)
+    monkeypatch.undo()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    monkeypatch.setattr(_genes, "COMPILED_MIN_STORED", 0)
+    ours = cl.ex.export(adata, tmp_path / "stored", **options)
+    assert _payloads(ours) == _payloads(expected)
+    differs = [
+        p.name
+        for p in (ours / "var").iterdir()
+        if p.read_bytes() != (expected / "var" / p.name).read_bytes()
+    ]
+    assert len(differs) > adata.n_vars // 2  # the stored-values encoder did write them
+    assert cl.ex.validate(ours).ok
+
+
+def test_small_exports_never_load_the_kernels(
+    adata: ad.AnnData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exports under the compiled path's size rule keep zlib and never compile the members kernels."""
+    from cellucid.ex import _genes
+
+    def refuse() -> None:
+        raise AssertionError("the stored-values kernels were loaded")
+
+    monkeypatch.setattr(_sparse_gzip, "_compile", refuse)
+    adata = _realistic(adata)
+    out = cl.ex.export(adata, tmp_path / "small", var_quantization=8, compression=6, progress=False)
+    assert cl.ex.validate(out).ok
+    monkeypatch.setattr(_genes, "COMPILED_MIN_STORED", 0)  # the rule is what keeps them out
+    with pytest.raises(AssertionError, match="kernels were loaded"):
+        cl.ex.export(adata, tmp_path / "all", var_quantization=8, compression=6, progress=False)
 
 
 def _csr_block_cases(seed: int):

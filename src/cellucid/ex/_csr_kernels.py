@@ -69,6 +69,17 @@ def _run_starts(indptr, indices, bounds, r0, r1, out):  # pragma: no cover
             out[r, k] = j - a
 
 
+@_kernel
+def _code_current(v, vmin, span, max_q):  # pragma: no cover
+    """Return the code of a float64 ``v`` as :func:`~cellucid.pp._quantize.encode_with_bounds` computes it."""
+    if not np.isfinite(v):
+        return max_q + 1.0
+    if not span > 0:
+        return 0.0
+    q = np.floor((v - vmin) * max_q / span + _STEP_EPSILON)
+    return min(max(q, 0.0), max_q)
+
+
 # how a part's values become payload values (see :func:`_encode_part`)
 _FLOAT, _CURRENT, _LEGACY = 0, 1, 2
 
@@ -105,15 +116,7 @@ def _encode_part(
                 g = c - first
             v32 = np.float32(data[k])
             if how == _CURRENT:
-                v = np.float64(v32)
-                if not np.isfinite(v):
-                    q = max_q + 1.0
-                elif not scale[g] > 0:
-                    q = 0.0
-                else:
-                    q = np.floor((v - vmin[g]) * max_q / scale[g] + _STEP_EPSILON)
-                    q = min(max(q, 0.0), max_q)
-                out[g, r] = q
+                out[g, r] = _code_current(np.float64(v32), vmin[g], scale[g], max_q)
             elif how == _LEGACY:
                 if not np.isfinite(v32):
                     out[g, r] = max_q + 1
@@ -122,6 +125,45 @@ def _encode_part(
                     out[g, r] = int(min(max(q32, np.float32(0)), np.float32(max_q)))
             else:
                 out[g, r] = np.float32(np.nan) if np.isinf(v32) else v32
+
+
+@_kernel
+def _row_cursors(indptr, indices, runs, c0):  # pragma: no cover
+    """Return where each row's values of a CSR block reach column ``c0`` (bisected within the row's run)."""
+    cursor = np.empty(runs.shape[0], np.int64)
+    for r in range(runs.shape[0]):
+        a, b = indptr[r] + runs[r, 0], indptr[r] + runs[r, 1]
+        cursor[r] = a + np.searchsorted(indices[a:b], c0)
+    return cursor
+
+
+@_kernel
+def _gather_quantized(
+    indptr, indices, data, runs, in_block, first, cursor, g0, g1, at, vmin, span, max_q, rows, codes
+):  # pragma: no cover
+    """Quantize and group by gene a block's stored values of genes ``g0 .. g1 - 1``, in one pass.
+
+    The block is as in :func:`_encode_part` (``runs`` of every row); each row is read
+    from ``cursor[r]`` on (no value of a gene before ``g0`` after it), and ``cursor`` left
+    at its first value past ``g1 - 1``, so consecutive calls read each row once. Gene
+    ``g``'s rows and codes go to ``rows``/``codes`` from ``at[g - g0]`` on (advanced in
+    place). The codes are :func:`_encode_part`'s (``_CURRENT``).
+    """
+    mapped = in_block.shape[0] > 0
+    for r in range(runs.shape[0]):
+        k, b = cursor[r], indptr[r] + runs[r, 1]
+        while k < b:
+            g = in_block[indices[k]] if mapped else indices[k] - first
+            if g >= g1:
+                break  # a row's columns increase, and so do their genes
+            k += 1
+            if g < g0:
+                continue  # a column that is not exported
+            i = at[g - g0]
+            rows[i] = r
+            codes[i] = _code_current(np.float64(np.float32(data[k - 1])), vmin[g], span[g], max_q)
+            at[g - g0] = i + 1
+        cursor[r] = k
 
 
 def column_summary(

@@ -81,6 +81,10 @@ class GeneBlock:
     # the rows of each part, when each holds every stored value of a range of rows (the
     # ranges then cover the cells once): its share of the payloads is filled with it
     part_rows: Sequence[tuple[int, int]] = ()
+    # a block of a large canonical in-memory CSR matrix (the compiled path): (matrix, each
+    # row's run of the block's values, columns -> genes or the first column, the genes'
+    # columns), for kernels that gather it themselves
+    csr: tuple[sparse.csr_matrix, np.ndarray, np.ndarray | int, np.ndarray] | None = None
 
 
 def summarize(
@@ -204,6 +208,7 @@ def gene_blocks(
     *,
     n_cells: int,
     payload_bytes: int,
+    stored_bytes: int = 0,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     spill_dir: Path,
     executor: Executor,
@@ -212,7 +217,9 @@ def gene_blocks(
     """Yield the exported genes (``matrix[:, columns]``) in blocks that fit ``memory_budget``.
 
     ``payload_bytes`` is what a gene's payloads in flight take per cell (the gene writer's
-    rule: its payload's bytes per cell times the blocks it keeps in flight). Every exported
+    rule: its payload's bytes per cell times the blocks it keeps in flight); ``stored_bytes``
+    what they take per stored value instead where the writer encodes them from the stored
+    values (a large in-memory CSR matrix, :data:`COMPILED_MIN_STORED`; 0: never). Every exported
     gene is in exactly one block; blocks may come in another order than ``columns``. A
     cell-major matrix that is not in memory (backed CSR, dask with sparse chunks) is read
     once: its values are spilled to one file per block of genes under ``spill_dir``, then
@@ -243,7 +250,9 @@ def gene_blocks(
         for s, e in dense_cuts:
             yield _as_block(np.arange(s, e), matrix[:, columns[s:e]].compute())
     elif sparse.issparse(matrix):
-        yield from _in_memory_sparse_blocks(matrix, columns, payload, memory_budget, executor)
+        yield from _in_memory_sparse_blocks(
+            matrix, columns, payload, stored_bytes, memory_budget, executor
+        )
     elif is_backed_sparse(matrix):
         yield from _backed_sparse_blocks(matrix, columns, n_cells, payload, memory_budget, spill)
     elif isinstance(matrix, np.ndarray):
@@ -262,10 +271,16 @@ def _dask_stored_per_gene(matrix: object) -> float:
 
 
 def _in_memory_sparse_blocks(
-    matrix: object, columns: np.ndarray, payload: int, budget: int, executor: Executor
+    matrix: object,
+    columns: np.ndarray,
+    payload: int,
+    stored_bytes: int,
+    budget: int,
+    executor: Executor,
 ) -> Iterator[GeneBlock]:
     if matrix.format != "csc":
-        yield from _csr_blocks(_canonical_csr(matrix), columns, payload, budget, executor)
+        csr = _canonical_csr(matrix)
+        yield from _csr_blocks(csr, columns, payload, stored_bytes, budget, executor)
         return
     # each block's duplicates are added up as it is wrapped (_as_block), so no canonical copy
     stored = np.diff(matrix.indptr)[columns]
@@ -360,12 +375,22 @@ def _canonical_csr(matrix: object) -> sparse.csr_matrix:
 
 
 def _csr_blocks(
-    matrix: sparse.csr_matrix, columns: np.ndarray, payload: int, budget: int, executor: Executor
+    matrix: sparse.csr_matrix,
+    columns: np.ndarray,
+    payload: int,
+    stored_bytes: int,
+    budget: int,
+    executor: Executor,
 ) -> Iterator[GeneBlock]:
-    """Blocks of a canonical in-memory CSR matrix, gathered part by part, never re-laid out."""
+    """Blocks of a canonical in-memory CSR matrix, gathered part by part, never re-laid out.
+
+    Compiled blocks (see :data:`COMPILED_MIN_STORED`) carry the matrix for the writer's
+    kernels (``GeneBlock.csr``); where it encodes their payloads from the stored values
+    (``stored_bytes`` each), the blocks are cut by the mean stored values of a column.
+    """
     n_cells, n_all = matrix.shape
-    layout = _ColumnBlocks.cut(columns, n_all, payload, budget)
-    per_row = max(1, matrix.indptr[-1]) / max(1, n_cells)
+    nnz = int(matrix.indptr[-1])
+    per_row = max(1, nnz) / max(1, n_cells)
 
     def everything() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for r0, r1 in _row_chunks(n_cells, per_row, _PART):
@@ -374,10 +399,14 @@ def _csr_blocks(
 
     # the kernels are compiled for float32/float64 values (integer counts keep numpy)
     kernels = (
-        load_kernels(f"{__package__}._csr_kernels", matrix.indptr[-1], COMPILED_MIN_STORED)
+        load_kernels(f"{__package__}._csr_kernels", nnz, COMPILED_MIN_STORED)
         if matrix.data.dtype in (np.float32, np.float64)
         else None
     )
+    per_gene = payload
+    if kernels is not None and stored_bytes:
+        per_gene = min(payload, stored_bytes * nnz / max(1, n_all))
+    layout = _ColumnBlocks.cut(columns, n_all, per_gene, budget)
     if kernels is not None:
         runs, by_matrix_column = _compiled_first_pass(kernels, matrix, layout.bounds, executor)
         if by_matrix_column is None:  # refuse the values float32 cannot hold, as numpy does
@@ -393,10 +422,12 @@ def _csr_blocks(
     rows = min(_PART / max(per_row / len(layout.cuts), 1.0), -(-n_cells // _MIN_PARTS))
     row_parts = _row_chunks(n_cells, 1.0, max(1, int(rows)))
     blocks = layout.parts(matrix, row_parts, runs, compiled=kernels is not None)
-    for (s, e), parts in zip(layout.cuts, blocks, strict=True):
+    for b, ((s, e), parts) in enumerate(zip(layout.cuts, blocks, strict=True)):
         genes = layout.order[s:e]
         summary = StoredSummary(*(field[columns[genes]] for field in by_matrix_column))
-        yield GeneBlock(genes, parts=parts, summary=summary, part_rows=row_parts)
+        in_block = layout.in_block if layout.gaps[b] else int(layout.bounds[b])
+        csr = (matrix, runs[:, b : b + 2], in_block, columns[genes]) if kernels else None
+        yield GeneBlock(genes, parts=parts, summary=summary, part_rows=row_parts, csr=csr)
 
 
 def _compiled_first_pass(

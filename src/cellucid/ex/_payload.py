@@ -22,6 +22,7 @@ import numpy as np
 
 from .._format import STORED_BLOCK_BYTES, gz, gzip_ceiling
 from ._limits import check_json_size
+from ._sparse_gzip import StoredColumn
 
 try:  # optional (``pip install cellucid[fast]``): a faster deflate (benchmarks/README.md)
     from zlib_ng import zlib_ng as _zlib_ng
@@ -118,13 +119,21 @@ def gzip_bytes(
 
 
 def encode_payload(
-    array: np.ndarray,
+    array: np.ndarray | StoredColumn,
     compression: int | None,
     *,
     run_length: bool = False,
     lib: ModuleType = zlib,
 ) -> bytes | memoryview:
-    """Return the bytes of a payload file: the raw little-endian array, gzipped if asked."""
+    """Return the bytes of a payload file: the raw little-endian array, gzipped if asked.
+
+    A :class:`~cellucid.ex._sparse_gzip.StoredColumn` is its gzip member (or, for a gene
+    the member kernel leaves to zlib, its dense payload deflated here).
+    """
+    if isinstance(array, StoredColumn):
+        if compression:
+            return array.gzip(compression, lib)
+        return memoryview(array.dense()).cast("B")
     raw = memoryview(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
     return gzip_bytes(raw, compression, run_length=run_length, lib=lib) if compression else raw
 

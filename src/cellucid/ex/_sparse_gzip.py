@@ -9,32 +9,32 @@ bytes: it is the CRC of the column of zero codes (a few table steps) plus the st
 values' part, summed chunk by chunk, so no run is ever written out. The decoded bytes are
 the dense column, exactly; the member's bytes are not zlib's.
 
-The per-value work runs in numba kernels (compiled once, cached on disk); an export's
-block of genes is written by one kernel call per run of genes (:func:`stored_columns`).
-:func:`use_sparse_gzip` decides by the export's size (:data:`MIN_PAYLOAD_BYTES`: off for
-now, as measured) and each column by its density (:data:`DENSE_FRACTION`).
+The per-value work runs in numba kernels (compiled once, cached on disk); a block of a
+large in-memory CSR matrix is gathered, quantized and grouped by gene by
+:mod:`cellucid.ex._csr_kernels` and written by one kernel call per run of genes
+(:func:`stored_columns_from_csr`). :func:`use_sparse_gzip` decides by the export's
+settings (the size rule is the compiled path's, :data:`cellucid.ex._genes.COMPILED_MIN_STORED`)
+and each column by its density (:data:`DENSE_FRACTION`). :func:`stored_columns` groups
+stored codes given in parts: the reference the compiled path is tested against.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from itertools import pairwise
+from types import ModuleType
 
 import numpy as np
 
-from .._format import QUANT_DTYPE, gzip_ceiling
+from .._format import gzip_ceiling
 
 # --- when this encoder is used (measured on 8-bit codes, see benchmarks/README.md) ----------
 #: columns with more stored values than this fraction of cells go to zlib's run-length
 #: deflate, which is then as fast and smaller (repeated codes become matches)
 DENSE_FRACTION = 0.25
-#: payload bytes in all (cells x genes x code size) from which an export gzips its genes
-#: here; None: never. Measured (benchmarks/README.md, "Stored-values gzip"): at 100k x 20k,
-#: 100k x 40k and 1M x 2k this path took as much CPU as zlib-ng's run-length deflate of the
-#: dense columns or more, and more wall time, warm or in a fresh process; so it is off
-MIN_PAYLOAD_BYTES: int | None = None
 
 # --- deflate (RFC 1951) ---------------------------------------------------------------------
 _MAX_MATCH = 258
@@ -845,70 +845,25 @@ def _scatter(gene, row, code, start, rows, codes):
         at[g] += 1
 
 
-@_kernel
-def _row_cursors(indptr, indices, runs, c0):
-    """Return where each row's values of a CSR block reach column ``c0`` (bisected within the row's run)."""
-    cursor = np.empty(runs.shape[0], np.int64)
-    for r in range(runs.shape[0]):
-        a, b = indptr[r] + runs[r, 0], indptr[r] + runs[r, 1]
-        cursor[r] = a + np.searchsorted(indices[a:b], c0)
-    return cursor
-
-
-@_kernel
-def _gather_quantized(
-    indptr, indices, data, runs, in_block, first, cursor, g0, g1, at, vmin, span, max_q, rows, codes
-):
-    """Quantize and group by gene a canonical CSR block's stored values of genes ``g0 .. g1 - 1``, in one pass.
-
-    Row ``r``'s values of the block are ``runs[r, 0] .. runs[r, 1] - 1`` of the row's;
-    a column ``c`` is gene ``in_block[c]`` (-1: not exported), or ``c - first`` when
-    ``in_block`` is empty; each row is read from ``cursor[r]`` on (no value of a gene
-    before ``g0`` after it), and ``cursor`` left at its first value past ``g1 - 1``, so
-    consecutive calls read each row once. Gene ``g``'s values go to ``rows``/``codes`` from ``at[g - g0]``
-    on (advanced in place). The codes are :func:`~cellucid.pp._quantize.encode_with_bounds`'s,
-    operation by operation: float32 values widened to float64, ``floor((v - vmin) * max_q
-    / span + 1e-8)`` clipped, ``max_q + 1`` for NaN and ±Inf, 0 where ``span`` is not > 0.
-    """
-    mapped = in_block.shape[0] > 0
-    for r in range(runs.shape[0]):
-        k, b = cursor[r], indptr[r] + runs[r, 1]
-        while k < b:
-            g = in_block[indices[k]] if mapped else indices[k] - first
-            if g >= g1:
-                break  # a row's columns increase, and so do their genes
-            k += 1
-            if g < g0:
-                continue  # a column that is not exported
-            v = np.float64(np.float32(data[k - 1]))
-            if not np.isfinite(v):
-                q = max_q + 1.0
-            elif not span[g] > 0:
-                q = 0.0
-            else:
-                q = np.floor((v - vmin[g]) * max_q / span[g] + 1e-8)
-                q = min(max(q, 0.0), max_q)
-            i = at[g - g0]
-            rows[i] = r
-            codes[i] = q
-            at[g - g0] = i + 1
-        cursor[r] = k
-
-
 # --- entry points ---------------------------------------------------------------------------
 
 
-def use_sparse_gzip(
-    *, n_cells: int, n_genes: int, bits: int | None, compression: int | None
-) -> bool:
-    """Whether an export's gene payloads are gzipped from their stored values (this module), not by zlib.
+def stored_value_bytes(itemsize: int) -> int:
+    """Bytes a stored value of a block written here takes: its row (int32), its code and its member's share.
+
+    A member takes at most about as many bytes as the codes it holds (a literal each, the
+    runs between them a few bits).
+    """
+    return 4 + 2 * itemsize
+
+
+def use_sparse_gzip(*, bits: int | None, compression: int | None) -> bool:
+    """Whether an export's compiled CSR blocks have their payloads gzipped from their stored values here.
 
     Only quantized, compressed genes have codes to write this way; level 9 keeps zlib's
-    best of two strategies; exports under :data:`MIN_PAYLOAD_BYTES` keep zlib.
+    best of two strategies.
     """
-    if MIN_PAYLOAD_BYTES is None or not bits or not compression or compression == 9:
-        return False
-    return n_cells * n_genes * np.dtype(QUANT_DTYPE[bits]).itemsize >= MIN_PAYLOAD_BYTES
+    return bool(bits) and bool(compression) and compression != 9
 
 
 @dataclass(frozen=True)
@@ -938,12 +893,12 @@ class StoredColumn:
         column[self.rows] = self.codes
         return column
 
-    def gzip(self, level: int) -> bytes | memoryview:
+    def gzip(self, level: int, lib: ModuleType = zlib) -> bytes | memoryview:
         """Return the payload's ``.gz`` file: see the module's docstring.
 
         A column with more stored values than :data:`DENSE_FRACTION` of its cells, or whose
         member would pass the viewer's transfer ceiling, is deflated by zlib from its dense
-        payload instead (:func:`~cellucid.ex._payload.gzip_bytes`, run-length).
+        payload instead (:func:`~cellucid.ex._payload.gzip_bytes`, run-length, with ``lib``).
         """
         from ._payload import gzip_bytes, gzip_header
 
@@ -966,7 +921,7 @@ class StoredColumn:
             )
             if member.shape[0] <= gzip_ceiling(self.nbytes):
                 return memoryview(member)
-        return gzip_bytes(memoryview(self.dense().view(np.uint8)), level, run_length=True)
+        return gzip_bytes(memoryview(self.dense().view(np.uint8)), level, run_length=True, lib=lib)
 
 
 def stored_columns(
@@ -1038,6 +993,7 @@ def stored_columns_from_csr(
     and, given a ``level``, gzipped by one task each, the tasks in parallel by ``pool_map``.
     """
     from .._format import MAX_QUANT
+    from ._csr_kernels import _gather_quantized, _row_cursors
     from ._payload import gzip_header
 
     _compile()

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._format import EXT, MANIFEST_FORMAT, QUANT_DTYPE, VAR_MANIFEST
 from .._warn import user_stacklevel
-from ..pp._quantize import finite_range
+from ..pp._quantize import encode_with_bounds, finite_range
 from ._arithmetic import Arithmetic, missing_as_nan
 from ._collect import GeneSource
 from ._genes import (
@@ -29,13 +29,19 @@ from ._genes import (
 from ._payload import PayloadWriter, dumps_manifest, encode_payload, write_json
 from ._progress import ExportProgress
 from ._settings import ExportSettings
+from ._sparse_gzip import (
+    StoredColumn,
+    stored_columns_from_csr,
+    stored_value_bytes,
+    use_sparse_gzip,
+)
 
 #: blocks of gene payloads in memory at once: one being encoded, one being written
 IN_FLIGHT = 2
 
 
 def encode_gene(
-    payload: np.ndarray, *, compression: int | None, quantized: bool, lib: ModuleType
+    payload: np.ndarray | StoredColumn, *, compression: int | None, quantized: bool, lib: ModuleType
 ) -> bytes | memoryview:
     """Return the bytes of one gene's file: its payload (codes or float32), gzipped if asked.
 
@@ -58,7 +64,9 @@ class GeneWriter:
     blocks are cut with room for them in the memory budget, a sparse block is encoded
     into one of :data:`IN_FLIGHT` reused payload buffers (fresh pages are slow to fault
     in), and a buffer is filled again only once the files of the block before in it are
-    written. Leaving ``with`` stops the producer (after an error, the writer's queued
+    written. Blocks of a large in-memory CSR matrix, quantized and gzipped, are encoded
+    from their stored values instead (:mod:`cellucid.ex._sparse_gzip`): no buffer, and
+    room for their stored values only. Leaving ``with`` stops the producer (after an error, the writer's queued
     work is dropped first so that it stops soon) and removes the spilled values.
     """
 
@@ -74,6 +82,13 @@ class GeneWriter:
         self.writer, self.genes, self.n_cells, self.settings = writer, genes, n_cells, settings
         self.bits = settings.var_quantization
         self.dtype = np.dtype(QUANT_DTYPE[self.bits] if self.bits else np.float32)
+        # compiled CSR blocks give StoredColumns gzipped at this level, not payload arrays
+        self.stored_gzip = (
+            writer.compression
+            if use_sparse_gzip(bits=self.bits, compression=writer.compression)
+            else None
+        )
+        stored_bytes = stored_value_bytes(self.dtype.itemsize) if self.stored_gzip else 0
         self._buffers = [np.empty(0, np.uint8)] * IN_FLIGHT
         self._written = [
             0
@@ -85,6 +100,7 @@ class GeneWriter:
                 genes.columns,
                 n_cells=n_cells,
                 payload_bytes=IN_FLIGHT * self.dtype.itemsize,
+                stored_bytes=IN_FLIGHT * stored_bytes,
                 memory_budget=memory_budget,
                 spill_dir=self._spill_dir,
                 executor=writer.executor,
@@ -143,7 +159,7 @@ class GeneWriter:
 
     def _encode(
         self, block: GeneBlock, slot: int, arith: Arithmetic, progress: ExportProgress
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray | list[StoredColumn], np.ndarray, np.ndarray, np.ndarray]:
         """Encode ``block`` into buffer ``slot`` on the pool (see :func:`encode_block`)."""
         return encode_block(
             block,
@@ -153,6 +169,7 @@ class GeneWriter:
             buffer=partial(self._buffer, slot),
             executor=self.writer.executor,
             progress=progress,
+            stored_gzip=self.stored_gzip,
         )
 
     def _buffer(self, slot: int, n_genes: int) -> np.ndarray:
@@ -181,7 +198,8 @@ def encode_block(
     buffer: Callable[[int], np.ndarray],
     executor: Executor,
     progress: ExportProgress,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    stored_gzip: int | None = None,
+) -> tuple[np.ndarray | list[StoredColumn], np.ndarray, np.ndarray, np.ndarray]:
     """Return the block's payloads (one gene per row), their bounds and whether each gene's values were finite.
 
     The bounds are the quantization bounds (unquantized: the finite minima and maxima).
@@ -190,6 +208,9 @@ def encode_block(
     part by part. The export's gene writer and the workers of a cluster both encode here.
     Parts of a large in-memory CSR matrix marked ``compiled`` are gathered, encoded and
     put in place by one kernel (:mod:`cellucid.ex._csr_kernels`), with the same result.
+    Given a gzip level ``stored_gzip``, such a block's 8/16-bit payloads in the current
+    arithmetic are its genes' stored codes and gzip members instead
+    (:func:`~cellucid.ex._sparse_gzip.stored_columns_from_csr`): the same decoded bytes.
     """
     if block.dense is not None:
         dense = block.dense
@@ -211,6 +232,26 @@ def encode_block(
         if bits
         else np.zeros(vmin.shape, np.float32)
     )[:, None]
+    if (
+        stored_gzip
+        and bits
+        and block.csr is not None
+        and arith.encode is encode_with_bounds
+        and block.summary.count.sum() > 0
+    ):
+        columns = stored_columns_from_csr(
+            *block.csr,
+            block.summary.count,
+            vmin,
+            vmax,
+            zero[:, 0],
+            np.dtype(QUANT_DTYPE[bits]),
+            bits=bits,
+            level=stored_gzip,
+            pool_map=executor.map,
+        )
+        progress.advance(block.genes.shape[0] * n_cells * np.dtype(QUANT_DTYPE[bits]).itemsize)
+        return columns, vmin, vmax, ~block.summary.non_finite
     payloads = buffer(block.genes.shape[0])
     flat = payloads.reshape(-1)
     if not block.part_rows:
@@ -250,7 +291,7 @@ def encode_block(
 def block_files(
     genes: np.ndarray,
     names: list[str],
-    payloads: np.ndarray,
+    payloads: np.ndarray | list[StoredColumn],
     vmin: np.ndarray,
     vmax: np.ndarray,
     settings: ExportSettings,

@@ -8,6 +8,12 @@ and compare::
     git switch my-branch
     python benchmarks/fingerprint.py --json /tmp/after.json --compare /tmp/before.json
 
+With ``--decoded``, every variant is also hashed as decoded (``decoded/<variant>``: each
+``.gz`` file's content): a change of gzip encoder must keep those while the raw ``.gz`` bytes
+may change (``--stored-gzip`` takes the compiled CSR path at every size, not only in large
+exports: quantized gzipped genes of in-memory CSR matrices are then gzipped from their
+stored values).
+
 The variants: both layouts; float32, 8- and 16-bit values; gzip off and on; all fields or
 shuffled subsets of obs columns and genes; genes from dense, CSR and CSC matrices, a layer,
 ``raw``, a backed ``.h5ad`` and a dask array with sparse chunks; small memory budgets (many
@@ -18,6 +24,7 @@ gene blocks). The data are scanpy's ``pbmc68k_reduced`` (real) and a generated d
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import os
@@ -105,17 +112,19 @@ def _variants(folder: Path) -> Iterator[tuple[str, Callable[[], ad.AnnData], dic
     yield "generated/dask", with_x(generated, dask_x), q8
 
 
-def fingerprint(out: Path) -> dict[str, str]:
-    """The sha256 of every file below ``out``, by relative path."""
+def fingerprint(out: Path, *, decoded: bool = False) -> dict[str, str]:
+    """The sha256 of every file below ``out``, by relative path (``decoded``: of ``.gz`` files' content)."""
     return {
-        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        str(p.relative_to(out)): hashlib.sha256(
+            gzip.decompress(p.read_bytes()) if decoded and p.suffix == ".gz" else p.read_bytes()
+        ).hexdigest()
         for p in sorted(out.rglob("*"))
         if p.is_file()
     }
 
 
-def run(folder: Path) -> dict[str, dict[str, str]]:
-    """Export every variant into ``folder`` and fingerprint it."""
+def run(folder: Path, *, decoded: bool = False) -> dict[str, dict[str, str]]:
+    """Export every variant into ``folder`` and fingerprint it (``decoded``: payloads as decoded, under ``decoded/``)."""
     results = {}
     warnings.simplefilter("ignore", UserWarning)  # the generated obs has NaN/Inf on purpose
     for name, make, options in _variants(folder):
@@ -124,6 +133,8 @@ def run(folder: Path) -> dict[str, dict[str, str]]:
             make(), out, dataset_name="fingerprint", gzip_encoder="zlib", progress=False, **options
         )
         results[name] = fingerprint(out)
+        if decoded:
+            results[f"decoded/{name}"] = fingerprint(out, decoded=True)
         print(f"{name}: {len(results[name])} files", flush=True)
     return results
 
@@ -143,9 +154,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the fingerprints here")
     parser.add_argument("--compare", type=Path, help="fingerprints to compare with")
+    parser.add_argument(
+        "--decoded",
+        action="store_true",
+        help="also hash each payload as decoded (gunzipped), as variants named decoded/...",
+    )
+    parser.add_argument(
+        "--stored-gzip",
+        action="store_true",
+        help="compiled CSR path (stored-values gzip, ex/_sparse_gzip.py) at every size",
+    )
     args = parser.parse_args(argv)
+    if args.stored_gzip:
+        from cellucid.ex import _genes
+
+        _genes.COMPILED_MIN_STORED = 0
     with tempfile.TemporaryDirectory() as tmp:
-        results = run(Path(tmp))
+        results = run(Path(tmp), decoded=args.decoded)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, sort_keys=True))
     if args.compare:

@@ -156,7 +156,10 @@ def export(
         The deflate implementation: ``"zlib"`` (Python's own), ``"zlib-ng"`` (1.6–3× faster,
         ``pip install cellucid[fast]``) or ``"auto"``: zlib-ng when installed. Both write
         valid gzip of the same payloads; the compressed bytes depend on the encoder, so
-        pin it where exports are compared byte by byte across machines.
+        pin it where exports are compared byte by byte across machines. Large in-memory
+        CSR matrices (16 M stored values or more), 8/16-bit and gzip levels 1–8, have most
+        gene files written by cellucid's own encoder from the stored values (the same bytes
+        on every machine); the others by this one.
     centroid_outlier_quantile
         Fraction of each category's cells (nearest first) its label centroid averages;
         ``None`` writes no centroids.

@@ -76,7 +76,7 @@ def kernel(n_cells, indptr, rows, codes):
         codes.dtype.itemsize,
         np.zeros(n_genes, np.bool_),
         np.frombuffer(_payload.gzip_header(6), np.uint8),
-        *_sparse_gzip.crc_tables(),
+        _sparse_gzip.crc_tables(),
     )
 
 

@@ -71,6 +71,14 @@ def _cases() -> list[StoredColumn]:
     return cases
 
 
+def _interpreted(script: str, spec: object, path: Path) -> list[str]:
+    """Run ``script`` on ``spec`` (as JSON at ``path``) with numba's kernels interpreted; return its lines."""
+    path.write_text(json.dumps(spec))
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
+    run = [sys.executable, "-c", script, str(path)]
+    return subprocess.run(run, capture_output=True, text=True, env=env, check=True).stdout.split()
+
+
 def _kernel_member(column: StoredColumn, level: int = 6) -> bytes:
     """The kernel's member, whatever the column's density (``StoredColumn.gzip`` sends dense ones to zlib)."""
     _sparse_gzip._compile()
@@ -81,7 +89,7 @@ def _kernel_member(column: StoredColumn, level: int = 6) -> bytes:
         column.zero,
         column.dtype.itemsize,
         np.frombuffer(_payload.gzip_header(level), np.uint8),
-        *_sparse_gzip.crc_tables(),
+        _sparse_gzip.crc_tables(),
     ).tobytes()
 
 
@@ -195,7 +203,6 @@ def test_compiled_kernels_write_the_bytes_of_the_interpreted_ones(tmp_path: Path
     ]
     columns += [_column(70_000, [259, 259 + 32_769], [5, 6], 3, np.uint16)]
     spec = [[c.n_cells, c.rows.tolist(), c.codes.tolist(), c.zero, c.dtype.str] for c in columns]
-    (tmp_path / "columns.json").write_text(json.dumps(spec))
     script = (
         "import json, sys, numpy as np\n"
         "from cellucid.ex._sparse_gzip import StoredColumn\n"
@@ -204,14 +211,7 @@ def test_compiled_kernels_write_the_bytes_of_the_interpreted_ones(tmp_path: Path
         "    c = StoredColumn(n, np.array(rows, np.int32), np.array(codes, dt), zero, np.dtype(dt))\n"
         "    sys.stdout.write(bytes(c.gzip(6)).hex() + '\\n')\n"
     )
-    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "columns.json")],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    ).stdout.split()
+    out = _interpreted(script, spec, tmp_path / "columns.json")
     assert out == [bytes(c.gzip(6)).hex() for c in columns]
 
 
@@ -219,7 +219,6 @@ def test_compiled_block_kernel_writes_the_bytes_of_the_interpreted_one(tmp_path:
     """A block's members (one kernel call for many genes) against the interpreter's."""
     parts, _ = _block_parts(np.random.default_rng(7), 3000, [0.01, 0.2, 0.0, 0.05], np.uint8, 700)
     spec = [[g.tolist(), r.tolist(), c.tolist()] for g, r, c in parts]
-    (tmp_path / "parts.json").write_text(json.dumps(spec))
     script = (
         "import json, sys, numpy as np\n"
         "from cellucid.ex._sparse_gzip import stored_columns\n"
@@ -228,14 +227,7 @@ def test_compiled_block_kernel_writes_the_bytes_of_the_interpreted_one(tmp_path:
         "for c in stored_columns(3000, parts, np.zeros(4, np.int64), np.dtype(np.uint8), level=6):\n"
         "    sys.stdout.write(bytes(c.member).hex() + '\\n')\n"
     )
-    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "parts.json")],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    ).stdout.split()
+    out = _interpreted(script, spec, tmp_path / "parts.json")
     columns = _sparse_gzip.stored_columns(
         3000, parts, np.zeros(4, np.int64), np.dtype(np.uint8), level=6
     )

@@ -594,10 +594,7 @@ def _write(
     zero,
     itemsize,
     plan,
-    crc_byte,
-    crc_zeros,
-    crc_chunks,
-    crc_at,
+    tables,
     words,
 ):
     """Write one column's deflate block (codes from ``_plan``) and gzip trailer at ``out[pos:]``; return the end.
@@ -612,6 +609,7 @@ def _write(
     end: each value's bytes look up their part in their chunk (``crc_at``), and one step
     of the dependent chain (``crc_chunks``) moves the sum from one value's chunk to the next's.
     """
+    crc_byte, crc_zeros, crc_chunks, crc_at = tables  # crc_tables()
     nb = n_cells * itemsize
     # the register over ``nb`` bytes of the zero code, from the initial value
     shift = _crc_shifts(zero, itemsize, crc_byte, crc_zeros)
@@ -748,27 +746,12 @@ def _write(
 
 
 @_kernel
-def _encode_column(
-    n_cells, rows, codes, zero, itemsize, header, crc_byte, crc_zeros, crc_chunks, crc_at
-):
+def _encode_column(n_cells, rows, codes, zero, itemsize, header, tables):
     """Return the gzip member of one column (see :func:`_encode_columns`)."""
     indptr = np.array([0, rows.shape[0]], np.int64)
     zeros = np.array([zero], np.int64)
     skip = np.zeros(1, np.bool_)
-    out, _ = _encode_columns(
-        n_cells,
-        indptr,
-        rows,
-        codes,
-        zeros,
-        itemsize,
-        skip,
-        header,
-        crc_byte,
-        crc_zeros,
-        crc_chunks,
-        crc_at,
-    )
+    out, _ = _encode_columns(n_cells, indptr, rows, codes, zeros, itemsize, skip, header, tables)
     return out
 
 
@@ -782,15 +765,12 @@ def _encode_columns(
     itemsize,
     skip,
     header,
-    crc_byte,
-    crc_zeros,
-    crc_chunks,
-    crc_at,
+    tables,
 ):
     """Return gzip members of many columns, one after the other, and where each ends (``skip``: left empty).
 
     Column ``g`` has the codes ``codes[indptr[g]:indptr[g + 1]]`` at ``rows[...]`` and
-    ``zeros[g]`` elsewhere.
+    ``zeros[g]`` elsewhere; ``tables`` are :func:`crc_tables`.
     """
     n_genes = indptr.shape[0] - 1
     ends = np.zeros(n_genes + 1, np.int64)
@@ -824,10 +804,7 @@ def _encode_columns(
                 zeros[g],
                 itemsize,
                 plan,
-                crc_byte,
-                crc_zeros,
-                crc_chunks,
-                crc_at,
+                tables,
                 words,
             )
         ends[g + 1] = pos
@@ -906,7 +883,6 @@ class StoredColumn:
             return self.member
         if self.rows.shape[0] <= DENSE_FRACTION * self.n_cells and self.n_cells > 0:
             _compile()
-            byte, crc_zeros, crc_chunks, crc_at = crc_tables()
             member = _encode_column(
                 self.n_cells,
                 self.rows,
@@ -914,10 +890,7 @@ class StoredColumn:
                 self.zero,
                 self.dtype.itemsize,
                 np.frombuffer(gzip_header(level), np.uint8),
-                byte,
-                crc_zeros,
-                crc_chunks,
-                crc_at,
+                crc_tables(),
             )
             if member.shape[0] <= gzip_ceiling(self.nbytes):
                 return memoryview(member)
@@ -1014,7 +987,6 @@ def stored_columns_from_csr(
 
     def call(genes: tuple[int, int], cursor: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         g0, g1 = genes
-        a, b = indptr[g0], indptr[g1]
         _gather_quantized(
             matrix.indptr,
             matrix.indices,
@@ -1034,17 +1006,7 @@ def stored_columns_from_csr(
         )
         if level is None:
             return None
-        return _encode_columns(
-            n_cells,
-            indptr[g0 : g1 + 1] - a,
-            rows[a:b],
-            codes[a:b],
-            zeros[g0:g1],
-            codes.dtype.itemsize,
-            skip[g0:g1],
-            header,
-            *tables,
-        )
+        return _genes_members(genes, n_cells, indptr, rows, codes, zeros, skip, header, tables)
 
     def task(calls: list[tuple[int, int]]) -> list:
         cursor = _row_cursors(matrix.indptr, matrix.indices, runs, int(gene_columns[calls[0][0]]))
@@ -1075,6 +1037,33 @@ def stored_columns_from_csr(
             indptr[:-1].tolist(), indptr[1:].tolist(), zeros.tolist(), members, strict=True
         )
     ]
+
+
+def _genes_members(
+    genes: tuple[int, int],
+    n_cells: int,
+    indptr: np.ndarray,
+    rows: np.ndarray,
+    codes: np.ndarray,
+    zeros: np.ndarray,
+    skip: np.ndarray,
+    header: np.ndarray,
+    tables: tuple[np.ndarray, ...],
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_encode_columns` of genes ``g0 .. g1 - 1`` of rows and codes grouped by gene (``indptr``)."""
+    g0, g1 = genes
+    a, b = indptr[g0], indptr[g1]
+    return _encode_columns(
+        n_cells,
+        indptr[g0 : g1 + 1] - a,
+        rows[a:b],
+        codes[a:b],
+        zeros[g0:g1],
+        codes.dtype.itemsize,
+        skip[g0:g1],
+        header,
+        tables,
+    )
 
 
 def _calls(indptr: np.ndarray, values: int) -> list[tuple[int, int]]:
@@ -1120,19 +1109,7 @@ def _members(
     tables = crc_tables()
 
     def call(genes: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        g0, g1 = genes
-        a, b = indptr[g0], indptr[g1]
-        return _encode_columns(
-            n_cells,
-            indptr[g0 : g1 + 1] - a,
-            rows[a:b],
-            codes[a:b],
-            zeros[g0:g1],
-            itemsize,
-            skip[g0:g1],
-            header,
-            *tables,
-        )
+        return _genes_members(genes, n_cells, indptr, rows, codes, zeros, skip, header, tables)
 
     ceiling = gzip_ceiling(n_cells * itemsize)
     members: list[memoryview | None] = []

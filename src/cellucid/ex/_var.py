@@ -82,10 +82,13 @@ class GeneWriter:
         self.writer, self.genes, self.n_cells, self.settings = writer, genes, n_cells, settings
         self.bits = settings.var_quantization
         self.dtype = np.dtype(QUANT_DTYPE[self.bits] if self.bits else np.float32)
-        # compiled CSR blocks give StoredColumns gzipped at this level, not payload arrays
+        # compiled CSR blocks give StoredColumns gzipped at this level, not payload arrays;
+        # only in the arithmetic encode_block gathers them in (else blocks cut by stored
+        # values would be encoded into dense buffers past the memory budget)
         self.stored_gzip = (
             writer.compression
             if use_sparse_gzip(bits=self.bits, compression=writer.compression)
+            and settings.arithmetic.encode is encode_with_bounds
             else None
         )
         stored_bytes = stored_value_bytes(self.dtype.itemsize) if self.stored_gzip else 0

@@ -96,3 +96,45 @@ def test_zlib_ng_missing_or_unknown_encoder_fails_before_writing(
         adata, tmp_path / "d", compression=6, var_names=[], obs_keys=[], gzip_encoder="zlib"
     )
     assert (auto / "points_2d.bin.gz").read_bytes() == (stdlib / "points_2d.bin.gz").read_bytes()
+
+
+def _values_payloads() -> dict[str, np.ndarray]:
+    """Payloads of values as a 200,000-cell export writes them, none of them codes."""
+    rng = np.random.default_rng(7)
+    n = 200_000
+    centres = rng.normal(0, 4, (30, 2))
+    umap = centres[rng.integers(0, 30, n)] + rng.normal(0, 0.6, (n, 2))
+    umap = (umap / np.abs(umap).max()).astype(np.float32)  # fitted into [-1, 1]
+    neighbours = np.sort(rng.integers(0, n, (n, 8)), axis=1).astype(np.uint32)
+    counts = rng.negative_binomial(2, 0.002, n).astype(np.float32)  # whole numbers, repeating
+    return {"coordinates": umap, "destinations": neighbours, "counts": counts}
+
+
+@pytest.mark.parametrize("lib", [zlib, zlib_ng], ids=["zlib", "zlib-ng"])
+def test_values_without_repeated_strings_are_huffman_coded_alone(lib) -> None:
+    payloads = _values_payloads()
+    for name, array in payloads.items():
+        raw = memoryview(array.reshape(-1).view(np.uint8))
+        member = _payload.gzip_bytes(raw, 6, lib=lib)
+        assert gzip.decompress(member) == raw.tobytes(), name
+        searched = _payload._deflate(raw, 6, zlib.Z_DEFAULT_STRATEGY, lib)
+        huffman = _payload._deflate(raw, 6, zlib.Z_HUFFMAN_ONLY, lib)
+        body = member[10:-8]
+        if name == "counts":  # repeated values: matches pay, the search stays
+            assert body == searched
+            assert len(huffman) > 1.1 * len(searched)
+        else:  # floats and indices: the same size for a fraction of the work
+            assert body == huffman, name
+            assert len(huffman) <= 1.01 * len(searched), name
+
+
+@pytest.mark.parametrize("lib", [zlib, zlib_ng], ids=["zlib", "zlib-ng"])
+def test_level_9_and_payloads_under_four_samples_always_search(lib) -> None:
+    coordinates = _values_payloads()["coordinates"].reshape(-1).view(np.uint8)
+    small = memoryview(coordinates[: 4 * _payload._SAMPLE_BYTES - 1])
+    member = _payload.gzip_bytes(small, 6, lib=lib)
+    assert member[10:-8] == _payload._deflate(small, 6, zlib.Z_DEFAULT_STRATEGY, lib)
+    whole = memoryview(coordinates)
+    member = _payload.gzip_bytes(whole, 9, lib=lib)
+    assert member[10:-8] == _payload._deflate(whole, 9, zlib.Z_DEFAULT_STRATEGY, lib)
+    assert gzip.decompress(member) == whole.tobytes()

@@ -233,6 +233,25 @@ def test_size_rule() -> None:
     assert _groups.compiled(_groups.COMPILED_MIN_ROWS) is not None
 
 
+def test_graph_size_rule_counts_cells_not_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A graph of fewer cells than the rule, however many its entries, takes the numpy code."""
+    g = _symmetric_graph(500, 5)
+    assert g.shape[0] < 1_000 <= g.nnz
+    monkeypatch.setattr(_groups, "COMPILED_MIN_ROWS", 1_000)
+    kernels = _groups.compiled(1_000)
+
+    def refuse(*args):
+        msg = "the kernels ran"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(kernels, "symmetric_upper_edges", refuse)
+    edges = cl.pp.graph_edges(g)
+    assert edges.src.size > 0
+    monkeypatch.setattr(_groups, "COMPILED_MIN_ROWS", 500)
+    with pytest.raises(AssertionError, match="the kernels ran"):
+        cl.pp.graph_edges(g)
+
+
 def test_small_export_does_not_import_numba(tmp_path: Path) -> None:
     """pbmc68k_reduced (700 cells) is exported by the numpy code alone: numba is never imported."""
     spec = importlib.util.find_spec("scanpy")

@@ -80,7 +80,7 @@ def graph_edges(
         g = g.copy()
         g.sum_duplicates()
     index = np.int32 if n < 2**31 else np.int64
-    kernels = compiled(g.nnz) if g.data.dtype in (np.float32, np.float64) else None
+    kernels = compiled(n) if g.data.dtype in (np.float32, np.float64) else None
     if kernels is not None:  # one pass finds a symmetric graph's edges (else: below, warned)
         symmetric, n_edges, max_neighbors = kernels.symmetric_upper_edges(
             g.indptr, g.indices, g.data

@@ -432,21 +432,26 @@ def _csr_block_cases(seed: int):
     return x
 
 
-@pytest.mark.parametrize("per_call", [None, 200])
+@pytest.mark.parametrize(
+    ("row_ranges", "per_call"),
+    [
+        ([(0, 900)], 2**20),
+        ([(0, 300), (300, 300), (300, 899), (899, 900)], 2**20),
+        ([(0, 450), (450, 900)], 200),
+    ],
+)
 @pytest.mark.parametrize("gapped", [False, True])
 @pytest.mark.parametrize("bits", [8, 16])
 @pytest.mark.parametrize("data_dtype", [np.float32, np.float64])
 def test_fused_csr_gather_gives_the_columns_of_the_parts_path(
-    gapped, bits, data_dtype, per_call, monkeypatch: pytest.MonkeyPatch
+    gapped, bits, data_dtype, row_ranges, per_call, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One compiled pass (gather, quantize, group) against _csr_part + encode_with_bounds + stored_columns.
 
-    ``per_call``: a block in many calls of a few genes each.
+    ``row_ranges``: the rows gathered in these ranges (on a pool, an empty one among
+    them); ``per_call``: the members in calls of a few genes each.
     """
-    if per_call:
-        monkeypatch.setattr(_sparse_gzip, "_VALUES_PER_CALL", per_call)
-        monkeypatch.setattr(_sparse_gzip, "_TASKS", 3)
-        monkeypatch.setattr(_sparse_gzip, "_VALUES_PER_ROW", 0)
+    monkeypatch.setattr(_sparse_gzip, "_VALUES_PER_CALL", per_call)
     from cellucid.ex import _genes
     from cellucid.pp._quantize import finite_bounds
 
@@ -481,19 +486,21 @@ def test_fused_csr_gather_gives_the_columns_of_the_parts_path(
             coded.append((gene, row, encode_with_bounds(value, vmin, vmax, bits=bits, index=gene)))
         expected = _sparse_gzip.stored_columns(900, coded, zeros, dtype, level=6)
         in_block = layout.in_block if layout.gaps[b] else int(layout.bounds[b])
-        ours = _sparse_gzip.stored_columns_from_csr(
-            x,
-            runs[:, b : b + 2],
-            in_block,
-            columns[genes],
-            count,
-            vmin,
-            vmax,
-            zeros,
-            dtype,
-            bits=bits,
-            level=6,
-        )
+        with ThreadPoolExecutor(2) as pool:
+            ours = _sparse_gzip.stored_columns_from_csr(
+                x,
+                runs[:, b : b + 2],
+                in_block,
+                row_ranges,
+                [np.bincount(x[a:b].indices, minlength=40)[columns[genes]] for a, b in row_ranges],
+                vmin,
+                vmax,
+                zeros,
+                dtype,
+                bits=bits,
+                level=6,
+                pool_map=pool.map,
+            )
         assert len(ours) == len(expected) == e - s
         for o, ref in zip(ours, expected, strict=True):
             assert np.array_equal(o.rows, ref.rows) and np.array_equal(o.codes, ref.codes)
@@ -512,10 +519,11 @@ def test_fused_csr_kernel_interpreted_gives_the_compiled_codes(tmp_path: Path) -
         "z = np.load(sys.argv[1])\n"
         "x = sparse.csr_matrix((z['data'], z['indices'], z['indptr']), shape=(900, 40))\n"
         "runs = np.stack([np.zeros(900, np.int64), np.diff(x.indptr)], axis=1)\n"
-        "count = np.bincount(x.indices, minlength=40)\n"
         "vmin, vmax = np.full(40, -1.0), np.full(40, 4.0)\n"
         "vmax[5] = -1.0\n"
-        "cols = _sparse_gzip.stored_columns_from_csr(x, runs, 0, np.arange(40), count, vmin, vmax,\n"
+        "ranges = [(0, 400), (400, 900)]\n"
+        "counts = [np.bincount(x[a:b].indices, minlength=40) for a, b in ranges]\n"
+        "cols = _sparse_gzip.stored_columns_from_csr(x, runs, 0, ranges, counts, vmin, vmax,\n"
         "    np.zeros(40, np.int64), np.dtype(np.uint8), bits=8)\n"
         "sys.stdout.write(' '.join(c.rows.tobytes().hex() + ':' + c.codes.tobytes().hex() for c in cols))\n"
     )

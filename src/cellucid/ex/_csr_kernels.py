@@ -128,42 +128,27 @@ def _encode_part(
 
 
 @_kernel
-def _row_cursors(indptr, indices, runs, c0):  # pragma: no cover
-    """Return where each row's values of a CSR block reach column ``c0`` (bisected within the row's run)."""
-    cursor = np.empty(runs.shape[0], np.int64)
-    for r in range(runs.shape[0]):
-        a, b = indptr[r] + runs[r, 0], indptr[r] + runs[r, 1]
-        cursor[r] = a + np.searchsorted(indices[a:b], c0)
-    return cursor
-
-
-@_kernel
 def _gather_quantized(
-    indptr, indices, data, runs, in_block, first, cursor, g0, g1, at, vmin, span, max_q, rows, codes
+    indptr, indices, data, runs, in_block, first, r0, r1, at, vmin, span, max_q, rows, codes
 ):  # pragma: no cover
-    """Quantize and group by gene a block's stored values of genes ``g0 .. g1 - 1``, in one pass.
+    """Quantize and group by gene a block's stored values in rows ``r0 .. r1 - 1``, in one pass.
 
-    The block is as in :func:`_encode_part` (``runs`` of every row); each row is read
-    from ``cursor[r]`` on (no value of a gene before ``g0`` after it), and ``cursor`` left
-    at its first value past ``g1 - 1``, so consecutive calls read each row once. Gene
-    ``g``'s rows and codes go to ``rows``/``codes`` from ``at[g - g0]`` on (advanced in
-    place). The codes are :func:`_encode_part`'s (``_CURRENT``).
+    The block is as in :func:`_encode_part` (``runs`` of every row; ``in_block`` maps
+    columns to genes, -1 for a column that is not exported, or is empty and the genes are
+    the columns from ``first``). Gene ``g``'s rows and codes go to ``rows``/``codes`` from
+    ``at[g]`` on (advanced in place): row ranges given their genes' starts fill one
+    gene-grouped block in parallel. The codes are :func:`_encode_part`'s (``_CURRENT``).
     """
     mapped = in_block.shape[0] > 0
-    for r in range(runs.shape[0]):
-        k, b = cursor[r], indptr[r] + runs[r, 1]
-        while k < b:
+    for r in range(r0, r1):
+        for k in range(indptr[r] + runs[r, 0], indptr[r] + runs[r, 1]):
             g = in_block[indices[k]] if mapped else indices[k] - first
-            if g >= g1:
-                break  # a row's columns increase, and so do their genes
-            k += 1
-            if g < g0:
+            if g < 0:
                 continue  # a column that is not exported
-            i = at[g - g0]
+            i = at[g]
             rows[i] = r
-            codes[i] = _code_current(np.float64(np.float32(data[k - 1])), vmin[g], span[g], max_q)
-            at[g - g0] = i + 1
-        cursor[r] = k
+            codes[i] = _code_current(np.float64(np.float32(data[k])), vmin[g], span[g], max_q)
+            at[g] = i + 1
 
 
 def column_summary(

@@ -82,9 +82,12 @@ class GeneBlock:
     # ranges then cover the cells once): its share of the payloads is filled with it
     part_rows: Sequence[tuple[int, int]] = ()
     # a block of a large canonical in-memory CSR matrix (the compiled path): (matrix, each
-    # row's run of the block's values, columns -> genes or the first column, the genes'
-    # columns), for kernels that gather it themselves
-    csr: tuple[sparse.csr_matrix, np.ndarray, np.ndarray | int, np.ndarray] | None = None
+    # row's run of the block's values, columns -> genes or the first column, row ranges,
+    # each gene's stored values in each range), for kernels that gather it themselves
+    csr: (
+        tuple[sparse.csr_matrix, np.ndarray, np.ndarray | int, list[tuple[int, int]], np.ndarray]
+        | None
+    ) = None
 
 
 def summarize(
@@ -408,7 +411,9 @@ def _csr_blocks(
         per_gene = min(payload, stored_bytes * nnz / max(1, n_all))
     layout = _ColumnBlocks.cut(columns, n_all, per_gene, budget)
     if kernels is not None:
-        runs, by_matrix_column = _compiled_first_pass(kernels, matrix, layout.bounds, executor)
+        runs, by_matrix_column, row_ranges, range_counts = _compiled_first_pass(
+            kernels, matrix, layout.bounds, executor
+        )
         if by_matrix_column is None:  # refuse the values float32 cannot hold, as numpy does
             by_matrix_column = summarize(everything, n_all, n_cells)
     else:
@@ -426,17 +431,23 @@ def _csr_blocks(
         genes = layout.order[s:e]
         summary = StoredSummary(*(field[columns[genes]] for field in by_matrix_column))
         in_block = layout.in_block if layout.gaps[b] else int(layout.bounds[b])
-        csr = (matrix, runs[:, b : b + 2], in_block, columns[genes]) if kernels else None
+        csr = (
+            (matrix, runs[:, b : b + 2], in_block, row_ranges, range_counts[:, columns[genes]])
+            if kernels
+            else None
+        )
         yield GeneBlock(genes, parts=parts, summary=summary, part_rows=row_parts, csr=csr)
 
 
 def _compiled_first_pass(
     kernels: ModuleType, matrix: sparse.csr_matrix, bounds: np.ndarray, executor: Executor
-) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None, list[tuple[int, int]], np.ndarray]:
     """Return :func:`_run_starts` and :func:`summarize` of the whole ``matrix`` (by column), compiled.
 
-    Both in row ranges on the pool (the kernels release the GIL). The summary is None if
-    a finite value passes float32's range.
+    Both in row ranges on the pool (the kernels release the GIL), which are returned too,
+    with each range's stored values by column (for the blocks' gathers, see
+    :func:`~cellucid.ex._sparse_gzip.stored_columns_from_csr`). The summary is None if a
+    finite value passes float32's range.
     """
     n_cells, n_all = matrix.shape
     ranges = _row_chunks(n_cells, 1.0, max(1, -(-n_cells // _MIN_PARTS)))
@@ -449,9 +460,13 @@ def _compiled_first_pass(
     summaries = [s.result() for s in summaries]
     for f in filling:
         f.result()
-    if any(s is None for s in summaries):
-        return runs, None
-    return runs, kernels.merge_summaries(summaries, n_cells)
+    if any(s is None for s in summaries):  # left to numpy's summary (which refuses them)
+        counts = [
+            np.bincount(matrix.indices[at[0][a] : at[0][b]], minlength=n_all) for a, b in ranges
+        ]
+        return runs, None, ranges, np.stack(counts)
+    counts = np.stack([s[3] for s in summaries])
+    return runs, kernels.merge_summaries(summaries, n_cells), ranges, counts
 
 
 def _csr_part(

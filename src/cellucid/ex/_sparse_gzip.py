@@ -24,7 +24,6 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from itertools import pairwise
 from types import ModuleType
 
 import numpy as np
@@ -945,8 +944,8 @@ def stored_columns_from_csr(
     matrix,
     runs: np.ndarray,
     in_block: np.ndarray | int,
-    gene_columns: np.ndarray,
-    count: np.ndarray,
+    row_ranges: list[tuple[int, int]],
+    counts: np.ndarray,
     vmin: np.ndarray,
     vmax: np.ndarray,
     zeros: np.ndarray,
@@ -959,82 +958,52 @@ def stored_columns_from_csr(
     """:func:`stored_columns` of a block of a canonical CSR ``matrix``, each value touched once while in the cache.
 
     ``runs`` has each row's run of the block's values (start, end within the row),
-    ``in_block`` maps columns to genes (or is the block's first column), ``gene_columns``
-    are the genes' columns (increasing), ``count`` each gene's number of stored values
-    (its summary's); the codes are those of :func:`~cellucid.pp._quantize.encode_with_bounds`
-    with ``vmin``/``vmax``. Runs of genes (:func:`_calls`) are gathered, quantized, grouped
-    and, given a ``level``, gzipped by one task each, the tasks in parallel by ``pool_map``.
+    ``in_block`` maps columns to genes (or is the block's first column); ``counts`` has
+    each gene's stored values in each of the ``row_ranges`` (consecutive, covering the
+    rows). The codes are those of :func:`~cellucid.pp._quantize.encode_with_bounds` with
+    ``vmin``/``vmax``. The row ranges are gathered, quantized and grouped by gene straight
+    into their place, in parallel by ``pool_map``; given a ``level``, runs of genes are
+    then gzipped, in parallel too.
     """
     from .._format import MAX_QUANT
-    from ._csr_kernels import _gather_quantized, _row_cursors
-    from ._payload import gzip_header
+    from ._csr_kernels import _gather_quantized
 
     _compile()
     n_cells = matrix.shape[0]
     n_genes = zeros.shape[0]
+    mapped = np.empty(0, np.int64) if isinstance(in_block, int) else np.asarray(in_block, np.int64)
+    first = in_block if isinstance(in_block, int) else 0
+    counts = np.asarray(counts, np.int64).reshape(len(row_ranges), n_genes)
     indptr = np.zeros(n_genes + 1, np.int64)
-    np.cumsum(count, out=indptr[1:])
+    np.cumsum(counts.sum(axis=0), out=indptr[1:])
+    # each range's values of a gene follow those of the ranges before it
+    starts = indptr[:-1] + np.cumsum(counts, axis=0) - counts
     rows = np.empty(indptr[-1], np.int32)
     codes = np.empty(indptr[-1], dtype)
     vmin = np.asarray(vmin, np.float64)
     span = np.asarray(vmax, np.float64) - vmin
-    mapped = np.empty(0, np.int64) if isinstance(in_block, int) else np.asarray(in_block, np.int64)
-    first = in_block if isinstance(in_block, int) else 0
-    zeros = np.asarray(zeros, np.int64)
-    skip = (np.diff(indptr) > DENSE_FRACTION * n_cells) | (n_cells == 0)
-    header = np.frombuffer(gzip_header(level or 6), np.uint8)
-    tables = crc_tables()
+    max_q = float(MAX_QUANT[bits])
 
-    def call(genes: tuple[int, int], cursor: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        g0, g1 = genes
+    def gather(t: int) -> None:
         _gather_quantized(
-            matrix.indptr,
-            matrix.indices,
-            matrix.data,
-            runs,
-            mapped,
-            first,
-            cursor,
-            g0,
-            g1,
-            indptr[g0:g1].copy(),
-            vmin,
-            span,
-            float(MAX_QUANT[bits]),
-            rows,
-            codes,
-        )
-        if level is None:
-            return None
-        return _genes_members(genes, n_cells, indptr, rows, codes, zeros, skip, header, tables)
+            matrix.indptr, matrix.indices, matrix.data, runs, mapped, first, *row_ranges[t],
+            starts[t], vmin, span, max_q, rows, codes,
+        )  # fmt: skip
 
-    def task(calls: list[tuple[int, int]]) -> list:
-        cursor = _row_cursors(matrix.indptr, matrix.indices, runs, int(gene_columns[calls[0][0]]))
-        return [call(genes, cursor) for genes in calls]
-
-    # consecutive calls share a task, which reads each row once (see _gather_quantized)
-    calls = _calls(indptr, max(_VALUES_PER_CALL, _VALUES_PER_ROW * n_cells))
-    tasks = [list(c) for c in np.array_split(np.array(calls, np.int64), _TASKS) if c.shape[0]]
-    ceiling = gzip_ceiling(n_cells * dtype.itemsize)
-    members: list[memoryview | None] = []
-    results = [
-        r for rs in pool_map(task, [[tuple(map(int, g)) for g in t] for t in tasks]) for r in rs
-    ]
-    for result in results:
-        if result is None:
-            continue
-        out, ends = result
-        view = memoryview(out)
-        members += [
-            view[s:e] if 0 < e - s <= ceiling else None
-            for s, e in zip(ends[:-1].tolist(), ends[1:].tolist(), strict=True)
-        ]
-    if level is None:
-        members = [None] * n_genes
+    list(pool_map(gather, range(len(row_ranges))))
+    members = (
+        _members(n_cells, indptr, rows, codes, np.asarray(zeros, np.int64), level, pool_map)
+        if level is not None
+        else [None] * n_genes
+    )
     return [
         StoredColumn(n_cells, rows[a:b], codes[a:b], int(zero), np.dtype(dtype), member)
         for a, b, zero, member in zip(
-            indptr[:-1].tolist(), indptr[1:].tolist(), zeros.tolist(), members, strict=True
+            indptr[:-1].tolist(),
+            indptr[1:].tolist(),
+            np.asarray(zeros).tolist(),
+            members,
+            strict=True,
         )
     ]
 
@@ -1066,23 +1035,9 @@ def _genes_members(
     )
 
 
-def _calls(indptr: np.ndarray, values: int) -> list[tuple[int, int]]:
-    """Cut the genes of ``indptr`` into runs of whole genes of about ``values`` stored values."""
-    n_genes = indptr.shape[0] - 1
-    cuts = np.unique(np.searchsorted(indptr[1:], np.arange(0, indptr[-1], values), side="right"))
-    bounds = [*(int(c) for c in cuts if c > 0), n_genes] if n_genes else []
-    return [(a, b) for a, b in pairwise([0, *bounds]) if b > a]
-
-
-#: stored values per call of the block kernel (whole genes): calls run in parallel, and
+#: stored values per call of the members kernel (whole genes): calls run in parallel, and
 #: each is long enough that its dispatch costs nothing next to it
 _VALUES_PER_CALL = 2**20
-#: tasks per CSR block (:func:`stored_columns_from_csr`): each bisects every row's run
-#: once, then reads it on, a run of genes after another
-_TASKS = 4
-#: and at least this many values per cell per call: a call visits every row, ~200 ns a
-#: visit (a cache miss); at 8 per cell the gather took 42-56 ns per value, at 64 23-27
-_VALUES_PER_ROW = 64
 
 
 def _members(

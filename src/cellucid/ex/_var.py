@@ -244,7 +244,6 @@ def encode_block(
     ):
         columns = stored_columns_from_csr(
             *block.csr,
-            block.summary.count,
             vmin,
             vmax,
             zero[:, 0],

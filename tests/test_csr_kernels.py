@@ -299,3 +299,41 @@ print("cellucid.ex._csr_kernels" in sys.modules)
     )
     assert done.stdout.strip() == "False"
     assert (tmp_path / "ds" / "var_manifest.json").is_file()
+
+
+def test_stored_value_blocks_hold_at_most_64_values_a_cell() -> None:
+    """Gzipped from their stored values, blocks stay small enough to visit each row for 64 values.
+
+    The budget would take every gene in one block; the cap cuts them by the mean stored
+    values of a column (so a block of denser genes than the mean may hold a few more).
+    """
+    rng = np.random.default_rng(3)
+    n_cells, n_genes = 200, 400
+    matrix = sparse.random(n_cells, n_genes, density=0.5, format="csr", random_state=rng)
+    matrix.data = matrix.data.astype(np.float32)
+    columns = np.arange(n_genes)
+    saved = _genes.COMPILED_MIN_STORED
+    _genes.COMPILED_MIN_STORED = 0
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            found = list(
+                _genes.gene_blocks(
+                    matrix,
+                    columns,
+                    n_cells=n_cells,
+                    payload_bytes=2,
+                    stored_bytes=12,
+                    memory_budget=2**30,
+                    spill_dir=Path("unused"),
+                    executor=pool,
+                    stop=None,
+                )
+            )
+    finally:
+        _genes.COMPILED_MIN_STORED = saved
+    stored = [int(block.summary.count.sum()) for block in found]
+    assert sum(stored) == matrix.nnz
+    cap = _genes._STORED_VALUES_PER_ROW * n_cells
+    assert len(found) >= -(-matrix.nnz // cap) > 1
+    assert max(stored) <= 1.1 * cap
+    assert np.array_equal(np.sort(np.concatenate([b.genes for b in found])), columns)

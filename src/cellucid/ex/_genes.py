@@ -46,6 +46,12 @@ _MIN_PARTS = 8
 #: processes (benchmarks/README.md): loading numba and the cached kernels costs ~0.7 s;
 #: the gene stage breaks even at ~10 M stored values and is twice as fast at 40 M
 COMPILED_MIN_STORED = 16_000_000
+# where the compiled path gzips genes from their stored values, its blocks hold at most
+# this many values per cell (by the mean of a column): each block visits every row once,
+# ~200-300 ns a visit; with fewer values per row the visits dominate (at 1M cells, 5 per
+# row took 1.7x the gather CPU of 21 per row), and more hold memory for nothing (at 100k
+# cells, 53 and 210 per row gathered in the same CPU, 0.17 GB apart at the peak)
+_STORED_VALUES_PER_ROW = 64
 
 
 class StoredValues(NamedTuple):
@@ -409,6 +415,8 @@ def _csr_blocks(
     per_gene = payload
     if kernels is not None and stored_bytes:
         per_gene = min(payload, stored_bytes * nnz / max(1, n_all))
+        genes = _STORED_VALUES_PER_ROW * max(1, n_cells) / max(1.0, nnz / max(1, n_all))
+        budget = min(budget, int(per_gene * genes))
     layout = _ColumnBlocks.cut(columns, n_all, per_gene, budget)
     if kernels is not None:
         runs, by_matrix_column, row_ranges, range_counts = _compiled_first_pass(

@@ -117,6 +117,7 @@ def worker_ours(args) -> dict:
     import logging
 
     rss_start = _proc_status_kb("VmRSS")
+    import numba  # noqa: F401  (scanpy imports it: a scanpy session has it loaded)
     import numpy as np  # noqa: F401
 
     import cellucid as cl
@@ -639,7 +640,8 @@ def markdown(report: dict) -> str:
     lines.append("")
     lines.append(
         "'(peak − imports)': the peak RSS less the RSS of the worker after importing "
-        "its libraries, before reading the data: what the input and the export take."
+        "its libraries (ours: with numba, which scanpy imports), before reading the data: "
+        "what the input and the export take."
     )
     lines.append(
         "'other load %': CPU used by other processes on this (shared) machine during the runs, "

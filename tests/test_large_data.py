@@ -199,3 +199,35 @@ def test_failure_while_genes_spill_cleans_up(
     with pytest.raises(RuntimeError, match="obs failed"):
         cl.ex.export(backed, tmp_path / "ds", memory_budget=8_000, **OPTIONS)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_embeddings_are_released_before_the_gene_stage(
+    source, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The coordinates serve the obs stage; the gene stage's blocks get their memory."""
+    from cellucid.ex import _export, _var
+
+    held: list[dict] = []
+    normalize = _export.normalize_embeddings
+
+    def keep(*args, **kwargs):
+        held.append(normalize(*args, **kwargs))
+        return held[-1]
+
+    seen: list[int] = []
+    write = _var.GeneWriter.write
+
+    def count_then_write(self, **kwargs):
+        seen.append(sum(a.coords.nbytes for a in held[0].values()))
+        return write(self, **kwargs)
+
+    monkeypatch.setattr(_export, "normalize_embeddings", keep)
+    monkeypatch.setattr(_var.GeneWriter, "write", count_then_write)
+    adata, _ = source
+    before = {key: value.copy() for key, value in adata.obsm.items()}
+    ds = cl.ex.export(adata, tmp_path / "ds", progress=False, **OPTIONS)
+    assert seen == [0]
+    decoded = cl.ex.read(ds)
+    assert decoded.n_obs == adata.n_obs and {"X_umap_2d", "X_umap_3d"} <= set(decoded.obsm)
+    for key, value in before.items():  # the caller's embeddings are untouched
+        np.testing.assert_array_equal(adata.obsm[key], value)

@@ -370,6 +370,10 @@ def _write_files(
             + weight * (writer.bytes_queued - encoded)
             + sum(_obs_work(f, found, settings) for f in found.obs_fields)
         )
+        # the embeddings' coordinates served the obs stage (centroids): the gene stage's
+        # blocks can have their memory (their payloads are queued, held by the writer)
+        normalized.clear()
+        found.embeddings.clear()
         if gene_writer is not None:
             bar.stage("genes")
             gene_writer.write(progress=bar, times=bar.times)

@@ -25,10 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._format import gzip_ceiling
+from ..pp._quantize import encode_with_bounds
+
+if TYPE_CHECKING:
+    from ._arithmetic import Arithmetic
 
 # --- when this encoder is used (measured on 8-bit codes, see benchmarks/README.md) ----------
 #: columns with more stored values than this fraction of cells go to zlib's run-length
@@ -833,13 +838,17 @@ def stored_value_bytes(itemsize: int) -> int:
     return 4 + 2 * itemsize
 
 
-def use_sparse_gzip(*, bits: int | None, compression: int | None) -> bool:
+def use_sparse_gzip(*, bits: int | None, compression: int | None, arith: Arithmetic) -> bool:
     """Whether an export's compiled CSR blocks have their payloads gzipped from their stored values here.
 
-    Only quantized, compressed genes have codes to write this way; level 9 keeps zlib's
-    best of two strategies.
+    Only quantized, compressed genes have codes to write this way, and only in the
+    current arithmetic (the kernels' codes are
+    :func:`~cellucid.pp._quantize.encode_with_bounds`'s); level 9 keeps zlib's best of two
+    strategies.
     """
-    return bool(bits) and bool(compression) and compression != 9
+    return (
+        bool(bits) and bool(compression) and compression != 9 and arith.encode is encode_with_bounds
+    )
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._format import EXT, MANIFEST_FORMAT, QUANT_DTYPE, VAR_MANIFEST
 from .._warn import user_stacklevel
-from ..pp._quantize import encode_with_bounds, finite_range
+from ..pp._quantize import finite_range
 from ._arithmetic import Arithmetic, missing_as_nan
 from ._collect import GeneSource
 from ._genes import (
@@ -82,13 +82,13 @@ class GeneWriter:
         self.writer, self.genes, self.n_cells, self.settings = writer, genes, n_cells, settings
         self.bits = settings.var_quantization
         self.dtype = np.dtype(QUANT_DTYPE[self.bits] if self.bits else np.float32)
-        # compiled CSR blocks give StoredColumns gzipped at this level, not payload arrays;
-        # only in the arithmetic encode_block gathers them in (else blocks cut by stored
-        # values would be encoded into dense buffers past the memory budget)
+        # compiled CSR blocks give StoredColumns gzipped at this level, not payload arrays
+        # (and are cut by their stored values): one rule, which encode_block follows
         self.stored_gzip = (
             writer.compression
-            if use_sparse_gzip(bits=self.bits, compression=writer.compression)
-            and settings.arithmetic.encode is encode_with_bounds
+            if use_sparse_gzip(
+                bits=self.bits, compression=writer.compression, arith=settings.arithmetic
+            )
             else None
         )
         stored_bytes = stored_value_bytes(self.dtype.itemsize) if self.stored_gzip else 0
@@ -211,8 +211,9 @@ def encode_block(
     part by part. The export's gene writer and the workers of a cluster both encode here.
     Parts of a large in-memory CSR matrix marked ``compiled`` are gathered, encoded and
     put in place by one kernel (:mod:`cellucid.ex._csr_kernels`), with the same result.
-    Given a gzip level ``stored_gzip``, such a block's 8/16-bit payloads in the current
-    arithmetic are its genes' stored codes and gzip members instead
+    Given a gzip level ``stored_gzip`` (where
+    :func:`~cellucid.ex._sparse_gzip.use_sparse_gzip` allows), such a block's payloads
+    are its genes' stored codes and gzip members instead
     (:func:`~cellucid.ex._sparse_gzip.stored_columns_from_csr`): the same decoded bytes.
     """
     if block.dense is not None:
@@ -235,13 +236,7 @@ def encode_block(
         if bits
         else np.zeros(vmin.shape, np.float32)
     )[:, None]
-    if (
-        stored_gzip
-        and bits
-        and block.csr is not None
-        and arith.encode is encode_with_bounds
-        and block.summary.count.sum() > 0
-    ):
+    if stored_gzip and block.csr is not None and block.summary.count.sum() > 0:
         columns = stored_columns_from_csr(
             *block.csr,
             vmin,

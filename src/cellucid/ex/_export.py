@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from .._format import QUANT_DTYPE, LayoutName, index_dtype
-from ..pp import graph_edges
+from .._warn import user_stacklevel
+from ..pp._graph import asymmetric_warning, symmetric_edges
 from ._cloud import remote_export
 from ._collect import Collected, ObsField, collect
 from ._connectivity import write_connectivity
@@ -295,9 +297,10 @@ def _write_files(
     version prefix) instead of ``stage``.
 
     The genes' first pass over the matrix starts at once, in a thread; the graph's edges
-    (the largest file but the genes) are queued to compress as soon as they exist, while
-    the rest is encoded. The progress bar counts payload bytes once encoded and once
-    written (see :class:`~cellucid.ex._progress.ExportProgress`).
+    are found on the pool while the embeddings and obs are encoded, then queued before the
+    obs payloads (the edges are the largest files but the genes). The progress bar counts
+    payload bytes once encoded and once written (see
+    :class:`~cellucid.ex._progress.ExportProgress`).
     """
     n_cells = found.n_cells
     # a dask matrix on a distributed cluster: its workers write the genes where the data is
@@ -333,21 +336,18 @@ def _write_files(
         if found.genes is not None
         else nullcontext() as gene_writer,
     ):
-        n_edges = None
-        if found.graph is not None:
-            bar.stage("graph")
-            edges = graph_edges(found.graph, name=f"obsp[{found.graph_key!r}]")
-            check_edges(edges, n_cells=n_cells, settings=settings, key=found.graph_key)
-            n_edges = write_connectivity(writer, edges, n_cells=n_cells, settings=settings)
-            del edges  # the writer holds the arrays until they are written, then they are freed
-        bar.advance(writer.bytes_queued)  # the edges, as encoded
-        bar.lap("graph")
+        graph_name = f"obsp[{found.graph_key!r}]"
+        # the graph's edges are found on the pool while the embeddings and obs are encoded
+        # (a kNN graph of 1M cells takes ~2 s of one core), then checked and queued
+        finding = (
+            writer.executor.submit(symmetric_edges, found.graph, name=graph_name)
+            if found.graph is not None
+            else None
+        )
         bar.stage("embeddings")
-        before = writer.bytes_queued
         embeddings = write_points(writer, normalized)
         vector_fields = write_vectors(writer, found.vector_fields, normalized, settings=settings)
-        bar.advance(writer.bytes_queued - before)
-        encoded = writer.bytes_queued  # counted as encoded so far: graph and embeddings
+        bar.advance(writer.bytes_queued)
         bar.lap("embeddings")
         bar.stage("obs")
         encoded_obs = encode_obs(
@@ -358,10 +358,25 @@ def _write_files(
             executor=writer.executor,
             on_encoded=lambda field: bar.advance(_obs_work(field, found, settings)),
         )
+        bar.lap("obs")
+        n_edges = None
+        if finding is not None:
+            bar.stage("graph")
+            before = writer.bytes_queued
+            edges, symmetric = finding.result()
+            if not symmetric:
+                warnings.warn(
+                    asymmetric_warning(graph_name), UserWarning, stacklevel=user_stacklevel()
+                )
+            check_edges(edges, n_cells=n_cells, settings=settings, key=found.graph_key)
+            n_edges = write_connectivity(writer, edges, n_cells=n_cells, settings=settings)
+            del edges  # the writer holds the arrays until they are written, then they are freed
+            bar.advance(writer.bytes_queued - before)  # the edges, as encoded
+        bar.lap("graph")
+        encoded = writer.bytes_queued  # counted as encoded so far: embeddings and graph
         obs_fields = write_obs(
             writer, encoded_obs, n_cells=n_cells, latent_key=found.latent_key, settings=settings
         )
-        bar.lap("obs")
         # everything but the genes is queued: the total is exact from here on (obs
         # fields were counted as encoded by their work, see _obs_work)
         weight = bar.write_weight

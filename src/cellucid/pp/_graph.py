@@ -65,6 +65,25 @@ def graph_edges(
     (array([0, 1], dtype=int32), array([1, 2], dtype=int32), array([0.5, 1. ]), 2)
 
     """
+    edges, symmetric = symmetric_edges(connectivities, name=name)
+    if not symmetric:
+        warnings.warn(asymmetric_warning(name), UserWarning, stacklevel=user_stacklevel())
+    return edges
+
+
+def asymmetric_warning(name: str) -> str:
+    """Return the warning about an asymmetric graph called ``name``."""
+    return f"{name} is not symmetric; symmetrizing it by the element-wise maximum."
+
+
+def symmetric_edges(
+    connectivities: ArrayLike | sparse.spmatrix | sparse.sparray, *, name: str = "graph"
+) -> tuple[Edges, bool]:
+    """:func:`graph_edges` without its warning: the edges, and whether the graph was symmetric.
+
+    For a caller that warns in another thread than this one runs in (the export finds the
+    edges on its pool).
+    """
     g = sparse.csr_matrix(connectivities)  # shares the caller's arrays: never modified in place
     if g.shape[0] != g.shape[1]:
         msg = f"{name} must be square, got shape {g.shape}."
@@ -89,7 +108,7 @@ def graph_edges(
             src, dst = np.empty(n_edges, dtype=index), np.empty(n_edges, dtype=index)
             weights = np.empty(n_edges, dtype=np.float64)
             kernels.fill_upper_edges(g.indptr, g.indices, g.data, src, dst, weights)
-            return Edges(src, dst, weights, int(max_neighbors))
+            return Edges(src, dst, weights, int(max_neighbors)), True
     # the transpose, re-laid-out as CSR in one linear pass, has sorted indices too
     gt = g.T.tocsr()
     symmetric = (
@@ -98,11 +117,6 @@ def graph_edges(
         and np.array_equal(g.data, gt.data)
     )
     if not symmetric:
-        warnings.warn(
-            f"{name} is not symmetric; symmetrizing it by the element-wise maximum.",
-            UserWarning,
-            stacklevel=user_stacklevel(),
-        )
         g = g.maximum(gt).tocsr()
         g.sort_indices()
     del gt
@@ -127,7 +141,7 @@ def graph_edges(
         at = k.stop
     degree = np.bincount(src, minlength=n) + np.bincount(dst, minlength=n)
     max_neighbors = int(degree.max()) if n_edges else 0
-    return Edges(src, dst, weights, max_neighbors)
+    return Edges(src, dst, weights, max_neighbors), symmetric
 
 
 # stored entries per chunk of rows when extracting edges

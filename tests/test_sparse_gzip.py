@@ -18,7 +18,7 @@ import pytest
 from scipy import sparse
 
 import cellucid as cl
-from cellucid.ex import _payload, _sparse_gzip
+from cellucid.ex import _deflate, _payload, _sparse_gzip
 from cellucid.ex._sparse_gzip import StoredColumn
 from cellucid.pp._quantize import encode_with_bounds
 
@@ -140,7 +140,7 @@ def test_columns_with_the_longest_codes() -> None:
             _check_member(_kernel_member(column), column)
             freq = np.zeros(286, np.int64)
             itemsize = np.dtype(dtype).itemsize
-            gap_counts = np.zeros(_sparse_gzip._MAX_MATCH // itemsize + 2, np.int64)
+            gap_counts = np.zeros(_deflate.MAX_MATCH // itemsize + 2, np.int64)
             extra = _sparse_gzip._count(
                 n_cells, column.rows, column.codes, zero, itemsize, freq, gap_counts
             )
@@ -161,7 +161,7 @@ def test_huffman_lengths_are_optimal_and_limited() -> None:
         if t % 5 == 0:
             freq = 2 ** rng.integers(0, 22, n)  # deep trees: the limit applies
         limit = 7 if n == 19 else 15
-        lengths = _sparse_gzip._huffman_lengths(freq.astype(np.int64), limit)
+        lengths = _deflate.huffman_lengths(freq.astype(np.int64), limit)
         coded = lengths > 0
         assert coded.sum() >= min(2, n) and lengths.max() <= limit
         assert np.all(coded[freq > 0])

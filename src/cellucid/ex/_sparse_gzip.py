@@ -23,7 +23,6 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -31,6 +30,33 @@ import numpy as np
 
 from .._format import gzip_ceiling
 from ..pp._quantize import encode_with_bounds
+from ._deflate import (
+    CLEN_ORDER,
+    CRC_CHUNK,
+    CRC_CHUNK_BITS,
+    CRC_CHUNK_STEPS,
+    CRC_LEVELS,
+    END_OF_BLOCK,
+    EXTRA_BITS_OF_RUN,
+    FIXED_LENGTHS,
+    LEN_NBITS,
+    LEN_SYMBOL,
+    LEN_VALUE,
+    MAX_MATCH,
+    N_CLEN,
+    N_DIST,
+    N_LITLEN,
+    canonical_codes,
+    compile_kernels,
+    crc_after_zeros,
+    crc_linear,
+    crc_tables,
+    huffman_lengths,
+    kernel,
+    length_runs,
+    put_bits,
+    run_matches,
+)
 
 if TYPE_CHECKING:
     from ._arithmetic import Arithmetic
@@ -40,349 +66,17 @@ if TYPE_CHECKING:
 #: deflate, which is then as fast and smaller (repeated codes become matches)
 DENSE_FRACTION = 0.25
 
-# --- deflate (RFC 1951) ---------------------------------------------------------------------
-_MAX_MATCH = 258
-_END_OF_BLOCK = 256
-_N_LITLEN = 286  # 0-255 literals, 256 end of block, 257-285 lengths
-_N_DIST = 30
-_N_CLEN = 19
-# the order in which a dynamic block's header lists the code-length code's lengths
-_CLEN_ORDER = np.array([16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15], np.int64)
-_LEN_BASE = [3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59]
-_LEN_BASE += [67, 83, 99, 115, 131, 163, 195, 227, 258]
-_LEN_EXTRA = [0] * 8 + [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4 + [5] * 4 + [0]
-
-
-def _length_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per match length 0..258: its length symbol, extra bits and extra value."""
-    symbol = np.zeros(_MAX_MATCH + 1, np.int64)
-    nbits = np.zeros(_MAX_MATCH + 1, np.int64)
-    value = np.zeros(_MAX_MATCH + 1, np.int64)
-    for code, (base, extra) in enumerate(zip(_LEN_BASE, _LEN_EXTRA, strict=True)):
-        top = _MAX_MATCH if code == len(_LEN_BASE) - 1 else min(base + (1 << extra) - 1, 257)
-        for length in range(base, top + 1):
-            symbol[length], nbits[length], value[length] = 257 + code, extra, length - base
-    return symbol, nbits, value
-
-
-_LEN_SYMBOL, _LEN_NBITS, _LEN_VALUE = _length_tables()
-
-
-def _fixed_lengths() -> np.ndarray:
-    lengths = np.full(288 + 32, 5, np.int64)  # literal/lengths, then distances
-    lengths[:144], lengths[144:256], lengths[256:280], lengths[280:288] = 8, 9, 7, 8
-    return lengths
-
-
-_FIXED_LENGTHS = _fixed_lengths()
-
-# --- CRC-32 ---------------------------------------------------------------------------------
-_CRC_POLY = 0xEDB88320
-_CRC_LEVELS = 32  # runs up to 2**32 bytes
-
-
-#: the CRC of a column's stored values is summed by chunks of this many bytes (a power of 2)
-_CRC_CHUNK = 64
-_CRC_CHUNK_BITS = 6
-#: steps of up to this many chunks from one stored value to the next have their own tables
-_CRC_CHUNK_STEPS = 16
-
-
-def _byte_tables(image: np.ndarray) -> np.ndarray:
-    """Tables ``t[i, b]`` of a linear map of the CRC register given the ``image`` of each register bit."""
-    bits_of = (np.arange(256)[:, None] >> np.arange(8)) & 1  # (value, bit)
-    return np.stack(
-        [
-            np.bitwise_xor.reduce(
-                np.where(bits_of == 1, image[8 * i : 8 * i + 8], 0).astype(np.uint32), axis=1
-            )
-            for i in range(4)
-        ]
-    )
-
-
-def _apply(tables: np.ndarray, register: np.ndarray) -> np.ndarray:
-    return (
-        tables[0, register & 0xFF]
-        ^ tables[1, (register >> 8) & 0xFF]
-        ^ tables[2, (register >> 16) & 0xFF]
-        ^ tables[3, register >> 24]
-    )
-
-
-@cache
-def crc_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Return CRC-32's byte table and linear maps of the CRC register over zero bytes.
-
-    ``powers[j, i, b]``: the register after ``2**j`` zero bytes, by its byte ``i`` before;
-    ``chunks[m, i, b]``: after ``m * _CRC_CHUNK`` zero bytes, ``m <= _CRC_CHUNK_STEPS``
-    (``m = 0``: the identity); ``at[o, b]``: a byte ``b``'s part of the register ``o`` bytes
-    later. The register after zero bytes is linear in the register before, so each map is
-    four tables of 256 (one per register byte); the byte table is linear in the byte.
-    """
-    byte = np.arange(256, dtype=np.uint32)
-    for _ in range(8):
-        byte = np.where(byte & 1, (byte >> 1) ^ np.uint32(_CRC_POLY), byte >> 1).astype(np.uint32)
-    bit = np.uint32(1) << np.arange(32, dtype=np.uint32)
-    one = (bit >> 8) ^ byte[bit & 0xFF]  # each register bit's image after one zero byte
-    powers = np.empty((_CRC_LEVELS, 4, 256), np.uint32)
-    image = one
-    for level in range(_CRC_LEVELS):
-        powers[level] = _byte_tables(image)
-        image = _apply(powers[level], image)  # twice as many zeros
-    chunks = np.empty((_CRC_CHUNK_STEPS + 1, 4, 256), np.uint32)
-    image = bit
-    for m in range(_CRC_CHUNK_STEPS + 1):
-        chunks[m] = _byte_tables(image)
-        image = _apply(powers[_CRC_CHUNK_BITS], image)
-    at = np.empty((_CRC_CHUNK, 256), np.uint32)
-    at[0] = byte
-    for o in range(1, _CRC_CHUNK):
-        at[o] = _apply(powers[0], at[o - 1])
-    return byte, powers, chunks, at
-
-
 # --- kernels --------------------------------------------------------------------------------
-# compiled on first use and cached next to this file (or in numba's cache folder); the
-# tests also run them interpreted (NUMBA_DISABLE_JIT=1), which must give the same bytes
-_KERNELS: list[str] = []
+# compiled on first use (:func:`cellucid.ex._deflate.compile_kernels`, with the deflate
+# primitives); the tests also run them interpreted (NUMBA_DISABLE_JIT=1), same bytes
 
 
-def _kernel(func: Callable) -> Callable:
-    """Mark ``func`` as a kernel: :func:`_compile` replaces it by its numba version."""
-    _KERNELS.append(func.__name__)
-    return func
-
-
-@cache
 def _compile() -> None:
-    """Put the numba versions of the kernels in their place (numba is imported here, when first needed).
-
-    Each compiles on its first call, or loads from numba's cache.
-    """
-    import numba
-
-    jit = numba.njit(cache=True, nogil=True)
-    module = globals()
-    for name in _KERNELS:
-        module[name] = jit(module[name])
+    """Put the numba versions of the kernels in their place (numba is imported then, when first needed)."""
+    compile_kernels()
 
 
-@_kernel
-def _huffman_lengths(freq, limit):
-    """Return the code length of each symbol of ``freq``: Huffman's, limited to ``limit`` bits.
-
-    At least two symbols get a code (deflate's decoders want it; zlib does the same). The
-    symbols are sorted by count (ties by symbol: a stable radix sort), the tree's depths
-    computed in place (Moffat and Katajainen's three passes; a leaf before an internal node
-    of the same weight); too long codes are shortened as JPEG's ``adjust_BITS`` does; the
-    most frequent symbols get the shortest codes, ties by symbol order.
-    """
-    n = freq.shape[0]
-    lengths = np.zeros(n, np.int64)
-    leaves = np.empty(n, np.int64)
-    used = 0
-    top = 0
-    for s in range(n):
-        if freq[s] > 0:
-            leaves[used] = s
-            used += 1
-            top |= freq[s]
-    s = 0
-    while used < 2:  # two symbols at least: the first unused ones, counted once
-        if freq[s] == 0:
-            leaves[used] = s
-            used += 1
-        s += 1
-    if used == 2:  # one bit each (the distance code's usual case)
-        lengths[leaves[0]] = 1
-        lengths[leaves[1]] = 1
-        return lengths
-    weight = np.empty(used, np.int64)
-    for i in range(used):
-        weight[i] = max(freq[leaves[i]], 1)
-    # stable radix sort of the leaves by count, a byte of it per pass
-    sorted_leaves = np.empty(used, np.int64)
-    sorted_weight = np.empty(used, np.int64)
-    starts = np.empty(257, np.int64)
-    shift = 0
-    while (top >> shift) > 0:
-        for b in range(257):  # explicit loops: numba's slice assignments cost ~10x more here
-            starts[b] = 0
-        for i in range(used):
-            starts[((weight[i] >> shift) & 0xFF) + 1] += 1
-        for b in range(256):
-            starts[b + 1] += starts[b]
-        for i in range(used):
-            b = (weight[i] >> shift) & 0xFF
-            sorted_leaves[starts[b]] = leaves[i]
-            sorted_weight[starts[b]] = weight[i]
-            starts[b] += 1
-        for i in range(used):
-            leaves[i], weight[i] = sorted_leaves[i], sorted_weight[i]
-        shift += 8
-    # Moffat and Katajainen: parents, then internal depths, then leaf depths, in ``weight``
-    a = weight
-    a[0] += a[1]
-    root, leaf = 0, 2
-    for nxt in range(1, used - 1):
-        if leaf >= used or a[root] < a[leaf]:
-            a[nxt] = a[root]
-            a[root] = nxt
-            root += 1
-        else:
-            a[nxt] = a[leaf]
-            leaf += 1
-        if leaf >= used or (root < nxt and a[root] < a[leaf]):
-            a[nxt] += a[root]
-            a[root] = nxt
-            root += 1
-        else:
-            a[nxt] += a[leaf]
-            leaf += 1
-    a[used - 2] = 0
-    for nxt in range(used - 3, -1, -1):
-        a[nxt] = a[a[nxt]] + 1
-    count = np.zeros(max(limit, used) + 1, np.int64)  # leaves by depth
-    avail, depth, root = 1, 0, used - 2
-    while avail > 0:
-        internal = 0
-        while root >= 0 and a[root] == depth:
-            internal += 1
-            root -= 1
-        count[depth] += avail - internal
-        avail = 2 * internal
-        depth += 1
-    for i in range(count.shape[0] - 1, limit, -1):
-        while count[i] > 0:
-            j = i - 2
-            while count[j] == 0:
-                j -= 1
-            count[i] -= 2
-            count[i - 1] += 1
-            count[j + 1] += 2
-            count[j] -= 1
-    i = used - 1
-    for length in range(1, limit + 1):
-        for _ in range(count[length]):
-            lengths[leaves[i]] = length
-            i -= 1
-    return lengths
-
-
-#: each byte with its bits in reverse order
-_REVERSED = np.array([int(f"{b:08b}"[::-1], 2) for b in range(256)], np.int64)
-
-
-@_kernel
-def _canonical_codes(lengths):
-    """Return the canonical Huffman code of each symbol, bit-reversed (deflate writes codes first bit first)."""
-    count = np.zeros(16, np.int64)
-    for length in lengths:
-        count[length] += 1
-    count[0] = 0
-    next_code = np.zeros(16, np.int64)
-    code = 0
-    for bits in range(1, 16):
-        code = (code + count[bits - 1]) << 1
-        next_code[bits] = code
-    codes = np.zeros(lengths.shape[0], np.int64)
-    for s in range(lengths.shape[0]):
-        length = lengths[s]
-        if length:
-            c = next_code[length]
-            next_code[length] += 1
-            codes[s] = ((_REVERSED[c & 0xFF] << 8) | _REVERSED[c >> 8]) >> (16 - length)
-    return codes
-
-
-@_kernel
-def _length_runs(lengths, sym, extra):
-    """Run-length code a dynamic block's code lengths (symbols 0-15, 16/17/18 with ``extra``); return the count."""
-    n = 0
-    i = 0
-    m = lengths.shape[0]
-    while i < m:
-        v = lengths[i]
-        run = 1
-        while i + run < m and lengths[i + run] == v:
-            run += 1
-        i += run
-        if v == 0:
-            while run >= 11:
-                k = min(run, 138)
-                sym[n], extra[n] = 18, k - 11
-                n += 1
-                run -= k
-            if run >= 3:
-                sym[n], extra[n] = 17, run - 3
-                n += 1
-                run = 0
-        else:
-            sym[n], extra[n] = v, 0
-            n += 1
-            run -= 1
-            while run >= 3:
-                k = min(run, 6)
-                sym[n], extra[n] = 16, k - 3
-                n += 1
-                run -= k
-        for _ in range(run):
-            sym[n], extra[n] = v, 0
-            n += 1
-    return n
-
-
-@_kernel
-def _put(words, w, acc, nacc, value, nbits):
-    """Append ``nbits <= 56`` bits of ``value`` to the bit buffer ``acc`` (``nacc < 64`` bits).
-
-    The buffer is stored to ``words[w]`` every time (``words`` has a word to spare) and
-    ``w`` moves on when it is full: no branch to mispredict.
-    """
-    v = np.uint64(value)
-    acc |= v << np.uint64(nacc)
-    words[w] = acc
-    nacc += nbits
-    full = nacc >> 6  # 0 or 1
-    nacc &= 63
-    w += full
-    # when full, the bits of ``value`` past the word (none when ``nacc`` is 0)
-    carry = v >> np.uint64((nbits - nacc) & 63)
-    acc = carry if full else acc
-    return w, acc, nacc
-
-
-_EXTRA_BITS_OF_RUN = np.array([0] * 16 + [2, 3, 7], np.int64)
-
-
-@_kernel
-def _linear(tables, j, register):
-    """Return the CRC register after the linear map ``tables[j]`` (four tables of 256, one per register byte)."""
-    return (
-        tables[j, 0, register & 0xFF]
-        ^ tables[j, 1, (register >> 8) & 0xFF]
-        ^ tables[j, 2, (register >> 16) & 0xFF]
-        ^ tables[j, 3, register >> 24]
-    )
-
-
-@_kernel
-def _run_matches(remaining):
-    """Split a run of ``remaining >= 3`` bytes into matches: ``(n of 258, then up to two lengths, 0 = none)``."""
-    if remaining <= _MAX_MATCH:  # the usual run: one match, no division
-        return 0, remaining, 0
-    full = remaining // _MAX_MATCH
-    rest = remaining - full * _MAX_MATCH
-    if rest == 0:
-        return full, 0, 0
-    if rest >= 3:
-        return full, rest, 0
-    # 1 or 2 bytes past whole matches: the last two matches share them (no match is under 3)
-    return full - 1, _MAX_MATCH + rest - 3, 3
-
-
-@_kernel
+@kernel
 def _crc_shifts(zero, itemsize, crc_byte, crc_zeros):
     """Return the constant parts of the CRC register's affine maps over runs of the zero code.
 
@@ -390,33 +84,21 @@ def _crc_shifts(zero, itemsize, crc_byte, crc_zeros):
     All 0 when the zero code is 0.
     """
     level0 = itemsize - 1  # log2 of 1 or 2
-    shift = np.zeros(_CRC_LEVELS, np.uint32)
+    shift = np.zeros(CRC_LEVELS, np.uint32)
     if zero == 0:
         return shift
     reg = np.uint32(0)
     for i in range(itemsize):
         reg = crc_byte[(reg ^ np.uint32((zero >> (8 * i)) & 0xFF)) & 0xFF] ^ (reg >> np.uint32(8))
     shift[0] = reg
-    for j in range(_CRC_LEVELS - 1 - level0):
+    for j in range(CRC_LEVELS - 1 - level0):
         c = shift[j]
         lv = j + level0
-        shift[j + 1] = _linear(crc_zeros, lv, c) ^ c
+        shift[j + 1] = crc_linear(crc_zeros, lv, c) ^ c
     return shift
 
 
-@_kernel
-def _crc_after_zeros(register, n, level, crc_zeros):
-    """Return the CRC register after ``n * 2**level`` zero bytes (one step per set bit of ``n``)."""
-    j = level
-    while n:
-        if n & 1:
-            register = _linear(crc_zeros, j, register)
-        n >>= 1
-        j += 1
-    return register
-
-
-@_kernel
+@kernel
 def _run_unit(zero, itemsize):
     """Return the distance of a column's run matches: 1, or 2 for 16-bit zero codes whose two bytes differ.
 
@@ -426,14 +108,14 @@ def _run_unit(zero, itemsize):
     return 1 if itemsize == 1 or (zero & 0xFF) == (zero >> 8) else 2
 
 
-@_kernel
+@kernel
 def _zero_literals(zero, itemsize, n, lit_freq):
     """Count ``n`` zero codes' literals in ``lit_freq``."""
     for i in range(itemsize):
         lit_freq[(zero >> (8 * i)) & 0xFF] += n
 
 
-@_kernel
+@kernel
 def _count_run(remaining, previous_zero, zero, unit, lit_freq):
     """Count the symbols of a run of ``remaining`` bytes of the zero code; return its extra bits.
 
@@ -448,18 +130,18 @@ def _count_run(remaining, previous_zero, zero, unit, lit_freq):
     if remaining < 3:
         _zero_literals(zero, unit, remaining // unit, lit_freq)
     else:
-        full, first, second = _run_matches(remaining)
-        lit_freq[_LEN_SYMBOL[_MAX_MATCH]] += full
+        full, first, second = run_matches(remaining)
+        lit_freq[LEN_SYMBOL[MAX_MATCH]] += full
         if first:
-            lit_freq[_LEN_SYMBOL[first]] += 1
-            extra_bits += _LEN_NBITS[first]
+            lit_freq[LEN_SYMBOL[first]] += 1
+            extra_bits += LEN_NBITS[first]
         if second:
-            lit_freq[_LEN_SYMBOL[second]] += 1
-            extra_bits += _LEN_NBITS[second]
+            lit_freq[LEN_SYMBOL[second]] += 1
+            extra_bits += LEN_NBITS[second]
     return extra_bits
 
 
-@_kernel
+@kernel
 def _count(n_cells, rows, codes, zero, itemsize, lit_freq, gaps):
     """First pass over a column: add its symbols to ``lit_freq``; return the extra bits of its lengths.
 
@@ -474,7 +156,7 @@ def _count(n_cells, rows, codes, zero, itemsize, lit_freq, gaps):
     previous_zero = False  # whether the last code written is the zero code
     position = 0  # the next cell
     unit = _run_unit(zero, itemsize)
-    short_gap = (_MAX_MATCH + unit) // itemsize
+    short_gap = (MAX_MATCH + unit) // itemsize
     nnz = rows.shape[0]
     for k in range(nnz + 1):
         row = np.int64(rows[k]) if k < nnz else np.int64(n_cells)
@@ -505,12 +187,12 @@ def _count(n_cells, rows, codes, zero, itemsize, lit_freq, gaps):
             if remaining < 3:
                 _zero_literals(zero, unit, n * (remaining // unit), lit_freq)
             else:
-                lit_freq[_LEN_SYMBOL[remaining]] += n
-                extra_bits += n * _LEN_NBITS[remaining]
+                lit_freq[LEN_SYMBOL[remaining]] += n
+                extra_bits += n * LEN_NBITS[remaining]
     return extra_bits
 
 
-@_kernel
+@kernel
 def _plan(lit_freq, unit, extra_bits):
     """Choose a block's codes from its symbol counts: dynamic Huffman codes, or the fixed ones when smaller.
 
@@ -518,37 +200,37 @@ def _plan(lit_freq, unit, extra_bits):
     clen_len, nclen)``: ``bits`` is the whole block's size.
     """
     dist_symbol = unit - 1  # distance 1 or 2 (:func:`_run_unit`): symbols 0 and 1, no extra bits
-    dist_freq = np.zeros(_N_DIST, np.int64)
+    dist_freq = np.zeros(N_DIST, np.int64)
     dist_freq[dist_symbol] = lit_freq[257:].sum()
-    lit_len = _huffman_lengths(lit_freq, 15)
-    dist_len = _huffman_lengths(dist_freq, 15)
-    nlit = _N_LITLEN
+    lit_len = huffman_lengths(lit_freq, 15)
+    dist_len = huffman_lengths(dist_freq, 15)
+    nlit = N_LITLEN
     while lit_len[nlit - 1] == 0:
         nlit -= 1
-    ndist = _N_DIST
+    ndist = N_DIST
     while ndist > 1 and dist_len[ndist - 1] == 0:
         ndist -= 1
     all_len = np.concatenate((lit_len[:nlit], dist_len[:ndist]))
     run_sym = np.empty(all_len.shape[0], np.int64)
     run_extra = np.empty(all_len.shape[0], np.int64)
-    n_runs = _length_runs(all_len, run_sym, run_extra)
-    clen_freq = np.zeros(_N_CLEN, np.int64)
+    n_runs = length_runs(all_len, run_sym, run_extra)
+    clen_freq = np.zeros(N_CLEN, np.int64)
     for t in range(n_runs):
         clen_freq[run_sym[t]] += 1
-    clen_len = _huffman_lengths(clen_freq, 7)
-    nclen = _N_CLEN
-    while nclen > 4 and clen_len[_CLEN_ORDER[nclen - 1]] == 0:
+    clen_len = huffman_lengths(clen_freq, 7)
+    nclen = N_CLEN
+    while nclen > 4 and clen_len[CLEN_ORDER[nclen - 1]] == 0:
         nclen -= 1
     data_bits = extra_bits
     fixed_bits = extra_bits
-    for s in range(_N_LITLEN):
+    for s in range(N_LITLEN):
         data_bits += lit_freq[s] * lit_len[s]
-        fixed_bits += lit_freq[s] * _FIXED_LENGTHS[s]
+        fixed_bits += lit_freq[s] * FIXED_LENGTHS[s]
     data_bits += dist_freq[dist_symbol] * dist_len[dist_symbol]
     fixed_bits += dist_freq[dist_symbol] * 5
     header_bits = 14 + 3 * nclen
     for t in range(n_runs):
-        header_bits += clen_len[run_sym[t]] + _EXTRA_BITS_OF_RUN[run_sym[t]]
+        header_bits += clen_len[run_sym[t]] + EXTRA_BITS_OF_RUN[run_sym[t]]
     dynamic = header_bits + data_bits <= fixed_bits
     bits = 3 + (header_bits + data_bits if dynamic else fixed_bits)
     return (
@@ -566,29 +248,29 @@ def _plan(lit_freq, unit, extra_bits):
     )
 
 
-@_kernel
+@kernel
 def _put_run(
     words, w, acc, nacc, remaining, lead, unit, zero_bits, zero_nbits, match_bits, match_nbits
 ):
     """Write any run of ``remaining`` bytes of the zero code, after its literals if ``lead`` (:func:`_count_run`)."""
     if lead:
-        w, acc, nacc = _put(words, w, acc, nacc, zero_bits, zero_nbits)
+        w, acc, nacc = put_bits(words, w, acc, nacc, zero_bits, zero_nbits)
         remaining -= unit
     if remaining < 3:  # whole units, too short for a match
         for _ in range(remaining // unit):
-            w, acc, nacc = _put(words, w, acc, nacc, zero_bits, zero_nbits)
+            w, acc, nacc = put_bits(words, w, acc, nacc, zero_bits, zero_nbits)
         return w, acc, nacc
-    full, first, second = _run_matches(remaining)
+    full, first, second = run_matches(remaining)
     for _ in range(full):
-        w, acc, nacc = _put(words, w, acc, nacc, match_bits[_MAX_MATCH], match_nbits[_MAX_MATCH])
+        w, acc, nacc = put_bits(words, w, acc, nacc, match_bits[MAX_MATCH], match_nbits[MAX_MATCH])
     if first:
-        w, acc, nacc = _put(words, w, acc, nacc, match_bits[first], match_nbits[first])
+        w, acc, nacc = put_bits(words, w, acc, nacc, match_bits[first], match_nbits[first])
     if second:
-        w, acc, nacc = _put(words, w, acc, nacc, match_bits[second], match_nbits[second])
+        w, acc, nacc = put_bits(words, w, acc, nacc, match_bits[second], match_nbits[second])
     return w, acc, nacc
 
 
-@_kernel
+@kernel
 def _write(
     out,
     pos,
@@ -609,7 +291,7 @@ def _write(
     (as :func:`_count` counts it), so one store to the bit buffer. The CRC-32 is computed
     in the same loop: the register is linear in the bytes, so it is the register of the
     column of zero codes (a few steps) plus that of the stored values' differences from
-    the zero code, summed by chunks of :data:`_CRC_CHUNK` bytes counted from the column's
+    the zero code, summed by chunks of :data:`CRC_CHUNK` bytes counted from the column's
     end: each value's bytes look up their part in their chunk (``crc_at``), and one step
     of the dependent chain (``crc_chunks``) moves the sum from one value's chunk to the next's.
     """
@@ -621,48 +303,48 @@ def _write(
     j, g = itemsize - 1, n_cells
     while g:
         if g & 1:
-            crc = _linear(crc_zeros, j, crc) ^ shift[j - itemsize + 1]
+            crc = crc_linear(crc_zeros, j, crc) ^ shift[j - itemsize + 1]
         g >>= 1
         j += 1
     # the stored values' part, summed at the end of chunk ``chunk`` (from the column's end)
     part = np.uint32(0)
-    chunk = (nb - 1) >> _CRC_CHUNK_BITS
+    chunk = (nb - 1) >> CRC_CHUNK_BITS
     _, dynamic, lit_len, dist_len, nlit, ndist, run_sym, run_extra, n_runs, clen_len, nclen = plan
     # the deflate block goes to 64-bit words first, then to ``out`` at ``pos``
     w, acc, nacc = 0, np.uint64(0), 0
     if dynamic:
-        w, acc, nacc = _put(words, w, acc, nacc, 1 | (2 << 1), 3)  # final block, dynamic codes
-        w, acc, nacc = _put(words, w, acc, nacc, nlit - 257, 5)
-        w, acc, nacc = _put(words, w, acc, nacc, ndist - 1, 5)
-        w, acc, nacc = _put(words, w, acc, nacc, nclen - 4, 4)
+        w, acc, nacc = put_bits(words, w, acc, nacc, 1 | (2 << 1), 3)  # final block, dynamic codes
+        w, acc, nacc = put_bits(words, w, acc, nacc, nlit - 257, 5)
+        w, acc, nacc = put_bits(words, w, acc, nacc, ndist - 1, 5)
+        w, acc, nacc = put_bits(words, w, acc, nacc, nclen - 4, 4)
         for i in range(nclen):
-            w, acc, nacc = _put(words, w, acc, nacc, clen_len[_CLEN_ORDER[i]], 3)
-        clen_code = _canonical_codes(clen_len)
+            w, acc, nacc = put_bits(words, w, acc, nacc, clen_len[CLEN_ORDER[i]], 3)
+        clen_code = canonical_codes(clen_len)
         for t in range(n_runs):
             s = run_sym[t]
-            w, acc, nacc = _put(words, w, acc, nacc, clen_code[s], clen_len[s])
+            w, acc, nacc = put_bits(words, w, acc, nacc, clen_code[s], clen_len[s])
             if s >= 16:
-                w, acc, nacc = _put(words, w, acc, nacc, run_extra[t], _EXTRA_BITS_OF_RUN[s])
+                w, acc, nacc = put_bits(words, w, acc, nacc, run_extra[t], EXTRA_BITS_OF_RUN[s])
     else:
-        w, acc, nacc = _put(words, w, acc, nacc, 1 | (1 << 1), 3)  # final block, fixed codes
-        lit_len = _FIXED_LENGTHS[:288].copy()
-        dist_len = _FIXED_LENGTHS[288:].copy()
-    lit_code = _canonical_codes(lit_len)
-    dist_code = _canonical_codes(dist_len)
+        w, acc, nacc = put_bits(words, w, acc, nacc, 1 | (1 << 1), 3)  # final block, fixed codes
+        lit_len = FIXED_LENGTHS[:288].copy()
+        dist_len = FIXED_LENGTHS[288:].copy()
+    lit_code = canonical_codes(lit_len)
+    dist_code = canonical_codes(dist_len)
     # each match length as one string of bits: its symbol's code, extra bits, distance code
     unit = _run_unit(zero, itemsize)
     dist_symbol = unit - 1
-    match_bits = np.zeros(_MAX_MATCH + 1, np.int64)
-    match_nbits = np.zeros(_MAX_MATCH + 1, np.int64)
-    for length in range(3, _MAX_MATCH + 1):
-        s = _LEN_SYMBOL[length]
+    match_bits = np.zeros(MAX_MATCH + 1, np.int64)
+    match_nbits = np.zeros(MAX_MATCH + 1, np.int64)
+    for length in range(3, MAX_MATCH + 1):
+        s = LEN_SYMBOL[length]
         n = lit_len[s]
         match_bits[length] = (
             lit_code[s]
-            | (_LEN_VALUE[length] << n)
-            | (dist_code[dist_symbol] << (n + _LEN_NBITS[length]))
+            | (LEN_VALUE[length] << n)
+            | (dist_code[dist_symbol] << (n + LEN_NBITS[length]))
         )
-        match_nbits[length] = n + _LEN_NBITS[length] + dist_len[dist_symbol]
+        match_nbits[length] = n + LEN_NBITS[length] + dist_len[dist_symbol]
     # the literals of a run's first unit as one string of bits
     zero_bits, zero_nbits = 0, 0
     for i in range(unit):
@@ -671,7 +353,7 @@ def _write(
         zero_nbits += lit_len[b]
     # the usual run of ``gap`` zero codes, after a code that is not the zero code: its first
     # unit's literals, then one match or up to two more units (-1: over 56 bits, written piecewise)
-    short_gap = (_MAX_MATCH + unit) // itemsize
+    short_gap = (MAX_MATCH + unit) // itemsize
     run_bits = np.zeros(short_gap + 1, np.int64)
     run_nbits = np.zeros(short_gap + 1, np.int64)
     for gap in range(1, short_gap + 1):
@@ -707,20 +389,20 @@ def _write(
             )  # fmt: skip
             rb, rn = 0, 0
         if k == nnz:
-            w, acc, nacc = _put(words, w, acc, nacc, rb, rn)
+            w, acc, nacc = put_bits(words, w, acc, nacc, rb, rn)
             break
         code = np.int64(codes[k])
         diff = code ^ zero
         # the value's first byte is ``d`` bytes before the column's last (a 16-bit value's
         # two bytes share a chunk: ``d`` is odd)
         d = nb - 1 - row * itemsize
-        steps = chunk - (d >> _CRC_CHUNK_BITS)
-        chunk = d >> _CRC_CHUNK_BITS
-        if steps <= _CRC_CHUNK_STEPS:
-            part = _linear(crc_chunks, steps, part)
+        steps = chunk - (d >> CRC_CHUNK_BITS)
+        chunk = d >> CRC_CHUNK_BITS
+        if steps <= CRC_CHUNK_STEPS:
+            part = crc_linear(crc_chunks, steps, part)
         else:
-            part = _crc_after_zeros(part, steps, _CRC_CHUNK_BITS, crc_zeros)
-        o = d & (_CRC_CHUNK - 1)
+            part = crc_after_zeros(part, steps, CRC_CHUNK_BITS, crc_zeros)
+        o = d & (CRC_CHUNK - 1)
         if itemsize == 1:
             cb, cn = lit_code[code], lit_len[code]
             part ^= crc_at[o, diff]
@@ -730,18 +412,18 @@ def _write(
             cn = lit_len[lo] + lit_len[hi]
             part ^= crc_at[o, diff & 0xFF] ^ crc_at[o - 1, diff >> 8]
         if rn + cn <= 56:
-            w, acc, nacc = _put(words, w, acc, nacc, rb | (cb << rn), rn + cn)
+            w, acc, nacc = put_bits(words, w, acc, nacc, rb | (cb << rn), rn + cn)
         else:
-            w, acc, nacc = _put(words, w, acc, nacc, rb, rn)
-            w, acc, nacc = _put(words, w, acc, nacc, cb, cn)
+            w, acc, nacc = put_bits(words, w, acc, nacc, rb, rn)
+            w, acc, nacc = put_bits(words, w, acc, nacc, cb, cn)
         previous_zero = code == zero
         position = row + 1
-    w, acc, nacc = _put(words, w, acc, nacc, lit_code[_END_OF_BLOCK], lit_len[_END_OF_BLOCK])
+    w, acc, nacc = put_bits(words, w, acc, nacc, lit_code[END_OF_BLOCK], lit_len[END_OF_BLOCK])
     words[w] = acc  # the last bits (the rest are 0)
     nbytes = 8 * w + (nacc + 7) // 8
     out[pos : pos + nbytes] = words.view(np.uint8)[:nbytes]
     pos += nbytes
-    crc ^= _crc_after_zeros(part, chunk, _CRC_CHUNK_BITS, crc_zeros) ^ np.uint32(0xFFFFFFFF)
+    crc ^= crc_after_zeros(part, chunk, CRC_CHUNK_BITS, crc_zeros) ^ np.uint32(0xFFFFFFFF)
     size = nb & 0xFFFFFFFF
     for i in range(4):
         out[pos + i] = (crc >> (8 * i)) & 0xFF
@@ -749,7 +431,7 @@ def _write(
     return pos + 8
 
 
-@_kernel
+@kernel
 def _encode_column(n_cells, rows, codes, zero, itemsize, header, tables):
     """Return the gzip member of one column (see :func:`_encode_columns`)."""
     indptr = np.array([0, rows.shape[0]], np.int64)
@@ -759,7 +441,7 @@ def _encode_column(n_cells, rows, codes, zero, itemsize, header, tables):
     return out
 
 
-@_kernel
+@kernel
 def _encode_columns(
     n_cells,
     indptr,
@@ -780,15 +462,15 @@ def _encode_columns(
     ends = np.zeros(n_genes + 1, np.int64)
     out = np.empty(max(1024, (indptr[-1] * itemsize * 3) // 2), np.uint8)
     pos = 0
-    lit_freq = np.zeros(_N_LITLEN, np.int64)
-    gaps = np.zeros(_MAX_MATCH // itemsize + 2, np.int64)
+    lit_freq = np.zeros(N_LITLEN, np.int64)
+    gaps = np.zeros(MAX_MATCH // itemsize + 2, np.int64)
     words = np.empty(1024, np.uint64)
     for g in range(n_genes):
         if not skip[g]:
             a, b = indptr[g], indptr[g + 1]
             lit_freq[:] = 0
             extra_bits = _count(n_cells, rows[a:b], codes[a:b], zeros[g], itemsize, lit_freq, gaps)
-            lit_freq[_END_OF_BLOCK] += 1
+            lit_freq[END_OF_BLOCK] += 1
             plan = _plan(lit_freq, _run_unit(zeros[g], itemsize), extra_bits)
             bits = plan[0]
             need = pos + header.shape[0] + (bits + 7) // 8 + 16
@@ -815,7 +497,7 @@ def _encode_columns(
     return out[:pos], ends
 
 
-@_kernel
+@kernel
 def _scatter(gene, row, code, start, rows, codes):
     """Put each value's row and code at its gene's next place (``start[g]``, in order)."""
     at = start.copy()

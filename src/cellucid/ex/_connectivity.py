@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from .._compiled import load_kernels
 from .._format import CONNECTIVITY_MANIFEST, EDGE_FORMAT, WEIGHT_DTYPE, index_dtype
 from .._layout import edges_path
 from ..pp import Edges
-from ._payload import PayloadWriter, dumps_manifest, write_json
+from ._payload import PayloadWriter, dumps_manifest, gzip_header, write_json
 from ._settings import ExportSettings
+
+#: graphs with fewer edges have their weights gzipped by zlib: loading the compiled
+#: encoder (:mod:`cellucid.ex._weights_gzip`, numba, ~2 s from its cache) costs more than
+#: it saves (~275 ns an edge against zlib-ng's level 6, see benchmarks/README.md)
+WEIGHTS_KERNEL_MIN_EDGES = 2**23
 
 
 def write_connectivity(
@@ -27,9 +35,10 @@ def write_connectivity(
         "destinationsPath": writer.write(edges_path("dst"), _as_index(edges.dst, dtype)),
     }
     if settings.layout.weighted_edges:
-        manifest["weightsPath"] = writer.write(
-            edges_path("weights"), edges.weights.astype(WEIGHT_DTYPE, copy=False)
-        )
+        weights = edges.weights.astype(WEIGHT_DTYPE, copy=False)
+        manifest["weightsPath"] = writer.write_many(
+            [(edges_path("weights"), weights)], encode=_weights_encoder(writer)
+        )[0]
         manifest["weight_dtype"] = "float64"
         manifest["weight_bytes"] = WEIGHT_DTYPE.itemsize
     manifest["compression"] = settings.compression
@@ -41,3 +50,24 @@ def _as_index(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Non-negative indices as ``dtype``; a view when only the sign differs (the bytes are the same)."""
     signed = np.dtype(dtype.str.replace("u", "i"))
     return values.view(dtype) if values.dtype == signed else values.astype(dtype)
+
+
+def _weights_encoder(writer: PayloadWriter) -> Callable[[np.ndarray], bytes | memoryview]:
+    """Return the writer's encoder, or for large graphs gzipped below level 9 the compiled weights encoder.
+
+    The compiled encoder's member decodes to the same bytes; it takes over only where every
+    weight widens a float32 (and falls back to the writer's encoder otherwise).
+    """
+    default = writer.encoder()
+    level = writer.compression
+    if not level or level == 9:
+        return default
+
+    def encode(weights: np.ndarray) -> bytes | memoryview:
+        kernels = load_kernels(
+            f"{__package__}._weights_gzip", weights.shape[0], WEIGHTS_KERNEL_MIN_EDGES
+        )
+        member = None if kernels is None else kernels.gzip_weights(weights, gzip_header(level))
+        return default(weights) if member is None else member
+
+    return encode

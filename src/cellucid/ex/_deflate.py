@@ -75,6 +75,25 @@ def _length_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 LEN_SYMBOL, LEN_NBITS, LEN_VALUE = _length_tables()
 
 
+def _distance_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per match distance 0..32768: its distance symbol, extra bits and extra value."""
+    symbol = np.zeros(WINDOW + 1, np.int64)
+    nbits = np.zeros(WINDOW + 1, np.int64)
+    value = np.zeros(WINDOW + 1, np.int64)
+    base = 1
+    for code in range(N_DIST):
+        extra = max(code // 2 - 1, 0)
+        top = base + (1 << extra)
+        symbol[base:top], nbits[base:top], value[base:top] = code, extra, np.arange(top - base)
+        base = top
+    return symbol, nbits, value
+
+
+#: the largest match distance (deflate's window)
+WINDOW = 32768
+DIST_SYMBOL, DIST_NBITS, DIST_VALUE = _distance_tables()
+
+
 def _fixed_lengths() -> np.ndarray:
     lengths = np.full(288 + 32, 5, np.int64)  # literal/lengths, then distances
     lengths[:144], lengths[144:256], lengths[256:280], lengths[280:288] = 8, 9, 7, 8

@@ -117,12 +117,11 @@ def _reach_back(data, start, p, dist):  # pragma: no cover (compiled)
 
 
 @_njit
-def _tokens(
-    data, values, a, b, state, tables, lit_freq, dist_freq, tok_len, tok_val
-):  # pragma: no cover
+def _tokens(data, values, a, b, state, tables, lit_freq, dist_freq, tokens):  # pragma: no cover
     """Choose the symbols of values ``a .. b - 1`` (and the bytes left at the end); return how many.
 
-    A token is a literal (``tok_len`` 0, ``tok_val`` the byte) or a match (length, distance).
+    A token (int32, small enough to stay in the cache) is ``length << 16 | distance`` for a
+    match, the byte for a literal (length 0).
     Each value's choice is made at its head, the 6 bytes from the previous value's bytes 6-7
     to its byte 3 (3 zero bytes between): the longer match, reaching up to 2 bytes before
     the head, of the last head with the same 3 bytes (``tables[0]``) and of the last equal
@@ -163,18 +162,18 @@ def _tokens(
                     best, back = n, i - j2
         while cur < start:
             lit_freq[data[cur]] += 1
-            tok_len[n_tokens], tok_val[n_tokens] = 0, data[cur]
+            tokens[n_tokens] = data[cur]
             n_tokens += 1
             cur += 1
         lit_freq[LEN_SYMBOL[best]] += 1
         dist_freq[DIST_SYMBOL[8 * back]] += 1
-        tok_len[n_tokens], tok_val[n_tokens] = best, 8 * back
+        tokens[n_tokens] = (best << 16) | (8 * back)
         n_tokens += 1
         cur += best
     if b == values.shape[0]:  # the last bytes
         while cur < data.shape[0]:
             lit_freq[data[cur]] += 1
-            tok_len[n_tokens], tok_val[n_tokens] = 0, data[cur]
+            tokens[n_tokens] = data[cur]
             n_tokens += 1
             cur += 1
     state[0] = cur
@@ -217,14 +216,12 @@ def _put_header(words, w, acc, nacc, final, lit_len, dist_len):  # pragma: no co
 
 
 @_njit
-def _put_tokens(
-    tok_len, tok_val, n_tokens, lit_len, dist_len, words, w, acc, nacc
-):  # pragma: no cover
+def _put_tokens(tokens, n_tokens, lit_len, dist_len, words, w, acc, nacc):  # pragma: no cover
     """Write a block's tokens (:func:`_tokens`) with its codes, and the end of the block."""
     lit_code = canonical_codes(lit_len)
     dist_code = canonical_codes(dist_len)
     for t in range(n_tokens):
-        n, x = tok_len[t], tok_val[t]
+        n, x = tokens[t] >> 16, tokens[t] & 0xFFFF
         if n == 0:
             w, acc, nacc = put_bits(words, w, acc, nacc, lit_code[x], lit_len[x])
             continue
@@ -254,22 +251,19 @@ def deflate_weights(values):  # pragma: no cover (compiled)
     )
     state = np.zeros(1, np.int64)
     # a token per byte at most (the last block takes the bytes past its values too)
-    tok_len = np.empty(8 * _BLOCK_VALUES + 16, np.int64)
-    tok_val = np.empty(8 * _BLOCK_VALUES + 16, np.int64)
+    tokens = np.empty(8 * _BLOCK_VALUES + 16, np.int32)
     words = np.empty((8 * _BLOCK_VALUES + 16) * 48 // 64 + 256, np.uint64)
     w, acc, nacc = 0, np.uint64(0), 0
     for a in range(0, max(n, 1), _BLOCK_VALUES):
         b = min(a + _BLOCK_VALUES, n)
         lit_freq = np.zeros(N_LITLEN, np.int64)
         dist_freq = np.zeros(N_DIST, np.int64)
-        n_tokens = _tokens(data, values, a, b, state, tables, lit_freq, dist_freq, tok_len, tok_val)
+        n_tokens = _tokens(data, values, a, b, state, tables, lit_freq, dist_freq, tokens)
         lit_freq[END_OF_BLOCK] += 1
         lit_len = huffman_lengths(lit_freq, 15)
         dist_len = huffman_lengths(dist_freq, 15)
         w, acc, nacc = _put_header(words, w, acc, nacc, int(b == n), lit_len, dist_len)
-        w, acc, nacc = _put_tokens(
-            tok_len, tok_val, n_tokens, lit_len, dist_len, words, w, acc, nacc
-        )
+        w, acc, nacc = _put_tokens(tokens, n_tokens, lit_len, dist_len, words, w, acc, nacc)
         # the block's whole words go out; the bits past them stay in ``acc``
         if pos + 8 * w + 16 > out.shape[0]:
             bigger = np.empty(max(pos + 8 * w + 16, 2 * out.shape[0]), np.uint8)

@@ -30,6 +30,7 @@ def _member(weights: np.ndarray, level: int = 6) -> bytes:
         np.asarray(weights, np.float64), _payload.gzip_header(level)
     )
     assert member is not None
+    member = bytes(member)
     assert gzip.decompress(member) == raw
     inflate = zlib.decompressobj(wbits=31)
     assert inflate.decompress(member) + inflate.flush() == raw

@@ -357,6 +357,54 @@ EXTRA_BITS_OF_RUN = np.array([0] * 16 + [2, 3, 7], np.int64)
 
 
 @kernel
+def plan_header(lit_len, dist_len):
+    """Plan a dynamic block's header (RFC 1951, 3.2.7) from the lengths of its two codes.
+
+    Returns ``(nlit, ndist, run_sym, run_extra, n_runs, clen_len, nclen)``: how many
+    literal/length and distance lengths are sent, those lengths run-length coded
+    (:func:`length_runs`), and the code-length code's lengths and how many are sent.
+    """
+    nlit = N_LITLEN
+    while lit_len[nlit - 1] == 0:
+        nlit -= 1
+    ndist = N_DIST
+    while ndist > 1 and dist_len[ndist - 1] == 0:
+        ndist -= 1
+    all_len = np.concatenate((lit_len[:nlit], dist_len[:ndist]))
+    run_sym = np.empty(all_len.shape[0], np.int64)
+    run_extra = np.empty(all_len.shape[0], np.int64)
+    n_runs = length_runs(all_len, run_sym, run_extra)
+    clen_freq = np.zeros(N_CLEN, np.int64)
+    for t in range(n_runs):
+        clen_freq[run_sym[t]] += 1
+    clen_len = huffman_lengths(clen_freq, 7)
+    nclen = N_CLEN
+    while nclen > 4 and clen_len[CLEN_ORDER[nclen - 1]] == 0:
+        nclen -= 1
+    return nlit, ndist, run_sym, run_extra, n_runs, clen_len, nclen
+
+
+@kernel
+def put_header(
+    words, w, acc, nacc, final, nlit, ndist, run_sym, run_extra, n_runs, clen_len, nclen
+):
+    """Write a dynamic block's first bits and the header :func:`plan_header` planned."""
+    w, acc, nacc = put_bits(words, w, acc, nacc, final | (2 << 1), 3)
+    w, acc, nacc = put_bits(words, w, acc, nacc, nlit - 257, 5)
+    w, acc, nacc = put_bits(words, w, acc, nacc, ndist - 1, 5)
+    w, acc, nacc = put_bits(words, w, acc, nacc, nclen - 4, 4)
+    for i in range(nclen):
+        w, acc, nacc = put_bits(words, w, acc, nacc, clen_len[CLEN_ORDER[i]], 3)
+    clen_code = canonical_codes(clen_len)
+    for t in range(n_runs):
+        s = run_sym[t]
+        w, acc, nacc = put_bits(words, w, acc, nacc, clen_code[s], clen_len[s])
+        if s >= 16:
+            w, acc, nacc = put_bits(words, w, acc, nacc, run_extra[t], EXTRA_BITS_OF_RUN[s])
+    return w, acc, nacc
+
+
+@kernel
 def crc_linear(tables, j, register):
     """Return the CRC register after the linear map ``tables[j]`` (four tables of 256, one per register byte)."""
     return (

@@ -31,7 +31,6 @@ import numpy as np
 from .._format import gzip_ceiling
 from ..pp._quantize import encode_with_bounds
 from ._deflate import (
-    CLEN_ORDER,
     CRC_CHUNK,
     CRC_CHUNK_BITS,
     CRC_CHUNK_STEPS,
@@ -43,7 +42,6 @@ from ._deflate import (
     LEN_SYMBOL,
     LEN_VALUE,
     MAX_MATCH,
-    N_CLEN,
     N_DIST,
     N_LITLEN,
     canonical_codes,
@@ -53,8 +51,9 @@ from ._deflate import (
     crc_tables,
     huffman_lengths,
     kernel,
-    length_runs,
+    plan_header,
     put_bits,
+    put_header,
     run_matches,
 )
 
@@ -204,23 +203,7 @@ def _plan(lit_freq, unit, extra_bits):
     dist_freq[dist_symbol] = lit_freq[257:].sum()
     lit_len = huffman_lengths(lit_freq, 15)
     dist_len = huffman_lengths(dist_freq, 15)
-    nlit = N_LITLEN
-    while lit_len[nlit - 1] == 0:
-        nlit -= 1
-    ndist = N_DIST
-    while ndist > 1 and dist_len[ndist - 1] == 0:
-        ndist -= 1
-    all_len = np.concatenate((lit_len[:nlit], dist_len[:ndist]))
-    run_sym = np.empty(all_len.shape[0], np.int64)
-    run_extra = np.empty(all_len.shape[0], np.int64)
-    n_runs = length_runs(all_len, run_sym, run_extra)
-    clen_freq = np.zeros(N_CLEN, np.int64)
-    for t in range(n_runs):
-        clen_freq[run_sym[t]] += 1
-    clen_len = huffman_lengths(clen_freq, 7)
-    nclen = N_CLEN
-    while nclen > 4 and clen_len[CLEN_ORDER[nclen - 1]] == 0:
-        nclen -= 1
+    nlit, ndist, run_sym, run_extra, n_runs, clen_len, nclen = plan_header(lit_len, dist_len)
     data_bits = extra_bits
     fixed_bits = extra_bits
     for s in range(N_LITLEN):
@@ -312,19 +295,10 @@ def _write(
     _, dynamic, lit_len, dist_len, nlit, ndist, run_sym, run_extra, n_runs, clen_len, nclen = plan
     # the deflate block goes to 64-bit words first, then to ``out`` at ``pos``
     w, acc, nacc = 0, np.uint64(0), 0
-    if dynamic:
-        w, acc, nacc = put_bits(words, w, acc, nacc, 1 | (2 << 1), 3)  # final block, dynamic codes
-        w, acc, nacc = put_bits(words, w, acc, nacc, nlit - 257, 5)
-        w, acc, nacc = put_bits(words, w, acc, nacc, ndist - 1, 5)
-        w, acc, nacc = put_bits(words, w, acc, nacc, nclen - 4, 4)
-        for i in range(nclen):
-            w, acc, nacc = put_bits(words, w, acc, nacc, clen_len[CLEN_ORDER[i]], 3)
-        clen_code = canonical_codes(clen_len)
-        for t in range(n_runs):
-            s = run_sym[t]
-            w, acc, nacc = put_bits(words, w, acc, nacc, clen_code[s], clen_len[s])
-            if s >= 16:
-                w, acc, nacc = put_bits(words, w, acc, nacc, run_extra[t], EXTRA_BITS_OF_RUN[s])
+    if dynamic:  # the final block
+        w, acc, nacc = put_header(
+            words, w, acc, nacc, 1, nlit, ndist, run_sym, run_extra, n_runs, clen_len, nclen
+        )
     else:
         w, acc, nacc = put_bits(words, w, acc, nacc, 1 | (1 << 1), 3)  # final block, fixed codes
         lit_len = FIXED_LENGTHS[:288].copy()

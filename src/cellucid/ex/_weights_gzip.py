@@ -31,23 +31,21 @@ from ._deflate import compile_kernels
 compile_kernels()  # the deflate primitives this module's kernels call, as numba functions
 
 from ._deflate import (  # noqa: E402 (numba versions, after compile_kernels)
-    CLEN_ORDER,
     DIST_NBITS,
     DIST_SYMBOL,
     DIST_VALUE,
     END_OF_BLOCK,
-    EXTRA_BITS_OF_RUN,
     LEN_NBITS,
     LEN_SYMBOL,
     LEN_VALUE,
     MAX_MATCH,
-    N_CLEN,
     N_DIST,
     N_LITLEN,
     canonical_codes,
     huffman_lengths,
-    length_runs,
+    plan_header,
     put_bits,
+    put_header,
 )
 
 _njit = numba.njit(cache=True, nogil=True)
@@ -185,36 +183,10 @@ def _tokens(data, values, a, b, state, tables, lit_freq, dist_freq, tokens):  # 
 @_njit
 def _put_header(words, w, acc, nacc, final, lit_len, dist_len):  # pragma: no cover
     """Write a dynamic block's header: its code lengths, run-length coded (RFC 1951, 3.2.7)."""
-    nlit = N_LITLEN
-    while lit_len[nlit - 1] == 0:
-        nlit -= 1
-    ndist = N_DIST
-    while ndist > 1 and dist_len[ndist - 1] == 0:
-        ndist -= 1
-    all_len = np.concatenate((lit_len[:nlit], dist_len[:ndist]))
-    run_sym = np.empty(all_len.shape[0], np.int64)
-    run_extra = np.empty(all_len.shape[0], np.int64)
-    n_runs = length_runs(all_len, run_sym, run_extra)
-    clen_freq = np.zeros(N_CLEN, np.int64)
-    for t in range(n_runs):
-        clen_freq[run_sym[t]] += 1
-    clen_len = huffman_lengths(clen_freq, 7)
-    nclen = N_CLEN
-    while nclen > 4 and clen_len[CLEN_ORDER[nclen - 1]] == 0:
-        nclen -= 1
-    w, acc, nacc = put_bits(words, w, acc, nacc, final | (2 << 1), 3)
-    w, acc, nacc = put_bits(words, w, acc, nacc, nlit - 257, 5)
-    w, acc, nacc = put_bits(words, w, acc, nacc, ndist - 1, 5)
-    w, acc, nacc = put_bits(words, w, acc, nacc, nclen - 4, 4)
-    for i in range(nclen):
-        w, acc, nacc = put_bits(words, w, acc, nacc, clen_len[CLEN_ORDER[i]], 3)
-    clen_code = canonical_codes(clen_len)
-    for t in range(n_runs):
-        s = run_sym[t]
-        w, acc, nacc = put_bits(words, w, acc, nacc, clen_code[s], clen_len[s])
-        if s >= 16:
-            w, acc, nacc = put_bits(words, w, acc, nacc, run_extra[t], EXTRA_BITS_OF_RUN[s])
-    return w, acc, nacc
+    nlit, ndist, run_sym, run_extra, n_runs, clen_len, nclen = plan_header(lit_len, dist_len)
+    return put_header(
+        words, w, acc, nacc, final, nlit, ndist, run_sym, run_extra, n_runs, clen_len, nclen
+    )
 
 
 @_njit

@@ -421,6 +421,24 @@ def test_small_exports_never_load_the_kernels(
         cl.ex.export(adata, tmp_path / "all", var_quantization=8, compression=6, progress=False)
 
 
+def test_the_writer_warms_the_kernels_up_where_blocks_are_compiled(
+    adata: ad.AnnData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cellucid.ex import _genes, _var
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(_var, "warm_up", lambda matrix, **kw: calls.append((matrix.shape, kw)))
+    adata = _realistic(adata)
+    options = {"compression": 6, "progress": False}
+    cl.ex.export(adata, tmp_path / "small", var_quantization=8, **options)
+    assert calls == []  # under the compiled path's size rule
+    monkeypatch.setattr(_genes, "COMPILED_MIN_STORED", 0)
+    cl.ex.export(adata, tmp_path / "compiled", var_quantization=16, **options)
+    assert calls == [(adata.shape, {"bits": 16, "level": 6})]
+    cl.ex.export(adata, tmp_path / "float32", var_quantization=None, **options)
+    assert len(calls) == 1  # float32 values keep zlib: nothing to warm up
+
+
 def _csr_block_cases(seed: int):
     """CSR matrices with negative, non-finite and repeated values, empty and constant columns."""
     rng = np.random.default_rng(seed)
@@ -511,6 +529,43 @@ def test_fused_csr_gather_gives_the_columns_of_the_parts_path(
             assert np.array_equal(o.rows, ref.rows) and np.array_equal(o.codes, ref.codes)
             assert o.zero == ref.zero
             assert (o.member is None and ref.member is None) or bytes(o.member) == bytes(ref.member)
+
+
+def test_warm_up_loads_the_kernels_a_block_runs(tmp_path: Path) -> None:
+    """After warm_up, a real block's call finds every kernel loaded for its types (in a fresh process).
+
+    A kernel numba has not seen with a block's types would gain a signature at that call.
+    """
+    x = _csr_block_cases(5)
+    np.savez(tmp_path / "x.npz", indptr=x.indptr, indices=x.indices, data=x.data)
+    script = (
+        "import sys, numpy as np\n"
+        "from scipy import sparse\n"
+        "from cellucid.ex import _csr_kernels, _genes, _sparse_gzip\n"
+        "z = np.load(sys.argv[1])\n"
+        "x = sparse.csr_matrix((z['data'], z['indices'], z['indptr']), shape=(900, 40))\n"
+        "layout = _genes._ColumnBlocks.cut(np.array([1, 2, 5, 9]), 40, 900.0, 900.0 * 6)\n"
+        "runs = _genes._run_starts(x, layout.bounds)\n"
+        "bits = int(sys.argv[2])\n"
+        "if sys.argv[3] == 'warm':\n"
+        "    _sparse_gzip.warm_up(x, bits=bits, level=6)\n"
+        "kernels = lambda: (_csr_kernels._gather_quantized, _sparse_gzip._encode_columns)\n"
+        "before = [len(getattr(k, 'signatures', ())) for k in kernels()]\n"
+        "ranges = [(0, 450), (450, 900)]\n"
+        "counts = [np.bincount(x[a:b].indices, minlength=40)[[1, 2, 5, 9]] for a, b in ranges]\n"
+        "dtype = np.dtype(np.uint8 if bits == 8 else np.uint16)\n"
+        "_sparse_gzip.stored_columns_from_csr(x, runs[:, 0:2], layout.in_block, ranges, counts,\n"
+        "    np.zeros(4), np.full(4, 3.0), np.zeros(4, np.int64), dtype, bits=bits, level=6)\n"
+        "after = [len(k.signatures) for k in kernels()]\n"
+        "sys.stdout.write(f'{before} {after}')\n"
+    )
+    for bits in (8, 16):
+        run = [sys.executable, "-c", script, str(tmp_path / "x.npz"), str(bits)]
+        warm = subprocess.run([*run, "warm"], capture_output=True, text=True, check=True).stdout
+        before, after = warm.split("] [")
+        assert before.strip("[]") == after.strip("[]") and "0" not in before, (bits, warm)
+        cold = subprocess.run([*run, "cold"], capture_output=True, text=True, check=True).stdout
+        assert cold.startswith("[0, 0]"), cold  # nothing was loaded without it
 
 
 def test_fused_csr_kernel_interpreted_gives_the_compiled_codes(tmp_path: Path) -> None:

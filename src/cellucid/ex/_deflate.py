@@ -13,6 +13,7 @@ is imported then, only when first needed). The tests also run them interpreted
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from functools import cache
 
@@ -28,14 +29,22 @@ def kernel(func: Callable) -> Callable:
     return func
 
 
-@cache
 def compile_kernels() -> None:
     """Put the numba versions of all kernels in place of the Python functions, wherever they are bound.
 
     Every module holding a kernel (its own, and those that imported it by name) gets the
     compiled function under the same name. Each compiles on its first call, or loads from
-    numba's cache.
+    numba's cache. Once per process; threads that call it together wait for the first.
     """
+    with _COMPILING:
+        _compile_kernels()
+
+
+_COMPILING = threading.Lock()
+
+
+@cache
+def _compile_kernels() -> None:
     import numba
 
     jit = numba.njit(cache=True, nogil=True)

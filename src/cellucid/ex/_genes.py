@@ -222,6 +222,7 @@ def gene_blocks(
     spill_dir: Path,
     executor: Executor,
     stop: threading.Event,
+    warm_up: Callable[[sparse.csr_matrix], None] | None = None,
 ) -> Iterator[GeneBlock]:
     """Yield the exported genes (``matrix[:, columns]``) in blocks that fit ``memory_budget``.
 
@@ -233,7 +234,8 @@ def gene_blocks(
     cell-major matrix that is not in memory (backed CSR, dask with sparse chunks) is read
     once: its values are spilled to one file per block of genes under ``spill_dir``, then
     read back block by block. Parallel work goes to ``executor``; once ``stop`` is set, a
-    long pass (spilling) ends early.
+    long pass (spilling) ends early. ``warm_up`` is run on ``executor`` with a matrix whose
+    blocks will be compiled ones, while its first pass runs (the writer loads its kernels).
     """
     n_columns = columns.shape[0]
     if n_columns == 0:
@@ -260,7 +262,7 @@ def gene_blocks(
             yield _as_block(np.arange(s, e), matrix[:, columns[s:e]].compute())
     elif sparse.issparse(matrix):
         yield from _in_memory_sparse_blocks(
-            matrix, columns, payload, stored_bytes, memory_budget, executor
+            matrix, columns, payload, stored_bytes, memory_budget, executor, warm_up
         )
     elif is_backed_sparse(matrix):
         yield from _backed_sparse_blocks(matrix, columns, n_cells, payload, memory_budget, spill)
@@ -286,10 +288,11 @@ def _in_memory_sparse_blocks(
     stored_bytes: int,
     budget: int,
     executor: Executor,
+    warm_up: Callable[[sparse.csr_matrix], None] | None,
 ) -> Iterator[GeneBlock]:
     if matrix.format != "csc":
         csr = _canonical_csr(matrix)
-        yield from _csr_blocks(csr, columns, payload, stored_bytes, budget, executor)
+        yield from _csr_blocks(csr, columns, payload, stored_bytes, budget, executor, warm_up)
         return
     # each block's duplicates are added up as it is wrapped (_as_block), so no canonical copy
     stored = np.diff(matrix.indptr)[columns]
@@ -390,6 +393,7 @@ def _csr_blocks(
     stored_bytes: int,
     budget: int,
     executor: Executor,
+    warm_up: Callable[[sparse.csr_matrix], None] | None = None,
 ) -> Iterator[GeneBlock]:
     """Blocks of a canonical in-memory CSR matrix, gathered part by part, never re-laid out.
 
@@ -412,6 +416,8 @@ def _csr_blocks(
         if matrix.data.dtype in (np.float32, np.float64)
         else None
     )
+    if kernels is not None and warm_up is not None:
+        executor.submit(warm_up, matrix)  # its errors come again where the kernels run
     per_gene = payload
     if kernels is not None and stored_bytes:
         per_gene = min(payload, stored_bytes * nnz / max(1, n_all))

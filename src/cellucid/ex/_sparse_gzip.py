@@ -23,7 +23,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -58,6 +58,8 @@ from ._deflate import (
 )
 
 if TYPE_CHECKING:
+    from scipy import sparse
+
     from ._arithmetic import Arithmetic
 
 # --- when this encoder is used (measured on 8-bit codes, see benchmarks/README.md) ----------
@@ -671,6 +673,29 @@ def stored_columns_from_csr(
             strict=True,
         )
     ]
+
+
+def warm_up(matrix: sparse.csr_matrix, *, bits: int, level: int) -> None:
+    """Load the kernels :func:`stored_columns_from_csr` runs on ``matrix``, on a block of no values.
+
+    numba loads a kernel from its cache (or compiles it) at its first call with given
+    types: here they are ``matrix``'s, so that the gene writer can load them on its pool
+    (~1 s) while the first pass reads the matrix, instead of at its first block.
+    """
+    from .._format import QUANT_DTYPE
+
+    empty = SimpleNamespace(  # what the kernels read of a CSR matrix, with its types
+        shape=(1, matrix.shape[1]),
+        indptr=np.zeros(2, matrix.indptr.dtype),
+        indices=matrix.indices[:0],
+        data=matrix.data[:0],
+    )
+    runs = np.zeros((1, 3), np.min_scalar_type(matrix.shape[1]))[:, :2]  # a view, as a block's
+    one = np.ones(1)
+    stored_columns_from_csr(
+        empty, runs, 0, [(0, 1)], np.zeros((1, 1), np.int64), one - 1, one,
+        np.zeros(1, np.int64), np.dtype(QUANT_DTYPE[bits]), bits=bits, level=level,
+    )  # fmt: skip
 
 
 def _genes_members(

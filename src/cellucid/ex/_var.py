@@ -34,6 +34,7 @@ from ._sparse_gzip import (
     stored_columns_from_csr,
     stored_value_bytes,
     use_sparse_gzip,
+    warm_up,
 )
 
 #: blocks of gene payloads in memory at once: one being encoded, one being written
@@ -108,6 +109,11 @@ class GeneWriter:
                 spill_dir=self._spill_dir,
                 executor=writer.executor,
                 stop=stop,
+                warm_up=(
+                    partial(warm_up, bits=self.bits, level=self.stored_gzip)
+                    if self.stored_gzip
+                    else None
+                ),
             )
         )
 

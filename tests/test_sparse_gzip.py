@@ -531,19 +531,28 @@ def test_fused_csr_gather_gives_the_columns_of_the_parts_path(
             assert (o.member is None and ref.member is None) or bytes(o.member) == bytes(ref.member)
 
 
+def _case_script(tmp_path: Path, seed: int, modules: str) -> str:
+    """Save :func:`_csr_block_cases` ``seed`` to ``x.npz``; return a script's start that loads it as ``x``.
+
+    The script imports ``modules`` from ``cellucid.ex`` and reads the file from ``sys.argv[1]``.
+    """
+    x = _csr_block_cases(seed)
+    np.savez(tmp_path / "x.npz", indptr=x.indptr, indices=x.indices, data=x.data)
+    return (
+        "import sys, numpy as np\n"
+        "from scipy import sparse\n"
+        f"from cellucid.ex import {modules}\n"
+        "z = np.load(sys.argv[1])\n"
+        "x = sparse.csr_matrix((z['data'], z['indices'], z['indptr']), shape=(900, 40))\n"
+    )
+
+
 def test_warm_up_loads_the_kernels_a_block_runs(tmp_path: Path) -> None:
     """After warm_up, a real block's call finds every kernel loaded for its types (in a fresh process).
 
     A kernel numba has not seen with a block's types would gain a signature at that call.
     """
-    x = _csr_block_cases(5)
-    np.savez(tmp_path / "x.npz", indptr=x.indptr, indices=x.indices, data=x.data)
-    script = (
-        "import sys, numpy as np\n"
-        "from scipy import sparse\n"
-        "from cellucid.ex import _csr_kernels, _genes, _sparse_gzip\n"
-        "z = np.load(sys.argv[1])\n"
-        "x = sparse.csr_matrix((z['data'], z['indices'], z['indptr']), shape=(900, 40))\n"
+    script = _case_script(tmp_path, 5, "_csr_kernels, _genes, _sparse_gzip") + (
         "layout = _genes._ColumnBlocks.cut(np.array([1, 2, 5, 9]), 40, 900.0, 900.0 * 6)\n"
         "runs = _genes._run_starts(x, layout.bounds)\n"
         "bits = int(sys.argv[2])\n"
@@ -570,14 +579,7 @@ def test_warm_up_loads_the_kernels_a_block_runs(tmp_path: Path) -> None:
 
 def test_fused_csr_kernel_interpreted_gives_the_compiled_codes(tmp_path: Path) -> None:
     """_gather_quantized under NUMBA_DISABLE_JIT writes the compiled kernel's rows and codes."""
-    x = _csr_block_cases(3)
-    np.savez(tmp_path / "x.npz", indptr=x.indptr, indices=x.indices, data=x.data)
-    script = (
-        "import sys, numpy as np\n"
-        "from scipy import sparse\n"
-        "from cellucid.ex import _sparse_gzip\n"
-        "z = np.load(sys.argv[1])\n"
-        "x = sparse.csr_matrix((z['data'], z['indices'], z['indptr']), shape=(900, 40))\n"
+    script = _case_script(tmp_path, 3, "_sparse_gzip") + (
         "runs = np.stack([np.zeros(900, np.int64), np.diff(x.indptr)], axis=1)\n"
         "vmin, vmax = np.full(40, -1.0), np.full(40, 4.0)\n"
         "vmax[5] = -1.0\n"

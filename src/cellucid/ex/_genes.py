@@ -421,8 +421,8 @@ def _csr_blocks(
     per_gene = payload
     if kernels is not None and stored_bytes:
         per_gene = min(payload, stored_bytes * nnz / max(1, n_all))
-        genes = _STORED_VALUES_PER_ROW * max(1, n_cells) / max(1.0, nnz / max(1, n_all))
-        budget = min(budget, int(per_gene * genes))
+        per_block = _STORED_VALUES_PER_ROW * max(1, n_cells) / max(1.0, nnz / max(1, n_all))
+        budget = min(budget, int(per_gene * per_block))  # per_block genes at most
     layout = _ColumnBlocks.cut(columns, n_all, per_gene, budget)
     if kernels is not None:
         runs, by_matrix_column, row_ranges, range_counts = _compiled_first_pass(

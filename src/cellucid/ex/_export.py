@@ -364,6 +364,7 @@ def _write_files(
             bar.stage("graph")
             before = writer.bytes_queued
             edges, symmetric = finding.result()
+            del finding  # a done future holds its result: the edges' memory goes with it
             if not symmetric:
                 warnings.warn(
                     asymmetric_warning(graph_name), UserWarning, stacklevel=user_stacklevel()
@@ -377,6 +378,8 @@ def _write_files(
         obs_fields = write_obs(
             writer, encoded_obs, n_cells=n_cells, latent_key=found.latent_key, settings=settings
         )
+        codes_dtype = next((e.codes_dtype for e in encoded_obs if e.codes_dtype), None)
+        del encoded_obs  # the writer holds the payloads until they are written
         # everything but the genes is queued: the total is exact from here on (obs
         # fields were counted as encoded by their work, see _obs_work)
         weight = bar.write_weight
@@ -401,7 +404,7 @@ def _write_files(
         embeddings=embeddings,
         vector_fields=vector_fields,
         obs_fields=obs_fields,
-        codes_dtype=next((e.codes_dtype for e in encoded_obs if e.codes_dtype), None),
+        codes_dtype=codes_dtype,
         n_genes=len(found.genes.names) if found.genes is not None else 0,
         n_edges=n_edges,
         payload_files=writer.files_written + (gene_writer.files_written if client else 0),

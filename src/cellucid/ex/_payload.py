@@ -22,7 +22,7 @@ import numpy as np
 
 from .._format import STORED_BLOCK_BYTES, gz, gzip_ceiling
 from ._limits import check_json_size
-from ._sparse_gzip import StoredColumn
+from ._sparse_gzip import GzippedPayload
 
 try:  # optional (``pip install cellucid[fast]``): a faster deflate (benchmarks/README.md)
     from zlib_ng import zlib_ng as _zlib_ng
@@ -145,7 +145,7 @@ def gzip_bytes(
 
 
 def encode_payload(
-    array: np.ndarray | StoredColumn,
+    array: np.ndarray | GzippedPayload,
     compression: int | None,
     *,
     run_length: bool = False,
@@ -153,13 +153,10 @@ def encode_payload(
 ) -> bytes | memoryview:
     """Return the bytes of a payload file: the raw little-endian array, gzipped if asked.
 
-    A :class:`~cellucid.ex._sparse_gzip.StoredColumn` is its gzip member (or, for a gene
-    the member kernel leaves to zlib, its dense payload deflated here).
+    A :class:`~cellucid.ex._sparse_gzip.GzippedPayload` is already its ``.gz`` file.
     """
-    if isinstance(array, StoredColumn):
-        if compression:
-            return array.gzip(compression, lib)
-        return memoryview(array.dense()).cast("B")
+    if isinstance(array, GzippedPayload):
+        return array.member
     raw = memoryview(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
     return gzip_bytes(raw, compression, run_length=run_length, lib=lib) if compression else raw
 

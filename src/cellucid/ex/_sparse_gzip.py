@@ -513,8 +513,7 @@ def use_sparse_gzip(*, bits: int | None, compression: int | None, arith: Arithme
 class StoredColumn:
     """One gene's code payload given by its stored codes: ``zero`` everywhere, ``codes`` at ``rows``.
 
-    ``rows`` are strictly increasing cells. Stands for the payload array in a
-    :class:`~cellucid.ex._payload.PayloadWriter`: ``nbytes`` is the payload's.
+    ``rows`` are strictly increasing cells; ``nbytes`` is the payload's.
     """
 
     n_cells: int
@@ -522,8 +521,6 @@ class StoredColumn:
     codes: np.ndarray
     zero: int
     dtype: np.dtype
-    #: its ``.gz`` file, when written with its block's (:func:`stored_columns` given a level)
-    member: memoryview | None = None
 
     @property
     def nbytes(self) -> int:
@@ -541,12 +538,10 @@ class StoredColumn:
 
         A column with more stored values than :data:`DENSE_FRACTION` of its cells, or whose
         member would pass the viewer's transfer ceiling, is deflated by zlib from its dense
-        payload instead (:func:`~cellucid.ex._payload.gzip_bytes`, run-length, with ``lib``).
+        payload instead (:meth:`zlib_gzip`).
         """
-        from ._payload import gzip_bytes, gzip_header
+        from ._payload import gzip_header
 
-        if self.member is not None:
-            return self.member
         if self.rows.shape[0] <= DENSE_FRACTION * self.n_cells and self.n_cells > 0:
             _compile()
             member = _encode_column(
@@ -560,7 +555,25 @@ class StoredColumn:
             )
             if member.shape[0] <= gzip_ceiling(self.nbytes):
                 return memoryview(member)
+        return self.zlib_gzip(level, lib)
+
+    def zlib_gzip(self, level: int, lib: ModuleType = zlib) -> bytes:
+        """Return the payload's ``.gz`` file deflated by ``lib`` from its dense payload (run-length)."""
+        from ._payload import gzip_bytes
+
         return gzip_bytes(memoryview(self.dense().view(np.uint8)), level, run_length=True, lib=lib)
+
+
+@dataclass(frozen=True)
+class GzippedPayload:
+    """A gene's payload held as its ``.gz`` file only: ``nbytes`` is the payload's (decoded).
+
+    What a block's columns become once gzipped (:func:`stored_columns` given a level): the
+    block's stored values can then be freed while its files wait to be written.
+    """
+
+    nbytes: int
+    member: bytes | memoryview
 
 
 def stored_columns(
@@ -570,17 +583,20 @@ def stored_columns(
     dtype: np.dtype,
     *,
     level: int | None = None,
+    lib: ModuleType = zlib,
     pool_map: Callable = map,
-) -> list[StoredColumn]:
+) -> list[StoredColumn] | list[GzippedPayload]:
     """Group the stored codes of a block of genes by gene: ``parts`` of ``(gene, row, code)``.
 
     ``zeros`` are the genes' zero codes. Within each part and from one part to the next,
     each gene's rows must increase (parts of consecutive row ranges, or of whole genes).
     The parts are put in place in parallel by ``pool_map`` (an executor's ``map``). Given
-    a gzip ``level``, the columns' members are written too, a run of genes per kernel
-    call (:data:`_VALUES_PER_CALL`), the calls in parallel by ``pool_map``: no Python per
-    gene. Columns the kernel leaves to zlib (denser than :data:`DENSE_FRACTION`, or past
-    the transfer ceiling) get no member.
+    a gzip ``level``, the columns' ``.gz`` files are returned instead
+    (:class:`GzippedPayload`), written a run of genes per kernel call
+    (:data:`_VALUES_PER_CALL`), the calls in parallel by ``pool_map``: no Python per gene.
+    Columns the kernel leaves to zlib (denser than :data:`DENSE_FRACTION`, or past the
+    transfer ceiling) are deflated by ``lib`` then, in parallel too
+    (:meth:`StoredColumn.zlib_gzip`): the block's stored values are not held after.
     """
     _compile()
     n_genes = zeros.shape[0]
@@ -593,18 +609,7 @@ def stored_columns(
     starts = indptr[:-1] + np.cumsum(counts, axis=0) - counts
     for _ in pool_map(lambda part, start: _scatter(*part, start, rows, codes), parts, list(starts)):
         pass
-    zeros = np.asarray(zeros, np.int64)
-    members = (
-        [None] * n_genes
-        if level is None
-        else _members(n_cells, indptr, rows, codes, zeros, level, pool_map)
-    )
-    return [
-        StoredColumn(n_cells, rows[a:b], codes[a:b], int(zero), np.dtype(dtype), member)
-        for a, b, zero, member in zip(
-            indptr[:-1].tolist(), indptr[1:].tolist(), zeros.tolist(), members, strict=True
-        )
-    ]
+    return _columns(n_cells, indptr, rows, codes, zeros, level, lib, pool_map)
 
 
 def stored_columns_from_csr(
@@ -620,8 +625,9 @@ def stored_columns_from_csr(
     *,
     bits: int,
     level: int | None = None,
+    lib: ModuleType = zlib,
     pool_map: Callable = map,
-) -> list[StoredColumn]:
+) -> list[StoredColumn] | list[GzippedPayload]:
     """:func:`stored_columns` of a block of a canonical CSR ``matrix``, each value touched once while in the cache.
 
     ``runs`` has each row's run of the block's values (start, end within the row),
@@ -629,8 +635,8 @@ def stored_columns_from_csr(
     each gene's stored values in each of the ``row_ranges`` (consecutive, covering the
     rows). The codes are those of :func:`~cellucid.pp._quantize.encode_with_bounds` with
     ``vmin``/``vmax``. The row ranges are gathered, quantized and grouped by gene straight
-    into their place, in parallel by ``pool_map``; given a ``level``, runs of genes are
-    then gzipped, in parallel too.
+    into their place, in parallel by ``pool_map``; given a ``level`` (and ``lib``), the
+    genes' ``.gz`` files are returned, as by :func:`stored_columns`.
     """
     from .._format import MAX_QUANT
     from ._csr_kernels import _gather_quantized
@@ -658,21 +664,7 @@ def stored_columns_from_csr(
         )  # fmt: skip
 
     list(pool_map(gather, range(len(row_ranges))))
-    members = (
-        _members(n_cells, indptr, rows, codes, np.asarray(zeros, np.int64), level, pool_map)
-        if level is not None
-        else [None] * n_genes
-    )
-    return [
-        StoredColumn(n_cells, rows[a:b], codes[a:b], int(zero), np.dtype(dtype), member)
-        for a, b, zero, member in zip(
-            indptr[:-1].tolist(),
-            indptr[1:].tolist(),
-            np.asarray(zeros).tolist(),
-            members,
-            strict=True,
-        )
-    ]
+    return _columns(n_cells, indptr, rows, codes, zeros, level, lib, pool_map)
 
 
 def warm_up(matrix: sparse.csr_matrix, *, bits: int, level: int) -> None:
@@ -730,20 +722,31 @@ def _genes_members(
 _VALUES_PER_CALL = 2**20
 
 
-def _members(
+def _columns(
     n_cells: int,
     indptr: np.ndarray,
     rows: np.ndarray,
     codes: np.ndarray,
     zeros: np.ndarray,
-    level: int,
+    level: int | None,
+    lib: ModuleType,
     pool_map: Callable,
-) -> list[memoryview | None]:
-    """Return the gzip member of each column of a grouped block (None: left to zlib)."""
+) -> list[StoredColumn] | list[GzippedPayload]:
+    """Return a grouped block's columns, or given a ``level`` their ``.gz`` files (see :func:`stored_columns`)."""
     from ._payload import gzip_header
 
+    dtype = codes.dtype
+    zeros = np.asarray(zeros, np.int64)
+    columns = [
+        StoredColumn(n_cells, rows[a:b], codes[a:b], zero, dtype)
+        for a, b, zero in zip(
+            indptr[:-1].tolist(), indptr[1:].tolist(), zeros.tolist(), strict=True
+        )
+    ]
+    if level is None:
+        return columns
     n_genes = zeros.shape[0]
-    itemsize = codes.dtype.itemsize
+    itemsize = dtype.itemsize
     skip = (np.diff(indptr) > DENSE_FRACTION * n_cells) | (n_cells == 0)
     cuts = np.unique(
         np.searchsorted(indptr[1:], np.arange(0, indptr[-1], _VALUES_PER_CALL), side="right")
@@ -757,11 +760,17 @@ def _members(
         return _genes_members(genes, n_cells, indptr, rows, codes, zeros, skip, header, tables)
 
     ceiling = gzip_ceiling(n_cells * itemsize)
-    members: list[memoryview | None] = []
+    members: list[bytes | memoryview | None] = []
     for out, ends in pool_map(call, calls):
         view = memoryview(out)
         members += [
             view[s:e] if 0 < e - s <= ceiling else None
             for s, e in zip(ends[:-1].tolist(), ends[1:].tolist(), strict=True)
         ]
-    return members
+    left = [g for g, member in enumerate(members) if member is None]
+    for g, member in zip(
+        left, pool_map(lambda g: columns[g].zlib_gzip(level, lib), left), strict=True
+    ):
+        members[g] = member
+    nbytes = n_cells * itemsize
+    return [GzippedPayload(nbytes, member) for member in members]

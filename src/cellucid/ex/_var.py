@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 import warnings
+import zlib
 from collections.abc import Callable
 from concurrent.futures import Executor
 from functools import partial
@@ -26,11 +27,12 @@ from ._genes import (
     StoredValues,
     gene_blocks,
 )
+from ._memory import release_free_memory
 from ._payload import PayloadWriter, dumps_manifest, encode_payload, write_json
 from ._progress import ExportProgress
 from ._settings import ExportSettings
 from ._sparse_gzip import (
-    StoredColumn,
+    GzippedPayload,
     stored_columns_from_csr,
     stored_value_bytes,
     use_sparse_gzip,
@@ -42,7 +44,11 @@ IN_FLIGHT = 2
 
 
 def encode_gene(
-    payload: np.ndarray | StoredColumn, *, compression: int | None, quantized: bool, lib: ModuleType
+    payload: np.ndarray | GzippedPayload,
+    *,
+    compression: int | None,
+    quantized: bool,
+    lib: ModuleType,
 ) -> bytes | memoryview:
     """Return the bytes of one gene's file: its payload (codes or float32), gzipped if asked.
 
@@ -83,7 +89,7 @@ class GeneWriter:
         self.writer, self.genes, self.n_cells, self.settings = writer, genes, n_cells, settings
         self.bits = settings.var_quantization
         self.dtype = np.dtype(QUANT_DTYPE[self.bits] if self.bits else np.float32)
-        # compiled CSR blocks give StoredColumns gzipped at this level, not payload arrays
+        # compiled CSR blocks give GzippedPayloads gzipped at this level, not payload arrays
         # (and are cut by their stored values): one rule, which encode_block follows
         self.stored_gzip = (
             writer.compression
@@ -151,6 +157,7 @@ class GeneWriter:
             writing = time.perf_counter()
             waited["genes.read"] += writing - start
             writer.wait_for(self._written[slot])  # the files of the block before in this buffer
+            release_free_memory()  # what the blocks before freed (glibc would keep it)
             encoding = time.perf_counter()
             waited["genes.write"] += encoding - writing
             payloads, vmin, vmax, finite = self._encode(block, slot, arith, progress)
@@ -168,7 +175,7 @@ class GeneWriter:
 
     def _encode(
         self, block: GeneBlock, slot: int, arith: Arithmetic, progress: ExportProgress
-    ) -> tuple[np.ndarray | list[StoredColumn], np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray | list[GzippedPayload], np.ndarray, np.ndarray, np.ndarray]:
         """Encode ``block`` into buffer ``slot`` on the pool (see :func:`encode_block`)."""
         return encode_block(
             block,
@@ -179,6 +186,7 @@ class GeneWriter:
             executor=self.writer.executor,
             progress=progress,
             stored_gzip=self.stored_gzip,
+            lib=self.writer.lib,
         )
 
     def _buffer(self, slot: int, n_genes: int) -> np.ndarray:
@@ -208,7 +216,8 @@ def encode_block(
     executor: Executor,
     progress: ExportProgress,
     stored_gzip: int | None = None,
-) -> tuple[np.ndarray | list[StoredColumn], np.ndarray, np.ndarray, np.ndarray]:
+    lib: ModuleType = zlib,
+) -> tuple[np.ndarray | list[GzippedPayload], np.ndarray, np.ndarray, np.ndarray]:
     """Return the block's payloads (one gene per row), their bounds and whether each gene's values were finite.
 
     The bounds are the quantization bounds (unquantized: the finite minima and maxima).
@@ -219,7 +228,7 @@ def encode_block(
     put in place by one kernel (:mod:`cellucid.ex._csr_kernels`), with the same result.
     Given a gzip level ``stored_gzip`` (where
     :func:`~cellucid.ex._sparse_gzip.use_sparse_gzip` allows), such a block's payloads
-    are its genes' stored codes and gzip members instead
+    are its genes' ``.gz`` files instead, the dense ones deflated by ``lib``
     (:func:`~cellucid.ex._sparse_gzip.stored_columns_from_csr`): the same decoded bytes.
     """
     if block.dense is not None:
@@ -251,6 +260,7 @@ def encode_block(
             np.dtype(QUANT_DTYPE[bits]),
             bits=bits,
             level=stored_gzip,
+            lib=lib,
             pool_map=executor.map,
         )
         progress.advance(block.genes.shape[0] * n_cells * np.dtype(QUANT_DTYPE[bits]).itemsize)
@@ -294,7 +304,7 @@ def encode_block(
 def block_files(
     genes: np.ndarray,
     names: list[str],
-    payloads: np.ndarray | list[StoredColumn],
+    payloads: np.ndarray | list[GzippedPayload],
     vmin: np.ndarray,
     vmax: np.ndarray,
     settings: ExportSettings,

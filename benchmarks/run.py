@@ -117,7 +117,10 @@ def worker_ours(args) -> dict:
     import logging
 
     rss_start = _proc_status_kb("VmRSS")
-    import numba  # noqa: F401  (scanpy imports it: a scanpy session has it loaded)
+    # the interpreter of a session holding an AnnData (what the export's memory is
+    # measured from): anndata itself, and numba, which scanpy imports
+    import anndata  # noqa: F401
+    import numba  # noqa: F401
     import numpy as np  # noqa: F401
 
     import cellucid as cl

@@ -21,6 +21,7 @@ from ._connectivity import write_connectivity
 from ._distributed import WorkersWrite, cluster_client
 from ._identity import Description, Written, dataset_id_for, identity_document, write_identity
 from ._limits import check_edges
+from ._memory import release_free_memory
 from ._obs import encode_obs, write_obs
 from ._payload import PayloadWriter
 from ._points import NormalizedEmbedding, normalize_embeddings, write_points, write_vectors
@@ -392,6 +393,7 @@ def _write_files(
         # blocks can have their memory (their payloads are queued, held by the writer)
         normalized.clear()
         found.embeddings.clear()
+        release_free_memory()  # what the obs stage freed, before the genes' blocks
         if gene_writer is not None:
             bar.stage("genes")
             gene_writer.write(progress=bar, times=bar.times)

@@ -428,8 +428,8 @@ def _csr_blocks(
         runs, by_matrix_column, row_ranges, range_counts = _compiled_first_pass(
             kernels, matrix, layout.bounds, executor
         )
-        if by_matrix_column is None:  # refuse the values float32 cannot hold, as numpy does
-            by_matrix_column = summarize(everything, n_all, n_cells)
+        if by_matrix_column is None:  # a finite value float32 cannot hold: refused, as numpy does
+            summarize(everything, n_all, n_cells)
     else:
         # two passes over the matrix at once, the row runs on the pool (they release the
         # GIL; the summary's ufunc.at does not, so they overlap only in part)
@@ -455,13 +455,13 @@ def _csr_blocks(
 
 def _compiled_first_pass(
     kernels: ModuleType, matrix: sparse.csr_matrix, bounds: np.ndarray, executor: Executor
-) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None, list[tuple[int, int]], np.ndarray]:
+) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None, list[tuple[int, int]], np.ndarray | None]:
     """Return :func:`_run_starts` and :func:`summarize` of the whole ``matrix`` (by column), compiled.
 
     Both in row ranges on the pool (the kernels release the GIL), which are returned too,
     with each range's stored values by column (for the blocks' gathers, see
-    :func:`~cellucid.ex._sparse_gzip.stored_columns_from_csr`). The summary is None if a
-    finite value passes float32's range.
+    :func:`~cellucid.ex._sparse_gzip.stored_columns_from_csr`). The summary and the counts
+    are None if a finite value passes float32's range (numpy's summary then refuses it).
     """
     n_cells, n_all = matrix.shape
     ranges = _row_chunks(n_cells, 1.0, max(1, -(-n_cells // _MIN_PARTS)))
@@ -474,11 +474,8 @@ def _compiled_first_pass(
     summaries = [s.result() for s in summaries]
     for f in filling:
         f.result()
-    if any(s is None for s in summaries):  # left to numpy's summary (which refuses them)
-        counts = [
-            np.bincount(matrix.indices[at[0][a] : at[0][b]], minlength=n_all) for a, b in ranges
-        ]
-        return runs, None, ranges, np.stack(counts)
+    if any(s is None for s in summaries):  # left to numpy's summary, which refuses them
+        return runs, None, ranges, None
     counts = np.stack([s[3] for s in summaries])
     return runs, kernels.merge_summaries(summaries, n_cells), ranges, counts
 

@@ -100,7 +100,7 @@ def symmetric_edges(
         g.sum_duplicates()
     index = np.int32 if n < 2**31 else np.int64
     kernels = compiled(n) if g.data.dtype in (np.float32, np.float64) else None
-    if kernels is not None:  # one pass finds a symmetric graph's edges (else: below, warned)
+    if kernels is not None:  # one pass finds a symmetric graph's edges (else: numpy, below)
         symmetric, n_edges, max_neighbors = kernels.symmetric_upper_edges(
             g.indptr, g.indices, g.data
         )

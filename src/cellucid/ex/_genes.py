@@ -416,8 +416,6 @@ def _csr_blocks(
         if matrix.data.dtype in (np.float32, np.float64)
         else None
     )
-    if kernels is not None and warm_up is not None:
-        executor.submit(warm_up, matrix)  # its errors come again where the kernels run
     per_gene = payload
     if kernels is not None and stored_bytes:
         per_gene = min(payload, stored_bytes * nnz / max(1, n_all))
@@ -426,7 +424,7 @@ def _csr_blocks(
     layout = _ColumnBlocks.cut(columns, n_all, per_gene, budget)
     if kernels is not None:
         runs, by_matrix_column, row_ranges, range_counts = _compiled_first_pass(
-            kernels, matrix, layout.bounds, executor
+            kernels, matrix, layout.bounds, executor, warm_up
         )
         if by_matrix_column is None:  # a finite value float32 cannot hold: refused, as numpy does
             summarize(everything, n_all, n_cells)
@@ -454,7 +452,11 @@ def _csr_blocks(
 
 
 def _compiled_first_pass(
-    kernels: ModuleType, matrix: sparse.csr_matrix, bounds: np.ndarray, executor: Executor
+    kernels: ModuleType,
+    matrix: sparse.csr_matrix,
+    bounds: np.ndarray,
+    executor: Executor,
+    warm_up: Callable[[sparse.csr_matrix], None] | None = None,
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None, list[tuple[int, int]], np.ndarray | None]:
     """Return :func:`_run_starts` and :func:`summarize` of the whole ``matrix`` (by column), compiled.
 
@@ -462,11 +464,18 @@ def _compiled_first_pass(
     with each range's stored values by column (for the blocks' gathers, see
     :func:`~cellucid.ex._sparse_gzip.stored_columns_from_csr`). The summary and the counts
     are None if a finite value passes float32's range (numpy's summary then refuses it).
+    ``warm_up`` (the gene writer's kernels, loaded on the pool) starts once this pass's
+    kernels are loaded, here on no rows: numba loads one kernel at a time, and the pass
+    would otherwise wait for all of the writer's.
     """
     n_cells, n_all = matrix.shape
     ranges = _row_chunks(n_cells, 1.0, max(1, -(-n_cells // _MIN_PARTS)))
     runs = np.empty((n_cells, bounds.shape[0]), dtype=np.min_scalar_type(n_all))
     at = matrix.indptr, matrix.indices
+    kernels.run_starts(*at, bounds, runs, 0, 0)
+    kernels.column_summary(*at, matrix.data, n_all, 0, 0)
+    if warm_up is not None:
+        executor.submit(warm_up, matrix)  # its errors come again where the kernels run
     filling = [executor.submit(kernels.run_starts, *at, bounds, runs, *r) for r in ranges]
     summaries = [
         executor.submit(kernels.column_summary, *at, matrix.data, n_all, *r) for r in ranges

@@ -737,15 +737,14 @@ def _columns(
 
     dtype = codes.dtype
     zeros = np.asarray(zeros, np.int64)
-    columns = [
-        StoredColumn(n_cells, rows[a:b], codes[a:b], zero, dtype)
-        for a, b, zero in zip(
-            indptr[:-1].tolist(), indptr[1:].tolist(), zeros.tolist(), strict=True
-        )
-    ]
-    if level is None:
-        return columns
     n_genes = zeros.shape[0]
+
+    def column(g: int) -> StoredColumn:
+        a, b = indptr[g], indptr[g + 1]
+        return StoredColumn(n_cells, rows[a:b], codes[a:b], int(zeros[g]), dtype)
+
+    if level is None:
+        return [column(g) for g in range(n_genes)]
     itemsize = dtype.itemsize
     skip = (np.diff(indptr) > DENSE_FRACTION * n_cells) | (n_cells == 0)
     cuts = np.unique(
@@ -769,7 +768,7 @@ def _columns(
         ]
     left = [g for g, member in enumerate(members) if member is None]
     for g, member in zip(
-        left, pool_map(lambda g: columns[g].zlib_gzip(level, lib), left), strict=True
+        left, pool_map(lambda g: column(g).zlib_gzip(level, lib), left), strict=True
     ):
         members[g] = member
     nbytes = n_cells * itemsize

@@ -16,7 +16,7 @@ import pytest
 import scanpy as sc
 
 import cellucid as cl
-from cellucid.ex import _connectivity, _payload, _weights_gzip
+from cellucid.ex import _connectivity, _genes, _payload, _weights_gzip
 
 from ._decode import decode
 
@@ -174,3 +174,46 @@ def test_export_writes_large_graphs_weights_with_the_compiled_encoder(
     assert not np.array_equal(_widened(exact), exact)
     wide = _export_weights_file(shipped, tmp_path / "wide", compression=6)
     assert wide == _payload.gzip_bytes(exact.tobytes(), 6)
+
+
+def test_compiled_genes_lower_the_weights_encoders_threshold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the genes go through the compiled kernels (a rule of the input), the weights do from fewer edges."""
+    from scipy import sparse
+
+    adata = _pbmc()
+    weights = cl.pp.graph_edges(adata.obsp["connectivities"]).weights
+    # as if pbmc's graph were past the loaded threshold but under the cold one
+    monkeypatch.setattr(_connectivity, "WEIGHTS_KERNEL_MIN_EDGES_COMPILER_LOADED", 0)
+    monkeypatch.setattr(_genes, "COMPILED_MIN_STORED", 0)
+    adata.X = sparse.csr_matrix(adata.X)
+    assert _genes.compiled_blocks(adata.X)
+    compiled = _export_weights_file(adata, tmp_path / "compiled", compression=6)
+    assert compiled == _member(weights)
+    # genes that keep numpy (a dense or CSC matrix, or none): zlib's, as before
+    for name, options in {
+        "csc": {"X": sparse.csc_matrix(adata.X)},
+        "dense": {"X": adata.X.toarray()},
+    }.items():
+        other = adata.copy()
+        other.X = options["X"]
+        assert not _genes.compiled_blocks(other.X)
+        written = _export_weights_file(other, tmp_path / name, compression=6)
+        assert written == _payload.gzip_bytes(weights.tobytes(), 6)
+    no_genes = _export_weights_file(adata, tmp_path / "none", compression=6, var_names=[])
+    assert no_genes == _payload.gzip_bytes(weights.tobytes(), 6)
+
+
+def test_compiled_blocks_is_a_rule_of_the_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scipy import sparse
+
+    x = sparse.random(50, 40, density=0.2, format="csr", dtype=np.float32, random_state=0)
+    monkeypatch.setattr(_genes, "COMPILED_MIN_STORED", x.nnz)
+    assert _genes.compiled_blocks(x)
+    assert _genes.compiled_blocks(x.astype(np.float64))
+    assert not _genes.compiled_blocks(x.astype(np.int32))  # counts keep numpy
+    assert not _genes.compiled_blocks(x.tocsc())
+    assert not _genes.compiled_blocks(x.toarray())
+    monkeypatch.setattr(_genes, "COMPILED_MIN_STORED", x.nnz + 1)
+    assert not _genes.compiled_blocks(x)

@@ -14,15 +14,27 @@ from ._payload import PayloadWriter, dumps_manifest, gzip_header, write_json
 from ._settings import ExportSettings
 
 #: graphs with fewer edges have their weights gzipped by zlib: loading the compiled
-#: encoder (:mod:`cellucid.ex._weights_gzip`, numba, ~2 s from its cache) costs more than
-#: it saves (~275 ns an edge against zlib-ng's level 6, see benchmarks/README.md)
+#: encoder (:mod:`cellucid.ex._weights_gzip`, numba, 0.6-2 s from its cache) costs more
+#: than it saves (~300 ns an edge against zlib-ng's level 6, see benchmarks/README.md)
 WEIGHTS_KERNEL_MIN_EDGES = 2**23
+#: the same where the gene stage loads numba's compiler anyway
+#: (:func:`~cellucid.ex._genes.compiled_blocks`): the encoder then loads in ~0.05 s
+WEIGHTS_KERNEL_MIN_EDGES_COMPILER_LOADED = 2**17
 
 
 def write_connectivity(
-    writer: PayloadWriter, edges: Edges, *, n_cells: int, settings: ExportSettings
+    writer: PayloadWriter,
+    edges: Edges,
+    *,
+    n_cells: int,
+    settings: ExportSettings,
+    compiler_loaded: bool = False,
 ) -> int:
-    """Write edge sources, destinations (and weights in the current layout); return the edge count."""
+    """Write edge sources, destinations (and weights in the current layout); return the edge count.
+
+    ``compiler_loaded``: the export loads numba's compiler anyway (for its genes), so the
+    compiled weights encoder pays for smaller graphs.
+    """
     dtype = index_dtype(n_cells)
     manifest = {
         "format": EDGE_FORMAT,
@@ -37,7 +49,13 @@ def write_connectivity(
     if settings.layout.weighted_edges:
         weights = edges.weights.astype(WEIGHT_DTYPE, copy=False)
         manifest["weightsPath"] = writer.write_many(
-            [(edges_path("weights"), weights)], encode=_weights_encoder(writer)
+            [(edges_path("weights"), weights)],
+            encode=_weights_encoder(
+                writer,
+                WEIGHTS_KERNEL_MIN_EDGES_COMPILER_LOADED
+                if compiler_loaded
+                else WEIGHTS_KERNEL_MIN_EDGES,
+            ),
         )[0]
         manifest["weight_dtype"] = "float64"
         manifest["weight_bytes"] = WEIGHT_DTYPE.itemsize
@@ -52,8 +70,10 @@ def _as_index(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return values.view(dtype) if values.dtype == signed else values.astype(dtype)
 
 
-def _weights_encoder(writer: PayloadWriter) -> Callable[[np.ndarray], bytes | memoryview]:
-    """Return the writer's encoder, or for large graphs gzipped below level 9 the compiled weights encoder.
+def _weights_encoder(
+    writer: PayloadWriter, min_edges: int
+) -> Callable[[np.ndarray], bytes | memoryview]:
+    """Return the writer's encoder, or from ``min_edges`` gzipped below level 9 the compiled weights encoder.
 
     The compiled encoder's member decodes to the same bytes; it takes over only where every
     weight widens a float32 (and falls back to the writer's encoder otherwise).
@@ -64,9 +84,7 @@ def _weights_encoder(writer: PayloadWriter) -> Callable[[np.ndarray], bytes | me
         return default
 
     def encode(weights: np.ndarray) -> bytes | memoryview:
-        kernels = load_kernels(
-            f"{__package__}._weights_gzip", weights.shape[0], WEIGHTS_KERNEL_MIN_EDGES
-        )
+        kernels = load_kernels(f"{__package__}._weights_gzip", weights.shape[0], min_edges)
         member = None if kernels is None else kernels.gzip_weights(weights, gzip_header(level))
         return default(weights) if member is None else member
 

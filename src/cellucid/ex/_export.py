@@ -19,6 +19,7 @@ from ._cloud import remote_export
 from ._collect import Collected, ObsField, collect
 from ._connectivity import write_connectivity
 from ._distributed import WorkersWrite, cluster_client
+from ._genes import compiled_blocks
 from ._identity import Description, Written, dataset_id_for, identity_document, write_identity
 from ._limits import check_edges
 from ._memory import release_free_memory
@@ -306,6 +307,10 @@ def _write_files(
     n_cells = found.n_cells
     # a dask matrix on a distributed cluster: its workers write the genes where the data is
     client = cluster_client(found.genes.matrix) if found.genes is not None else None
+    # genes through the compiled kernels load numba's compiler: other kernels then load fast
+    compiled_genes = (
+        client is None and found.genes is not None and compiled_blocks(found.genes.matrix)
+    )
     with (
         PayloadWriter(
             stage,
@@ -371,7 +376,13 @@ def _write_files(
                     asymmetric_warning(graph_name), UserWarning, stacklevel=user_stacklevel()
                 )
             check_edges(edges, n_cells=n_cells, settings=settings, key=found.graph_key)
-            n_edges = write_connectivity(writer, edges, n_cells=n_cells, settings=settings)
+            n_edges = write_connectivity(
+                writer,
+                edges,
+                n_cells=n_cells,
+                settings=settings,
+                compiler_loaded=compiled_genes,
+            )
             del edges  # the writer holds the arrays until they are written, then they are freed
             bar.advance(writer.bytes_queued - before)  # the edges, as encoded
         bar.lap("graph")

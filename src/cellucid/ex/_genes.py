@@ -46,6 +46,24 @@ _MIN_PARTS = 8
 #: processes (benchmarks/README.md): loading numba and the cached kernels costs ~0.7 s;
 #: the gene stage breaks even at ~10 M stored values and is twice as fast at 40 M
 COMPILED_MIN_STORED = 16_000_000
+
+
+def compiled_blocks(matrix: object) -> bool:
+    """Whether the gene stage runs ``matrix``'s blocks through the compiled kernels.
+
+    An in-memory, cell-major sparse matrix of float values with :data:`COMPILED_MIN_STORED`
+    stored values or more (where numba can load the kernels). A rule of the input alone, so
+    that other writers can count on numba's compiler being loaded (the same input gives
+    the same files, whatever ran in the process before).
+    """
+    return (
+        sparse.issparse(matrix)
+        and matrix.format != "csc"
+        and matrix.dtype in (np.float32, np.float64)
+        and matrix.nnz >= COMPILED_MIN_STORED
+    )
+
+
 # where the compiled path gzips genes from their stored values, its blocks hold at most
 # this many values per cell (by the mean of a column): each block visits every row once,
 # ~200-300 ns a visit; with fewer values per row the visits dominate (at 1M cells, 5 per
@@ -413,7 +431,7 @@ def _csr_blocks(
     # the kernels are compiled for float32/float64 values (integer counts keep numpy)
     kernels = (
         load_kernels(f"{__package__}._csr_kernels", nnz, COMPILED_MIN_STORED)
-        if matrix.data.dtype in (np.float32, np.float64)
+        if compiled_blocks(matrix)
         else None
     )
     per_gene = payload

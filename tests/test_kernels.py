@@ -203,8 +203,16 @@ def _edited(g: sparse.csr_matrix, edit: str) -> sparse.csr_matrix:
     return sparse.csr_matrix(g)
 
 
+@pytest.mark.parametrize("band", [None, 7, 1])
 @pytest.mark.parametrize("edit", [None, "value", "upper", "lower", "extra"])
-def test_graph_edges_same_edges(edit: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_graph_edges_same_edges(
+    edit: str | None, band: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The numpy and compiled paths agree; the compiled check by bands of a few entries too."""
+    from cellucid.pp import _graph
+
+    if band is not None:  # bands of a column or two (at least one column each)
+        monkeypatch.setattr(_graph, "_MIRROR_BAND_ENTRIES", band)
     g = _symmetric_graph(500, 5)
     g = _edited(g, edit) if edit else g
     with warnings.catch_warnings(record=True) as caught:

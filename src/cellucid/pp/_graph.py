@@ -102,7 +102,7 @@ def symmetric_edges(
     kernels = compiled(n) if g.data.dtype in (np.float32, np.float64) else None
     if kernels is not None:  # one pass finds a symmetric graph's edges (else: numpy, below)
         symmetric, n_edges, max_neighbors = kernels.symmetric_upper_edges(
-            g.indptr, g.indices, g.data
+            g.indptr, g.indices, g.data, _MIRROR_BAND_ENTRIES
         )
         if symmetric:
             src, dst = np.empty(n_edges, dtype=index), np.empty(n_edges, dtype=index)
@@ -146,6 +146,9 @@ def symmetric_edges(
 
 # stored entries per chunk of rows when extracting edges
 _CHUNK_ENTRIES = 2**22
+# entries below the diagonal the compiled symmetry check transposes at once (a band of
+# columns): 16 MiB of rows and float32 values, where all of them took 276 MB at 1M cells
+_MIRROR_BAND_ENTRIES = 2**21
 
 
 def _chunk_rows(g: sparse.csr_matrix, r0: int, r1: int, dtype: type) -> tuple[np.ndarray, slice]:

@@ -112,71 +112,72 @@ def sorted_ranks(order, values, counts):
 
 
 @numba.njit(cache=True, nogil=True)
-def symmetric_upper_edges(indptr, indices, data):
+def symmetric_upper_edges(indptr, indices, data, band_entries):
     """Check that a canonical CSR matrix equals its transpose; count its kept upper entries.
 
     Returns ``(symmetric, n_edges, max_neighbors)``: whether every stored entry ``(i, j)``
     has a stored ``(j, i)`` of equal value, the number of entries with ``j > i`` and a
     non-zero value, and the most such entries at one cell (both ends counted). The
-    entries below the diagonal, transposed and sorted by (row, column) with two passes
-    of a radix sort (streamed writes, where a transpose scatters each entry), must then
-    equal the entries above it, row by row.
+    entries below the diagonal are transposed a band of columns at a time (at most
+    ``band_entries`` entries, or one column), in place by their column's count, so the
+    check holds a band, not a copy of the graph; each band's rows must then equal the
+    entries above the diagonal of its columns, row by row.
     """
     n = indptr.shape[0] - 1
-    n_lower = 0
+    # where each column's entries below the diagonal go in its band (counts, then offsets)
+    at = np.zeros(n + 1, dtype=np.int64)
     for i in range(n):
         for e in range(indptr[i], indptr[i + 1]):
-            n_lower += indices[e] < i
-    # (column, row, value) of the entries below the diagonal, by row
-    col = np.empty(n_lower, dtype=indices.dtype)
-    row = np.empty(n_lower, dtype=indices.dtype)
-    val = np.empty(n_lower, dtype=data.dtype)
-    k = 0
-    for i in range(n):
-        for e in range(indptr[i], indptr[i + 1]):
-            if indices[e] < i:
-                col[k], row[k], val[k] = indices[e], i, data[e]
-                k += 1
-    bits = 1
-    while (1 << bits) < n:
-        bits += 1
-    low = (bits + 1) // 2
-    col2, row2, val2 = np.empty_like(col), np.empty_like(row), np.empty_like(val)
-    _by_digit(col, row, val, 0, (1 << low) - 1, col2, row2, val2)
-    _by_digit(col2, row2, val2, low, (1 << (bits - low)) - 1, col, row, val)
-    m = n_edges = most = 0
-    for i in range(n):
-        first, end = indptr[i], indptr[i + 1]
-        neighbors = 0
-        while first < end and indices[first] <= i:  # the row's entries up to the diagonal
-            neighbors += indices[first] < i and data[first] != 0
-            first += 1
-        for e in range(first, end):
-            if m == n_lower or col[m] != i or row[m] != indices[e] or val[m] != data[e]:
+            j = indices[e]
+            if j >= i:
+                break  # a row's indices ascend: the entries below the diagonal come first
+            at[j + 1] += 1
+    widest = 0
+    for j in range(n):
+        widest = max(widest, at[j + 1])
+    row = np.empty(max(band_entries, widest), dtype=indices.dtype)
+    val = np.empty(max(band_entries, widest), dtype=data.dtype)
+    next_lower = indptr[:-1].copy()  # each row's first entry below the diagonal not yet banded
+    n_edges = most = 0
+    c0 = 0
+    while c0 < n:
+        c1, size = c0, 0
+        while c1 < n and (c1 == c0 or size + at[c1 + 1] <= band_entries):
+            size += at[c1 + 1]
+            c1 += 1
+        start = np.empty(c1 - c0 + 1, dtype=np.int64)
+        start[0] = 0
+        for j in range(c0, c1):
+            start[j - c0 + 1] = start[j - c0] + at[j + 1]
+        put = start[:-1].copy()
+        # rows ascend, so each column's entries are placed by row
+        for i in range(c0 + 1, n):
+            e = next_lower[i]
+            while e < indptr[i + 1] and indices[e] < c1 and indices[e] < i:
+                p = put[indices[e] - c0]
+                row[p], val[p] = i, data[e]
+                put[indices[e] - c0] = p + 1
+                e += 1
+            next_lower[i] = e
+        for i in range(c0, c1):
+            first, end = indptr[i], indptr[i + 1]
+            m, m_end = start[i - c0], start[i - c0 + 1]
+            neighbors = 0
+            while first < end and indices[first] <= i:  # the row's entries up to the diagonal
+                neighbors += indices[first] < i and data[first] != 0
+                first += 1
+            for e in range(first, end):
+                if m == m_end or row[m] != indices[e] or val[m] != data[e]:
+                    return False, 0, 0
+                m += 1
+                if data[e] != 0:
+                    n_edges += 1
+                    neighbors += 1
+            if m != m_end:  # an entry below the diagonal without its mirror
                 return False, 0, 0
-            m += 1
-            if data[e] != 0:
-                n_edges += 1
-                neighbors += 1
-        if m < n_lower and col[m] == i:  # an entry below the diagonal without its mirror
-            return False, 0, 0
-        most = max(most, neighbors)
-    return m == n_lower, n_edges, most
-
-
-@numba.njit(cache=True, nogil=True)
-def _by_digit(col, row, val, shift, mask, out_col, out_row, out_val):
-    """One stable counting-sort pass of (col, row, val) by the digit ``(col >> shift) & mask``."""
-    at = np.zeros(mask + 2, dtype=np.int64)
-    for k in range(col.shape[0]):
-        at[((col[k] >> shift) & mask) + 1] += 1
-    for d in range(mask + 1):
-        at[d + 1] += at[d]
-    for k in range(col.shape[0]):
-        d = (col[k] >> shift) & mask
-        p = at[d]
-        out_col[p], out_row[p], out_val[p] = col[k], row[k], val[k]
-        at[d] = p + 1
+            most = max(most, neighbors)
+        c0 = c1
+    return True, n_edges, most
 
 
 @numba.njit(cache=True, nogil=True)

@@ -353,6 +353,9 @@ def _write_files(
         bar.stage("embeddings")
         embeddings = write_points(writer, normalized)
         vector_fields = write_vectors(writer, found.vector_fields, normalized, settings=settings)
+        # their float64 copies were normalized and scaled: only the results are read again
+        found.embeddings.clear()
+        found.vector_fields.clear()
         bar.advance(writer.bytes_queued)
         bar.lap("embeddings")
         bar.stage("obs")
@@ -403,7 +406,6 @@ def _write_files(
         # the embeddings' coordinates served the obs stage (centroids): the gene stage's
         # blocks can have their memory (their payloads are queued, held by the writer)
         normalized.clear()
-        found.embeddings.clear()
         release_free_memory()  # what the obs stage freed, before the genes' blocks
         if gene_writer is not None:
             bar.stage("genes")
@@ -519,7 +521,7 @@ def _obs_work(field: ObsField, found: Collected, settings: ExportSettings) -> in
     if field.kind == "continuous":
         return found.n_cells * value_bytes
     latent = found.latent.nbytes if found.latent is not None else 0
-    coords = sum(a.nbytes for a in found.embeddings.values())
+    coords = found.n_cells * sum(found.embedding_keys) * 8  # float64, every dimension's
     return found.n_cells * (1 + value_bytes) + latent + coords
 
 

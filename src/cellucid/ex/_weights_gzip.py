@@ -209,16 +209,19 @@ def _put_tokens(tokens, n_tokens, lit_len, dist_len, words, w, acc, nacc):  # pr
 
 
 @_njit
-def deflate_weights(values):  # pragma: no cover (compiled)
+def deflate_weights(values, before, after):  # pragma: no cover (compiled)
     """Return the raw deflate stream of ``values`` (uint64 bits of float64 values that widen float32).
 
-    The caller checks :func:`_widens_float32` first: a value's zeros are written as a match
-    of the value before's.
+    The stream comes after ``before`` bytes and is followed by ``after`` bytes, both left
+    for the caller (a gzip member's header and trailer, so that it is not copied). The
+    caller checks :func:`_widens_float32` first: a value's zeros are written as a match of
+    the value before's.
     """
     n = values.shape[0]
     data = values.view(np.uint8)
-    out = np.empty(9 * n // 2 + 1024, np.uint8)  # ~4 bytes a value on real graphs: no regrowth
-    pos = 0
+    # ~4 bytes a value on real graphs: no regrowth
+    out = np.empty(before + 9 * n // 2 + 1024 + after, np.uint8)
+    pos = before
     tables = (
         np.full(1 << _HEAD_BITS, -1, np.int64),
         np.full(1 << _EQUAL_BITS, -1, np.int64),
@@ -239,8 +242,8 @@ def deflate_weights(values):  # pragma: no cover (compiled)
         w, acc, nacc = _put_header(words, w, acc, nacc, int(b == n), lit_len, dist_len)
         w, acc, nacc = _put_tokens(tokens, n_tokens, lit_len, dist_len, words, w, acc, nacc)
         # the block's whole words go out; the bits past them stay in ``acc``
-        if pos + 8 * w + 16 > out.shape[0]:
-            bigger = np.empty(max(pos + 8 * w + 16, 2 * out.shape[0]), np.uint8)
+        if pos + 8 * w + 16 + after > out.shape[0]:
+            bigger = np.empty(max(pos + 8 * w + 16 + after, 2 * out.shape[0]), np.uint8)
             bigger[:pos] = out[:pos]
             out = bigger
         out[pos : pos + 8 * w] = words[:w].view(np.uint8)
@@ -249,7 +252,7 @@ def deflate_weights(values):  # pragma: no cover (compiled)
     words[0] = acc
     last = (nacc + 7) // 8
     out[pos : pos + last] = words[:1].view(np.uint8)[:last]
-    return out[: pos + last]
+    return out[: pos + last + after]
 
 
 def gzip_weights(weights: np.ndarray, header: bytes) -> memoryview | None:
@@ -262,14 +265,12 @@ def gzip_weights(weights: np.ndarray, header: bytes) -> memoryview | None:
     values = np.ascontiguousarray(weights, dtype="<f8").view(np.uint64)
     if not _widens_float32(values):
         return None
-    body = deflate_weights(values)
+    member = deflate_weights(values, len(header), 8)  # the header's and trailer's room
     raw = memoryview(values).cast("B")
-    size = len(header) + body.shape[0] + 8
+    size = member.shape[0]
     if size > gzip_ceiling(raw.nbytes):
         return None
-    member = np.empty(size, np.uint8)
     member[: len(header)] = np.frombuffer(header, np.uint8)
-    member[len(header) : size - 8] = body
     member[size - 8 :] = np.frombuffer(
         struct.pack("<II", zlib.crc32(raw), raw.nbytes & 0xFFFFFFFF), np.uint8
     )

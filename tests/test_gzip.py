@@ -138,3 +138,36 @@ def test_level_9_and_payloads_under_four_samples_always_search(lib) -> None:
     member = _payload.gzip_bytes(whole, 9, lib=lib)
     assert member[10:-8] == _payload._deflate(whole, 9, zlib.Z_DEFAULT_STRATEGY, lib)
     assert gzip.decompress(member) == whole.tobytes()
+
+
+def _one_shot(data: bytes, level: int, strategy: int, lib) -> bytes:
+    deflate = lib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, strategy)
+    stream = deflate.compress(data) + deflate.flush()
+    trailer = zlib.crc32(data).to_bytes(4, "little") + len(data).to_bytes(4, "little")
+    return _payload.gzip_header(level) + stream + trailer
+
+
+@pytest.mark.parametrize("lib", [zlib, zlib_ng], ids=["zlib", "zlib-ng"])
+def test_large_payloads_are_fed_in_pieces_with_the_bytes_of_one_call(lib) -> None:
+    """Past _FEED_BYTES, Huffman and run-length streams grow in place: the same bytes, not held twice."""
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    n = 3 * _payload._FEED_BYTES + 12345
+    codes = np.where(rng.random(n) < 0.1, rng.integers(1, 256, n), 0).astype(np.uint8).tobytes()
+    dst = rng.integers(0, 2**20, n // 4).astype(np.int32).tobytes()  # like a graph's destinations
+    assert _payload._strategy(memoryview(dst), 6, lib) == zlib.Z_HUFFMAN_ONLY
+    cases = [(codes, True, zlib.Z_RLE), (dst, False, zlib.Z_HUFFMAN_ONLY)]
+    for data, run_length, strategy in cases:
+        tracemalloc.start()
+        member = _payload.gzip_bytes(data, 6, run_length=run_length, lib=lib)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert member == _one_shot(data, 6, strategy, lib)
+        assert gzip.decompress(member) == data
+        # the member once, and a piece's output (a member built by copies held it twice)
+        assert peak < len(member) * 1.25 + 2 * _payload._FEED_BYTES
+    # a searched payload is given at once (zlib-ng's bytes would depend on the pieces)
+    values = np.repeat(rng.random(n // 64).astype(np.float32), 4).tobytes()
+    searched = _payload.gzip_bytes(values, 6, lib=lib)
+    assert searched == _one_shot(values, 6, zlib.Z_DEFAULT_STRATEGY, lib)

@@ -72,7 +72,7 @@ def _as_index(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def _weights_encoder(
     writer: PayloadWriter, min_edges: int
-) -> Callable[[np.ndarray], bytes | memoryview]:
+) -> Callable[[np.ndarray], bytes | bytearray | memoryview]:
     """Return the writer's encoder, or from ``min_edges`` gzipped below level 9 the compiled weights encoder.
 
     The compiled encoder's member decodes to the same bytes; it takes over only where every
@@ -83,7 +83,7 @@ def _weights_encoder(
     if not level or level == 9:
         return default
 
-    def encode(weights: np.ndarray) -> bytes | memoryview:
+    def encode(weights: np.ndarray) -> bytes | bytearray | memoryview:
         kernels = load_kernels(f"{__package__}._weights_gzip", weights.shape[0], min_edges)
         member = None if kernels is None else kernels.gzip_weights(weights, gzip_header(level))
         return default(weights) if member is None else member

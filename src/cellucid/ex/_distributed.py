@@ -192,7 +192,7 @@ class _StoreWriter:
             data = encode_payload(array, self.compression, run_length=run_length, lib=self.lib)
             name = gz(relpath, self.compression)
             self._pending.append(self._uploads.submit(self.dest.write_bytes, name, data))
-            self.bytes_written += len(data) if isinstance(data, bytes) else data.nbytes
+            self.bytes_written += memoryview(data).nbytes
             self.files_written += 1
 
     def __enter__(self) -> _StoreWriter:

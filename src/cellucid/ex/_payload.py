@@ -40,6 +40,9 @@ _SAMPLE_BYTES = 64 << 10
 # a sample's Huffman-only size may exceed the searched one by 1 %: measured ratios are
 # 1.000-1.001 (coordinates, outlier quantiles, graph destinations) or >= 1.2 (the rest)
 _HUFFMAN_SLACK = 1.01
+# bytes fed to deflate at once where its stream does not depend on how it is fed (see
+# _deflate): the stream then grows in place instead of being copied whole
+_FEED_BYTES = 1 << 20
 # the fastest CRC-32 at hand (every implementation gives the same checksum)
 _crc32 = (_zlib_ng or zlib).crc32
 
@@ -68,9 +71,29 @@ def gzip_header(level: int) -> bytes:
     return struct.pack("<4sIBB", b"\x1f\x8b\x08\x00", 0, xfl, 0xFF)
 
 
-def _deflate(data: bytes | memoryview, level: int, strategy: int, lib: ModuleType) -> bytes:
+def _deflate(
+    data: bytes | bytearray | memoryview,
+    level: int,
+    strategy: int,
+    lib: ModuleType,
+    *,
+    head: bytes = b"",
+) -> bytearray:
+    """Return ``head`` followed by the raw deflate stream of ``data``.
+
+    Huffman coding alone and run-length coding are fed :data:`_FEED_BYTES` at a time, so
+    a large payload's stream is not held twice (the output buffer, then its bytes): they
+    write the same stream either way with zlib and zlib-ng, while zlib-ng's searching
+    strategies do not, so those get the data at once.
+    """
     deflate = lib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, strategy)
-    return deflate.compress(data) + deflate.flush()
+    view = memoryview(data).cast("B")
+    step = _FEED_BYTES if strategy in (zlib.Z_HUFFMAN_ONLY, zlib.Z_RLE) else max(1, len(view))
+    out = bytearray(head)
+    for start in range(0, len(view), step):
+        out += deflate.compress(view[start : start + step])
+    out += deflate.flush()
+    return out
 
 
 def _strategy(data: memoryview, level: int, lib: ModuleType) -> int:
@@ -91,7 +114,7 @@ def _strategy(data: memoryview, level: int, lib: ModuleType) -> int:
     return zlib.Z_HUFFMAN_ONLY if huffman <= _HUFFMAN_SLACK * searched else zlib.Z_DEFAULT_STRATEGY
 
 
-def _stored(data: bytes | memoryview) -> bytes:
+def _stored(data: bytes | bytearray | memoryview) -> bytes:
     """Return ``data`` as stored deflate blocks: the size the viewer's transfer ceiling allows for.
 
     Built by hand, so it is the same with every encoder: 5 bytes per block of at most
@@ -109,8 +132,12 @@ def _stored(data: bytes | memoryview) -> bytes:
 
 
 def gzip_bytes(
-    data: bytes | memoryview, level: int, *, run_length: bool = False, lib: ModuleType = zlib
-) -> bytes:
+    data: bytes | bytearray | memoryview,
+    level: int,
+    *,
+    run_length: bool = False,
+    lib: ModuleType = zlib,
+) -> bytearray:
     """Compress ``data`` to one gzip member with a reproducible header (see :func:`gzip_header`).
 
     ``run_length`` suits quantized codes and category codes: long runs of one code (the
@@ -126,22 +153,21 @@ def gzip_bytes(
     zlib-ng's level 1 can expand incompressible data) is written as stored blocks
     instead, which always fit.
     """
+    view = memoryview(data).cast("B")
     if not run_length:
-        view = memoryview(data).cast("B")
-        body = _deflate(view, level, _strategy(view, level, lib), lib)
+        strategies = [_strategy(view, level, lib)]
     elif level < 9:
-        body = _deflate(data, level, zlib.Z_RLE, lib)
+        strategies = [zlib.Z_RLE]
     else:
-        body = min(
-            _deflate(data, level, zlib.Z_RLE, lib),
-            _deflate(data, level, zlib.Z_DEFAULT_STRATEGY, lib),
-            key=len,
-        )
+        strategies = [zlib.Z_RLE, zlib.Z_DEFAULT_STRATEGY]
     header = gzip_header(level)
-    trailer = struct.pack("<II", _crc32(data), len(data) & 0xFFFFFFFF)
-    if len(header) + len(body) + len(trailer) > gzip_ceiling(len(data)):
-        body = _stored(data)
-    return header + body + trailer
+    # the member is built in place: the header, the stream, then the trailer
+    member = min((_deflate(view, level, s, lib, head=header) for s in strategies), key=len)
+    trailer = struct.pack("<II", _crc32(view), len(view) & 0xFFFFFFFF)
+    if len(member) + len(trailer) > gzip_ceiling(len(view)):
+        member = bytearray(header) + _stored(view)
+    member += trailer
+    return member
 
 
 def encode_payload(
@@ -150,7 +176,7 @@ def encode_payload(
     *,
     run_length: bool = False,
     lib: ModuleType = zlib,
-) -> bytes | memoryview:
+) -> bytes | bytearray | memoryview:
     """Return the bytes of a payload file: the raw little-endian array, gzipped if asked.
 
     A :class:`~cellucid.ex._sparse_gzip.GzippedPayload` is already its ``.gz`` file.
@@ -222,7 +248,9 @@ class PayloadWriter:
         self._queued = 0  # tasks queued so far
         self._folders: set[str] = set()
 
-    def encoder(self, *, run_length: bool = False) -> Callable[[np.ndarray], bytes | memoryview]:
+    def encoder(
+        self, *, run_length: bool = False
+    ) -> Callable[[np.ndarray], bytes | bytearray | memoryview]:
         """Return the function that turns an array into its file's bytes (see :func:`encode_payload`)."""
         return partial(
             encode_payload, compression=self.compression, run_length=run_length, lib=self.lib
@@ -240,7 +268,7 @@ class PayloadWriter:
         files: Sequence[tuple[str, np.ndarray]],
         *,
         run_length: bool = False,
-        encode: Callable[[np.ndarray], bytes | memoryview] | None = None,
+        encode: Callable[[np.ndarray], bytes | bytearray | memoryview] | None = None,
     ) -> list[str]:
         """Queue many files like :meth:`write`, a few dozen per task of the pool; return their paths.
 
@@ -274,7 +302,7 @@ class PayloadWriter:
     def _write_files(
         self,
         jobs: list[tuple[str, np.ndarray]],
-        encode: Callable[[np.ndarray], bytes | memoryview],
+        encode: Callable[[np.ndarray], bytes | bytearray | memoryview],
     ) -> None:
         for target, array in jobs:
             data = encode(array)
@@ -287,7 +315,7 @@ class PayloadWriter:
             finally:
                 os.close(fd)
             with self._lock:
-                self.bytes_written += len(data) if isinstance(data, bytes) else data.nbytes
+                self.bytes_written += memoryview(data).nbytes
                 self.files_written += 1
             if self._on_written is not None:
                 self._on_written(array.nbytes)

@@ -533,7 +533,7 @@ class StoredColumn:
         column[self.rows] = self.codes
         return column
 
-    def gzip(self, level: int, lib: ModuleType = zlib) -> bytes | memoryview:
+    def gzip(self, level: int, lib: ModuleType = zlib) -> bytes | bytearray | memoryview:
         """Return the payload's ``.gz`` file: see the module's docstring.
 
         A column with more stored values than :data:`DENSE_FRACTION` of its cells, or whose
@@ -557,7 +557,7 @@ class StoredColumn:
                 return memoryview(member)
         return self.zlib_gzip(level, lib)
 
-    def zlib_gzip(self, level: int, lib: ModuleType = zlib) -> bytes:
+    def zlib_gzip(self, level: int, lib: ModuleType = zlib) -> bytearray:
         """Return the payload's ``.gz`` file deflated by ``lib`` from its dense payload (run-length)."""
         from ._payload import gzip_bytes
 
@@ -573,7 +573,7 @@ class GzippedPayload:
     """
 
     nbytes: int
-    member: bytes | memoryview
+    member: bytes | bytearray | memoryview
 
 
 def stored_columns(
@@ -759,7 +759,7 @@ def _columns(
         return _genes_members(genes, n_cells, indptr, rows, codes, zeros, skip, header, tables)
 
     ceiling = gzip_ceiling(n_cells * itemsize)
-    members: list[bytes | memoryview | None] = []
+    members: list[bytes | bytearray | memoryview | None] = []
     for out, ends in pool_map(call, calls):
         view = memoryview(out)
         members += [

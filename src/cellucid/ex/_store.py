@@ -167,7 +167,7 @@ class Destination:
             with self._fs.open(full, "wb") as out:
                 shutil.copyfileobj(spool, out, _COPY_CHUNK)
 
-    def write_bytes(self, relpath: str, data: bytes | memoryview) -> None:
+    def write_bytes(self, relpath: str, data: bytes | bytearray | memoryview) -> None:
         """Store ``data`` as ``relpath`` in one upload."""
         self._fs.pipe_file(self._full(relpath), bytes(data))
 

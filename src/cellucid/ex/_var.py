@@ -49,7 +49,7 @@ def encode_gene(
     compression: int | None,
     quantized: bool,
     lib: ModuleType,
-) -> bytes | memoryview:
+) -> bytes | bytearray | memoryview:
     """Return the bytes of one gene's file: its payload (codes or float32), gzipped if asked.
 
     Called on the writer's pool, once per gene; codes are deflated run-length (see

@@ -36,3 +36,52 @@ def test_a_failed_file_is_raised(tmp_path: Path) -> None:
     arrays = [("var/g0.bin", np.zeros(3, np.uint8)), ("var/g1.bin", np.ones(3, np.uint8))]
     with pytest.raises(IsADirectoryError), PayloadWriter(tmp_path, compression=None, n_jobs=2) as w:
         w.write_many(arrays)
+
+
+def _payloads(seed: int) -> dict[str, tuple[np.ndarray, bool]]:
+    """Payloads of each kind the writer gzips differently: (array, run_length)."""
+    rng = np.random.default_rng(seed)
+    n = 3 * 2**20 + 17
+    codes = np.where(rng.random(n) < 0.05, rng.integers(1, 256, n), 0).astype(np.uint8)
+    return {
+        "codes": (codes, True),  # run-length
+        "destinations": (rng.integers(0, 2**20, n // 4).astype(np.int32), False),  # Huffman
+        "sources": (np.repeat(np.arange(n // 64, dtype=np.int32), 16), False),  # searched
+        "noise": (rng.integers(0, 256, n).astype(np.uint8), False),  # past the ceiling: stored
+    }
+
+
+@pytest.mark.parametrize("level", [1, 6, 9])
+def test_files_gzipped_as_made_are_the_members_of_gzip_bytes(tmp_path: Path, level: int) -> None:
+    """The writer's default encoding writes a member into its file piece by piece: the same bytes."""
+    from cellucid._format import gzip_ceiling
+    from cellucid.ex._payload import gzip_bytes
+
+    payloads = _payloads(level)
+    with PayloadWriter(tmp_path, compression=level, n_jobs=2) as writer:
+        paths = {
+            name: writer.write(f"{name}.bin", array, run_length=run_length)
+            for name, (array, run_length) in payloads.items()
+        }
+    for name, (array, run_length) in payloads.items():
+        written = (tmp_path / paths[name]).read_bytes()
+        assert written == gzip_bytes(array.tobytes(), level, run_length=run_length)
+        assert np.array_equal(read_payload(tmp_path / paths[name], array.dtype), array)
+        assert len(written) <= gzip_ceiling(array.nbytes)
+    # the noise went past the ceiling and was written again as stored blocks
+    assert len((tmp_path / paths["noise"]).read_bytes()) > payloads["noise"][0].nbytes
+
+
+def test_a_large_member_is_not_held_while_written(tmp_path: Path) -> None:
+    """Huffman-coded and run-length payloads go to their file a piece at a time."""
+    import tracemalloc
+
+    array = np.random.default_rng(0).integers(0, 2**20, 2**23).astype(np.int32)
+    with PayloadWriter(tmp_path, compression=6, n_jobs=1) as writer:
+        tracemalloc.start()
+        path = writer.write("destinations.bin", array)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    member = (tmp_path / path).stat().st_size
+    assert member > 2**24
+    assert peak < member / 4  # pieces of 1 MiB in, their output out (not the member, twice)

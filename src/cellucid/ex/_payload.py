@@ -10,7 +10,7 @@ import threading
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import suppress
 from functools import partial
@@ -71,6 +71,21 @@ def gzip_header(level: int) -> bytes:
     return struct.pack("<4sIBB", b"\x1f\x8b\x08\x00", 0, xfl, 0xFF)
 
 
+def _stream(view: memoryview, level: int, strategy: int, lib: ModuleType) -> Iterator[bytes]:
+    """Yield the raw deflate stream of the bytes ``view``, in pieces.
+
+    Huffman coding alone and run-length coding are fed :data:`_FEED_BYTES` at a time, so
+    a large payload's stream need not be held whole (nor twice: the output buffer, then
+    its bytes): they write the same stream either way with zlib and zlib-ng, while
+    zlib-ng's searching strategies do not, so those get the data at once.
+    """
+    deflate = lib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, strategy)
+    step = _FEED_BYTES if strategy in (zlib.Z_HUFFMAN_ONLY, zlib.Z_RLE) else max(1, len(view))
+    for start in range(0, len(view), step):
+        yield deflate.compress(view[start : start + step])
+    yield deflate.flush()
+
+
 def _deflate(
     data: bytes | bytearray | memoryview,
     level: int,
@@ -79,20 +94,10 @@ def _deflate(
     *,
     head: bytes = b"",
 ) -> bytearray:
-    """Return ``head`` followed by the raw deflate stream of ``data``.
-
-    Huffman coding alone and run-length coding are fed :data:`_FEED_BYTES` at a time, so
-    a large payload's stream is not held twice (the output buffer, then its bytes): they
-    write the same stream either way with zlib and zlib-ng, while zlib-ng's searching
-    strategies do not, so those get the data at once.
-    """
-    deflate = lib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, strategy)
-    view = memoryview(data).cast("B")
-    step = _FEED_BYTES if strategy in (zlib.Z_HUFFMAN_ONLY, zlib.Z_RLE) else max(1, len(view))
+    """Return ``head`` followed by the raw deflate stream of ``data`` (see :func:`_stream`)."""
     out = bytearray(head)
-    for start in range(0, len(view), step):
-        out += deflate.compress(view[start : start + step])
-    out += deflate.flush()
+    for piece in _stream(memoryview(data).cast("B"), level, strategy, lib):
+        out += piece
     return out
 
 
@@ -154,20 +159,73 @@ def gzip_bytes(
     instead, which always fit.
     """
     view = memoryview(data).cast("B")
-    if not run_length:
-        strategies = [_strategy(view, level, lib)]
-    elif level < 9:
-        strategies = [zlib.Z_RLE]
-    else:
-        strategies = [zlib.Z_RLE, zlib.Z_DEFAULT_STRATEGY]
     header = gzip_header(level)
     # the member is built in place: the header, the stream, then the trailer
-    member = min((_deflate(view, level, s, lib, head=header) for s in strategies), key=len)
-    trailer = struct.pack("<II", _crc32(view), len(view) & 0xFFFFFFFF)
-    if len(member) + len(trailer) > gzip_ceiling(len(view)):
-        member = bytearray(header) + _stored(view)
-    member += trailer
+    member = min(
+        (
+            _deflate(view, level, s, lib, head=header)
+            for s in _strategies(view, level, run_length, lib)
+        ),
+        key=len,
+    )
+    member += _trailer(view)
+    return member if len(member) <= gzip_ceiling(len(view)) else _stored_member(view, level)
+
+
+def write_gzip(
+    fd: int,
+    data: bytes | bytearray | memoryview,
+    level: int,
+    *,
+    run_length: bool = False,
+    lib: ModuleType = zlib,
+) -> int:
+    """Write :func:`gzip_bytes` of ``data`` to the open file ``fd`` as it is made; return its size.
+
+    A payload deflated one way (all but level 9's codes) goes out a piece at a time, so a
+    large one's member is not held in memory (see :func:`_stream`); past the transfer
+    ceiling, the file is written again as stored blocks.
+    """
+    view = memoryview(data).cast("B")
+    strategies = _strategies(view, level, run_length, lib)
+    if len(strategies) > 1:
+        return _write_all(fd, gzip_bytes(view, level, run_length=run_length, lib=lib))
+    size = _write_all(fd, gzip_header(level))
+    for piece in _stream(view, level, strategies[0], lib):
+        size += _write_all(fd, piece)
+    size += _write_all(fd, _trailer(view))
+    if size <= gzip_ceiling(len(view)):
+        return size
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.ftruncate(fd, 0)
+    return _write_all(fd, _stored_member(view, level))
+
+
+def _strategies(view: memoryview, level: int, run_length: bool, lib: ModuleType) -> list[int]:
+    """Return the deflate strategies :func:`gzip_bytes` tries (the smaller member is kept)."""
+    if not run_length:
+        return [_strategy(view, level, lib)]
+    return [zlib.Z_RLE] if level < 9 else [zlib.Z_RLE, zlib.Z_DEFAULT_STRATEGY]
+
+
+def _trailer(view: memoryview) -> bytes:
+    return struct.pack("<II", _crc32(view), len(view) & 0xFFFFFFFF)
+
+
+def _stored_member(view: memoryview, level: int) -> bytearray:
+    """Return the member of ``view`` as stored blocks, which always fit the transfer ceiling."""
+    member = bytearray(gzip_header(level)) + _stored(view)
+    member += _trailer(view)
     return member
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> int:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less than asked); return its size."""
+    view = memoryview(data).cast("B")
+    size = len(view)
+    while view:
+        view = view[os.write(fd, view) :]
+    return size
 
 
 def encode_payload(
@@ -272,11 +330,11 @@ class PayloadWriter:
     ) -> list[str]:
         """Queue many files like :meth:`write`, a few dozen per task of the pool; return their paths.
 
-        ``encode`` turns an array into its file's bytes on the pool (by default
-        :meth:`encoder`'s, with ``run_length``). Thousands of small files cost less this
-        way: fewer hand-offs between threads.
+        ``encode`` turns an array into its file's bytes on the pool; by default arrays are
+        gzipped into their files as the members are made (:func:`write_gzip`, with
+        ``run_length``), or written raw without compression. Thousands of small files cost
+        less this way: fewer hand-offs between threads.
         """
-        encode = encode or self.encoder(run_length=run_length)
         relpaths = [gz(relpath, self.compression) for relpath, _ in files]
         targets = [os.path.join(self.root, relpath) for relpath in relpaths]
         for folder in {os.path.dirname(t) for t in targets} - self._folders:
@@ -285,7 +343,9 @@ class PayloadWriter:
         jobs = list(zip(targets, (array for _, array in files), strict=True))
         self.bytes_queued += sum(array.nbytes for _, array in files)
         for start in range(0, len(jobs), _FILES_PER_TASK):
-            task = partial(self._write_files, jobs[start : start + _FILES_PER_TASK], encode)
+            task = partial(
+                self._write_files, jobs[start : start + _FILES_PER_TASK], encode, run_length
+            )
             self._queued += 1
             self._pending.append(self.executor.submit(task))
         return relpaths
@@ -302,20 +362,25 @@ class PayloadWriter:
     def _write_files(
         self,
         jobs: list[tuple[str, np.ndarray]],
-        encode: Callable[[np.ndarray], bytes | bytearray | memoryview],
+        encode: Callable[[np.ndarray], bytes | bytearray | memoryview] | None,
+        run_length: bool,
     ) -> None:
+        """Write each job's file: by ``encode``, or gzipped into the file as it is made (:func:`write_gzip`)."""
         for target, array in jobs:
-            data = encode(array)
             # os-level calls: Python's buffered file objects cost more per file
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_BINARY, 0o666)
             try:
-                view = memoryview(data)
-                while view:  # os.write may write less than asked
-                    view = view[os.write(fd, view) :]
+                if encode is None and self.compression and isinstance(array, np.ndarray):
+                    raw = memoryview(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
+                    size = write_gzip(
+                        fd, raw, self.compression, run_length=run_length, lib=self.lib
+                    )
+                else:
+                    size = _write_all(fd, (encode or self.encoder(run_length=run_length))(array))
             finally:
                 os.close(fd)
             with self._lock:
-                self.bytes_written += memoryview(data).nbytes
+                self.bytes_written += size
                 self.files_written += 1
             if self._on_written is not None:
                 self._on_written(array.nbytes)

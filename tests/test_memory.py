@@ -38,3 +38,58 @@ def test_freed_heap_memory_is_returned() -> None:
     thread.join()
     before, after = sizes
     assert before - after > 32 * 2**20
+
+
+def _files(root) -> dict[str, bytes]:
+    from pathlib import Path
+
+    root = Path(root)
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "dataset_identity.json"
+    }
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_large_graphs_edges_are_made_a_part_at_a_time(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, n_jobs: int
+) -> None:
+    """Edges larger than a block of genes: found after obs, weights written before the ends are made; the same bytes."""
+    import weakref
+
+    import scanpy as sc
+
+    import cellucid as cl
+    from cellucid.pp import _graph, _groups
+
+    adata = sc.datasets.pbmc68k_reduced()
+    options = {"compression": 6, "var_quantization": 8, "n_jobs": n_jobs}
+    small = cl.ex.export(adata, tmp_path / "small", **options)
+
+    monkeypatch.setattr(_groups, "COMPILED_MIN_ROWS", 0)  # the kernels find a graph's edges
+    made: list[str] = []
+    weights_of = _graph.UpperEdges.weights
+    ends_of = _graph.UpperEdges.ends
+
+    def weights(self):
+        w = weights_of(self)
+        self.weights_ref = weakref.ref(w)
+        made.append("weights")
+        return w
+
+    def ends(self):
+        ref = getattr(self, "weights_ref", None)
+        assert ref is None or ref() is None  # written and freed before the ends are made
+        made.append("ends")
+        return ends_of(self)
+
+    monkeypatch.setattr(_graph.UpperEdges, "weights", weights)
+    monkeypatch.setattr(_graph.UpperEdges, "ends", ends)
+    edges = _graph.symmetric_edges(adata.obsp["connectivities"])[0]
+    assert made == ["ends", "weights"]  # symmetric_edges makes both, for its callers
+    made.clear()
+    # pbmc's graph is larger than a block of genes under this budget
+    large = cl.ex.export(adata, tmp_path / "large", memory_budget=edges.n_edges * 16, **options)
+    assert made == ["weights", "ends"]
+    assert _files(large) == _files(small)

@@ -10,6 +10,7 @@ from .._compiled import load_kernels
 from .._format import CONNECTIVITY_MANIFEST, EDGE_FORMAT, WEIGHT_DTYPE, index_dtype
 from .._layout import edges_path
 from ..pp import Edges
+from ..pp._graph import UpperEdges
 from ._payload import PayloadWriter, dumps_manifest, gzip_header, write_json
 from ._settings import ExportSettings
 
@@ -24,31 +25,24 @@ WEIGHTS_KERNEL_MIN_EDGES_COMPILER_LOADED = 2**17
 
 def write_connectivity(
     writer: PayloadWriter,
-    edges: Edges,
+    edges: Edges | UpperEdges,
     *,
     n_cells: int,
     settings: ExportSettings,
     compiler_loaded: bool = False,
 ) -> int:
-    """Write edge sources, destinations (and weights in the current layout); return the edge count.
+    """Write edge weights (in the current layout), sources and destinations; return the edge count.
 
+    Edges in parts (:class:`~cellucid.pp._graph.UpperEdges`) have their weights made and
+    written before their ends are made: never all of them in memory at once.
     ``compiler_loaded``: the export loads numba's compiler anyway (for its genes), so the
     compiled weights encoder pays for smaller graphs.
     """
-    dtype = index_dtype(n_cells)
-    manifest = {
-        "format": EDGE_FORMAT,
-        "n_cells": n_cells,
-        "n_edges": int(edges.src.shape[0]),
-        "max_neighbors": edges.max_neighbors,
-        "index_bytes": dtype.itemsize,
-        "index_dtype": dtype.name,
-        "sourcesPath": writer.write(edges_path("src"), _as_index(edges.src, dtype)),
-        "destinationsPath": writer.write(edges_path("dst"), _as_index(edges.dst, dtype)),
-    }
+    parts = isinstance(edges, UpperEdges)
+    weighted = {}
     if settings.layout.weighted_edges:
-        weights = edges.weights.astype(WEIGHT_DTYPE, copy=False)
-        manifest["weightsPath"] = writer.write_many(
+        weights = (edges.weights() if parts else edges.weights).astype(WEIGHT_DTYPE, copy=False)
+        path = writer.write_many(
             [(edges_path("weights"), weights)],
             encode=_weights_encoder(
                 writer,
@@ -57,9 +51,28 @@ def write_connectivity(
                 else WEIGHTS_KERNEL_MIN_EDGES,
             ),
         )[0]
-        manifest["weight_dtype"] = "float64"
-        manifest["weight_bytes"] = WEIGHT_DTYPE.itemsize
-    manifest["compression"] = settings.compression
+        del weights
+        if parts:
+            writer.wait_for(writer.mark())
+        weighted = {
+            "weightsPath": path,
+            "weight_dtype": "float64",
+            "weight_bytes": WEIGHT_DTYPE.itemsize,
+        }
+    src, dst = edges.ends() if parts else (edges.src, edges.dst)
+    dtype = index_dtype(n_cells)
+    manifest = {
+        "format": EDGE_FORMAT,
+        "n_cells": n_cells,
+        "n_edges": int(src.shape[0]),
+        "max_neighbors": edges.max_neighbors,
+        "index_bytes": dtype.itemsize,
+        "index_dtype": dtype.name,
+        "sourcesPath": writer.write(edges_path("src"), _as_index(src, dtype)),
+        "destinationsPath": writer.write(edges_path("dst"), _as_index(dst, dtype)),
+        **weighted,
+        "compression": settings.compression,
+    }
     write_json(writer.root / CONNECTIVITY_MANIFEST, dumps_manifest(manifest))
     return manifest["n_edges"]
 

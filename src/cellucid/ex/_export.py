@@ -14,7 +14,7 @@ import numpy as np
 
 from .._format import QUANT_DTYPE, WEIGHT_DTYPE, LayoutName, index_dtype
 from .._warn import user_stacklevel
-from ..pp._graph import asymmetric_warning, symmetric_edges
+from ..pp._graph import asymmetric_warning, edge_parts, symmetric_edges
 from ._cloud import remote_export
 from ._collect import Collected, ObsField, collect
 from ._connectivity import write_connectivity
@@ -389,8 +389,8 @@ def _write_files(
         if found.graph is not None:
             bar.stage("graph")
             before = writer.bytes_queued
-            if finding is None:
-                edges, symmetric = symmetric_edges(found.graph, name=graph_name)
+            if finding is None:  # made a part at a time where the kernels find them
+                edges, symmetric = edge_parts(found.graph, name=graph_name)
             else:
                 edges, symmetric = finding.result()
             del finding  # a done future holds its result: the edges' memory goes with it
@@ -398,7 +398,7 @@ def _write_files(
                 warnings.warn(
                     asymmetric_warning(graph_name), UserWarning, stacklevel=user_stacklevel()
                 )
-            check_edges(edges, n_cells=n_cells, settings=settings, key=found.graph_key)
+            check_edges(edges.n_edges, n_cells=n_cells, settings=settings, key=found.graph_key)
             n_edges = write_connectivity(
                 writer,
                 edges,

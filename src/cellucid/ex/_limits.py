@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 from .. import _format
 
 if TYPE_CHECKING:
-    from ..pp import Edges
     from ._collect import Collected
     from ._settings import ExportSettings
 
@@ -45,13 +44,12 @@ def check_payload_sizes(found: Collected) -> None:
     )
 
 
-def check_edges(edges: Edges, *, n_cells: int, settings: ExportSettings, key: str) -> None:
-    """Refuse a graph the viewer would not load, saying how to fit it.
+def check_edges(n_edges: int, *, n_cells: int, settings: ExportSettings, key: str) -> None:
+    """Refuse a graph of ``n_edges`` edges the viewer would not load, saying how to fit it.
 
     Its largest edge file must fit one payload and, in the current layout, the viewer's
     working set must hold its edges (at ~12M edges for 1M cells, the tighter of the two).
     """
-    n_edges = int(edges.src.shape[0])
     limit = _format.max_edges(settings.layout.name, n_cells=n_cells)
     if n_edges <= limit:
         return

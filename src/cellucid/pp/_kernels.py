@@ -182,13 +182,19 @@ def symmetric_upper_edges(indptr, indices, data, band_entries):
 
 @numba.njit(cache=True, nogil=True)
 def fill_upper_edges(indptr, indices, data, src, dst, weights):
-    """Write the entries with ``j > i`` and a non-zero value, in (row, index) order."""
+    """Write the entries with ``j > i`` and a non-zero value, in (row, index) order.
+
+    Empty ``src``/``dst`` or ``weights`` are left out (the ends or the weights alone).
+    """
+    ends, values = src.shape[0] > 0, weights.shape[0] > 0
     k = 0
     for i in range(indptr.shape[0] - 1):
         for e in range(indptr[i], indptr[i + 1]):
             j = indices[e]
             if j > i and data[e] != 0:
-                src[k] = i
-                dst[k] = j
-                weights[k] = data[e]
+                if ends:
+                    src[k] = i
+                    dst[k] = j
+                if values:
+                    weights[k] = data[e]
                 k += 1

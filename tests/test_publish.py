@@ -485,7 +485,7 @@ def test_errors_while_writing_name_out_dir_not_the_staging_folder(
 ) -> None:
     from cellucid.ex import _payload
 
-    def full(self: object, jobs: list, run_length: bool) -> None:
+    def full(self: object, jobs: list, *_: object) -> None:
         raise OSError(28, "No space left on device", jobs[0][0])
 
     monkeypatch.setattr(_payload.PayloadWriter, "_write_files", full)

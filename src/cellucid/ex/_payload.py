@@ -41,7 +41,7 @@ _SAMPLE_BYTES = 64 << 10
 # 1.000-1.001 (coordinates, outlier quantiles, graph destinations) or >= 1.2 (the rest)
 _HUFFMAN_SLACK = 1.01
 # bytes fed to deflate at once where its stream does not depend on how it is fed (see
-# _deflate): the stream then grows in place instead of being copied whole
+# _stream): a large stream then need not be held whole
 _FEED_BYTES = 1 << 20
 # the fastest CRC-32 at hand (every implementation gives the same checksum)
 _crc32 = (_zlib_ng or zlib).crc32

@@ -52,9 +52,9 @@ def compiled_blocks(matrix: object) -> bool:
     """Whether the gene stage runs ``matrix``'s blocks through the compiled kernels.
 
     An in-memory, cell-major sparse matrix of float values with :data:`COMPILED_MIN_STORED`
-    stored values or more (where numba can load the kernels). A rule of the input alone, so
-    that other writers can count on numba's compiler being loaded (the same input gives
-    the same files, whatever ran in the process before).
+    stored values or more, where numba loads (:func:`~cellucid._compiled.load_kernels`). A
+    rule of the input alone, so that other writers can count on numba's compiler being
+    loaded (the same input gives the same files, whatever ran in the process before).
     """
     return (
         sparse.issparse(matrix)

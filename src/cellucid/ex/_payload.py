@@ -241,8 +241,30 @@ def encode_payload(
     """
     if isinstance(array, GzippedPayload):
         return array.member
-    raw = memoryview(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
+    raw = _raw_bytes(array)
     return gzip_bytes(raw, compression, run_length=run_length, lib=lib) if compression else raw
+
+
+def write_payload(
+    fd: int,
+    array: np.ndarray | GzippedPayload,
+    compression: int | None,
+    *,
+    run_length: bool = False,
+    lib: ModuleType = zlib,
+) -> int:
+    """Write :func:`encode_payload` of ``array`` to the open file ``fd``; return its size.
+
+    An array to gzip goes out as its member is made (:func:`write_gzip`).
+    """
+    if isinstance(array, GzippedPayload) or not compression:
+        return _write_all(fd, encode_payload(array, compression))
+    return write_gzip(fd, _raw_bytes(array), compression, run_length=run_length, lib=lib)
+
+
+def _raw_bytes(array: np.ndarray) -> memoryview:
+    """Return the bytes of ``array`` (C order), a view where it is contiguous."""
+    return memoryview(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
 
 
 def default_n_jobs() -> int:
@@ -365,18 +387,17 @@ class PayloadWriter:
         encode: Callable[[np.ndarray], bytes | bytearray | memoryview] | None,
         run_length: bool,
     ) -> None:
-        """Write each job's file: by ``encode``, or gzipped into the file as it is made (:func:`write_gzip`)."""
+        """Write each job's file: by ``encode``, or as :func:`write_payload` writes it."""
         for target, array in jobs:
             # os-level calls: Python's buffered file objects cost more per file
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_BINARY, 0o666)
             try:
-                if encode is None and self.compression and isinstance(array, np.ndarray):
-                    raw = memoryview(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
-                    size = write_gzip(
-                        fd, raw, self.compression, run_length=run_length, lib=self.lib
+                if encode is None:
+                    size = write_payload(
+                        fd, array, self.compression, run_length=run_length, lib=self.lib
                     )
                 else:
-                    size = _write_all(fd, (encode or self.encoder(run_length=run_length))(array))
+                    size = _write_all(fd, encode(array))
             finally:
                 os.close(fd)
             with self._lock:

@@ -86,10 +86,14 @@ class UpperEdges:
     """
 
     def __init__(
-        self, g: sparse.csr_matrix, kernels: ModuleType, n_edges: int, max_neighbors: int
+        self,
+        g: sparse.csr_matrix,
+        kernels: ModuleType,
+        n_edges: int,
+        max_neighbors: int,
+        index: type[np.integer],
     ) -> None:
-        self._g, self._kernels = g, kernels
-        self._index = np.int32 if g.shape[0] < 2**31 else np.int64
+        self._g, self._kernels, self._index = g, kernels, index
         self.n_edges, self.max_neighbors = n_edges, max_neighbors
 
     def weights(self) -> np.ndarray:
@@ -161,7 +165,7 @@ def edge_parts(
             g.indptr, g.indices, g.data, _MIRROR_BAND_ENTRIES
         )
         if symmetric:
-            return UpperEdges(g, kernels, int(n_edges), int(max_neighbors)), True
+            return UpperEdges(g, kernels, int(n_edges), int(max_neighbors), index), True
     # the transpose, re-laid-out as CSR in one linear pass, has sorted indices too
     gt = g.T.tocsr()
     symmetric = (

@@ -1,13 +1,19 @@
-"""The C allocator's free memory goes back to the system between gene blocks (ex/_memory.py)."""
+"""Memory between gene blocks (ex/_memory.py): the C allocator's free pages, the interpreter's collections."""
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 
 import numpy as np
 import pytest
+from _data import files_under, make_adata
 
 from cellucid.ex import _memory
+
+# the identity document names when each export was made
+IDENTITY = ("dataset_identity.json",)
 
 
 def _resident_bytes() -> int:
@@ -40,15 +46,78 @@ def test_freed_heap_memory_is_returned() -> None:
     assert before - after > 32 * 2**20
 
 
-def _files(root) -> dict[str, bytes]:
-    from pathlib import Path
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
 
-    root = Path(root)
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != "dataset_identity.json"
-    }
+
+@pytest.fixture
+def collections_on():
+    """The interpreter's automatic collections on, as in a fresh session, and back as they were after."""
+    was = gc.isenabled()
+    gc.enable()
+    yield
+    if not was:
+        gc.disable()
+
+
+def test_an_export_runs_without_automatic_collections(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, collections_on
+) -> None:
+    """Paused while the files are written, on again after the export, even one that failed."""
+    import cellucid as cl
+    from cellucid.ex import _var
+
+    seen: list[bool] = []
+    write = _var.GeneWriter.write
+
+    def watched(self, **kwargs) -> None:
+        seen.append(gc.isenabled())
+        write(self, **kwargs)
+
+    monkeypatch.setattr(_var.GeneWriter, "write", watched)
+    adata = make_adata(200, 30)
+    cl.ex.export(adata, tmp_path / "out", progress=False)
+    assert seen == [False]
+    assert gc.isenabled()
+
+    def fail(self, **kwargs) -> None:
+        seen.append(gc.isenabled())
+        msg = "disk full"
+        raise OSError(msg)
+
+    monkeypatch.setattr(_var.GeneWriter, "write", fail)
+    with pytest.raises(OSError, match="disk full"):
+        cl.ex.export(adata, tmp_path / "failed", progress=False)
+    assert seen == [False, False]
+    assert gc.isenabled()
+
+
+def test_young_cycles_are_collected_between_blocks_while_paused(collections_on) -> None:
+    """release_free_memory collects a cycle made in the block; the last of nested pauses resumes."""
+    with _memory.collections_paused():
+        with _memory.collections_paused():  # a second export at once
+            cycle = weakref.ref(_Cycle())
+            assert cycle() is not None
+            _memory.release_free_memory()
+            assert cycle() is None
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_collections_the_user_turned_off_stay_off() -> None:
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        with _memory.collections_paused():
+            cycle = weakref.ref(_Cycle())
+            _memory.release_free_memory()  # not ours to collect
+            assert cycle() is not None
+        assert not gc.isenabled()
+    finally:
+        gc.collect()
+        if was:
+            gc.enable()
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
@@ -56,7 +125,6 @@ def test_a_large_graphs_edges_are_made_a_part_at_a_time(
     tmp_path, monkeypatch: pytest.MonkeyPatch, n_jobs: int
 ) -> None:
     """Edges larger than a block of genes: found after obs, weights written before the ends are made; the same bytes."""
-    import weakref
 
     import scanpy as sc
 
@@ -92,4 +160,4 @@ def test_a_large_graphs_edges_are_made_a_part_at_a_time(
     # pbmc's graph is larger than a block of genes under this budget
     large = cl.ex.export(adata, tmp_path / "large", memory_budget=edges.n_edges * 16, **options)
     assert made == ["weights", "ends"]
-    assert _files(large) == _files(small)
+    assert files_under(large, without=IDENTITY) == files_under(small, without=IDENTITY)

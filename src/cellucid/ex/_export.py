@@ -22,7 +22,7 @@ from ._distributed import WorkersWrite, cluster_client
 from ._genes import compiled_blocks
 from ._identity import Description, Written, dataset_id_for, identity_document, write_identity
 from ._limits import check_edges
-from ._memory import release_free_memory
+from ._memory import collections_paused, release_free_memory
 from ._obs import encode_obs, write_obs
 from ._payload import PayloadWriter
 from ._points import NormalizedEmbedding, normalize_embeddings, write_points, write_vectors
@@ -316,6 +316,7 @@ def _write_files(
         client is None and found.genes is not None and compiled_blocks(found.genes.matrix)
     )
     with (
+        collections_paused(),  # a few objects per gene would start full collections
         PayloadWriter(
             stage,
             compression=settings.compression,

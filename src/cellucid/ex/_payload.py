@@ -296,8 +296,8 @@ class PayloadWriter:
     file's bytes depend on its own content only, so the output does not depend on
     ``n_jobs``. A queued array is referenced, not copied, until its file is written:
     callers that queue much bound their memory with :meth:`mark` and :meth:`wait_for`.
-    ``on_written`` is called with a file's uncompressed size once it is written (from the
-    pool's threads), for progress.
+    ``on_written`` is called with the uncompressed size of files once they are written (a
+    task's files at a time, from the pool's threads), for progress.
     """
 
     def __init__(
@@ -358,11 +358,14 @@ class PayloadWriter:
         less this way: fewer hand-offs between threads.
         """
         relpaths = [gz(relpath, self.compression) for relpath, _ in files]
-        targets = [os.path.join(self.root, relpath) for relpath in relpaths]
-        for folder in {os.path.dirname(t) for t in targets} - self._folders:
-            os.makedirs(folder, exist_ok=True)
+        # manifests' paths have "/" separators; string operations cost less per file than os.path's
+        root = f"{self.root}{os.sep}"
+        for folder in {relpath.rpartition("/")[0] for relpath in relpaths} - self._folders:
+            os.makedirs(root + folder, exist_ok=True)
             self._folders.add(folder)
-        jobs = list(zip(targets, (array for _, array in files), strict=True))
+        jobs = [
+            (root + relpath, array) for relpath, (_, array) in zip(relpaths, files, strict=True)
+        ]
         self.bytes_queued += sum(array.nbytes for _, array in files)
         for start in range(0, len(jobs), _FILES_PER_TASK):
             task = partial(
@@ -387,24 +390,33 @@ class PayloadWriter:
         encode: Callable[[np.ndarray], bytes | bytearray | memoryview] | None,
         run_length: bool,
     ) -> None:
-        """Write each job's file: by ``encode``, or as :func:`write_payload` writes it."""
-        for target, array in jobs:
-            # os-level calls: Python's buffered file objects cost more per file
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_BINARY, 0o666)
-            try:
-                if encode is None:
-                    size = write_payload(
-                        fd, array, self.compression, run_length=run_length, lib=self.lib
-                    )
-                else:
-                    size = _write_all(fd, encode(array))
-            finally:
-                os.close(fd)
+        """Write each job's file: by ``encode``, or as :func:`write_payload` writes it.
+
+        The task's files are counted (and reported to ``on_written``) together, once
+        written: thousands of small files cost less without a lock taken for each.
+        """
+        n_files = size = nbytes = 0
+        try:
+            for target, array in jobs:
+                # os-level calls: Python's buffered file objects cost more per file
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_BINARY, 0o666)
+                try:
+                    if encode is None:
+                        size += write_payload(
+                            fd, array, self.compression, run_length=run_length, lib=self.lib
+                        )
+                    else:
+                        size += _write_all(fd, encode(array))
+                finally:
+                    os.close(fd)
+                n_files += 1
+                nbytes += array.nbytes
+        finally:  # the files written before one that failed count too
             with self._lock:
                 self.bytes_written += size
-                self.files_written += 1
-            if self._on_written is not None:
-                self._on_written(array.nbytes)
+                self.files_written += n_files
+            if self._on_written is not None and n_files:
+                self._on_written(nbytes)
 
     def cancel(self) -> None:
         """Drop every task not started yet (files and encoders' work alike); new tasks are refused.

@@ -35,6 +35,16 @@ def knn_graph(latent: np.ndarray, k: int = 8) -> sparse.csr_matrix:
     return g.maximum(g.T).tocsr()
 
 
+def files_under(root: Path | str, *, without: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every file under ``root`` (its path relative to ``root``, with ``/``) and its bytes; ``without``: names left out."""
+    root = Path(root)
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in without
+    }
+
+
 def make_adata(n_cells: int = 300, n_genes: int = 40, *, seed: int = 0) -> ad.AnnData:
     """A small realistic AnnData: clustered embeddings, sparse log-counts, kNN graph, awkward obs."""
     rng = np.random.default_rng(seed)

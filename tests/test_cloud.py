@@ -15,7 +15,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pytest
-from _data import make_adata
+from _data import files_under, make_adata
 
 import cellucid as cl
 from cellucid.cli import main
@@ -39,14 +39,6 @@ def adata() -> ad.AnnData:
 def _isolated(monkeypatch: pytest.MonkeyPatch, aws_isolated: None) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # byte-identical created_at
     monkeypatch.setenv("CI", "1")
-
-
-def local_files(folder: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(folder).as_posix(): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def remote_files(url: str, options: dict) -> dict[str, bytes]:
@@ -85,7 +77,7 @@ def test_s3_export_is_the_local_export_published_and_reads_back_the_same(
     version = current_version(url, options)
     stored = remote_files(url, options)
     assert {k.partition("/")[2]: v for k, v in stored.items() if k != "datasets.json"} == (
-        local_files(local)
+        files_under(local)
     )
     catalog = json.loads(stored["datasets.json"])
     assert catalog["default"] == "pbmc"

@@ -10,7 +10,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pytest
-from _data import make_adata
+from _data import files_under, make_adata
 from conftest import AWS_ISOLATION
 from scipy import sparse
 
@@ -30,14 +30,6 @@ OPTIONS = {
 }
 # a small budget: many blocks of genes and many groups of row chunks
 BUDGET = 20_000
-
-
-def files(root: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(autouse=True)
@@ -165,12 +157,12 @@ LEGACY_SUBSET = {
 def test_workers_write_byte_identical(
     client, adata, received, tmp_path: Path, kind: str, options: dict
 ) -> None:
-    expected = files(cl.ex.export(adata, tmp_path / "memory", **options))
+    expected = files_under(cl.ex.export(adata, tmp_path / "memory", **options))
     budget = BUDGET if "var_names" not in options else BUDGET // 5  # a few genes: small blocks
     out = cl.ex.export(
         dask_copy(adata, kind), tmp_path / "cluster", memory_budget=budget, **options
     )
-    assert files(out) == expected
+    assert files_under(out) == expected
     written = facts(received)
     assert len(written) > 1  # several blocks, each written by a worker
     assert sum(len(f.genes) for f in written) == len(options.get("var_names", adata.var_names))
@@ -198,10 +190,10 @@ def test_without_client_nothing_changes(adata, tmp_path: Path, monkeypatch) -> N
         raise AssertionError("the workers path ran without a distributed scheduler")
 
     monkeypatch.setattr(_distributed, "WorkersWrite", refuse)
-    expected = files(cl.ex.export(adata, tmp_path / "memory", **OPTIONS))
+    expected = files_under(cl.ex.export(adata, tmp_path / "memory", **OPTIONS))
     with dask.config.set(scheduler="threads"):
         out = cl.ex.export(dask_copy(adata, "sparse-rows"), tmp_path / "local", **OPTIONS)
-    assert files(out) == expected
+    assert files_under(out) == expected
 
 
 def test_progress_and_log(client, adata, tmp_path: Path, monkeypatch, caplog_cellucid) -> None:
@@ -272,11 +264,11 @@ def test_read_lazy_zarr(client, adata, received, tmp_path: Path) -> None:
     from anndata.experimental import read_elem_lazy, read_lazy
 
     adata.write_zarr(tmp_path / "data.zarr")
-    expected = files(cl.ex.export(adata, tmp_path / "memory", **OPTIONS))
+    expected = files_under(cl.ex.export(adata, tmp_path / "memory", **OPTIONS))
     lazy = read_lazy(tmp_path / "data.zarr")
     assert type(lazy.X).__module__.startswith("dask")
     out = cl.ex.export(lazy, tmp_path / "lazy", memory_budget=BUDGET, **OPTIONS)
-    assert files(out) == expected
+    assert files_under(out) == expected
     assert len(facts(received)) > 1
     assert_no_x_block(received)
     # the guide's recipe: larger row chunks of the same store
@@ -284,7 +276,7 @@ def test_read_lazy_zarr(client, adata, received, tmp_path: Path) -> None:
         zarr.open_group(tmp_path / "data.zarr", mode="r")["X"], chunks=(150, N_GENES)
     )
     out = cl.ex.export(lazy, tmp_path / "chunks", memory_budget=BUDGET, **OPTIONS)
-    assert files(out) == expected
+    assert files_under(out) == expected
     assert_no_x_block(received)
 
 
@@ -343,7 +335,7 @@ def test_workers_write_the_genes_straight_to_s3(
 ) -> None:
     bucket, options = s3
     url = f"{bucket}/exports/same"
-    expected = files(cl.ex.export(adata, tmp_path / "memory", **OPTIONS))
+    expected = files_under(cl.ex.export(adata, tmp_path / "memory", **OPTIONS))
     copy = dask_copy(adata, "sparse-tiles")
     out = cl.ex.export(copy, url, storage_options=options, memory_budget=BUDGET, **OPTIONS)
     assert out == url
@@ -415,7 +407,7 @@ def test_read_lazy_from_s3_to_s3(client, adata, received, s3, tmp_path: Path) ->
     s3fs.S3FileSystem(**options).put(
         str(tmp_path / "data.zarr"), f"{bucket}/data.zarr", recursive=True
     )
-    expected = files(cl.ex.export(adata, tmp_path / "memory", **OPTIONS))
+    expected = files_under(cl.ex.export(adata, tmp_path / "memory", **OPTIONS))
     store = zarr.storage.FsspecStore.from_url(
         f"{bucket}/data.zarr", storage_options=options, read_only=True
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _data import make_adata
+from _data import files_under, make_adata
 from scipy import sparse
 
 import cellucid as cl
@@ -274,13 +274,8 @@ def test_compiled_export_writes_the_same_bytes(
     finally:
         _genes.COMPILED_MIN_STORED = saved
 
-    def files(root: Path) -> dict[str, bytes]:
-        return {
-            str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-        }
-
-    numpy_files = files(tmp_path / "numpy" / "ds")
-    compiled_files = files(tmp_path / "compiled" / "ds")
+    numpy_files = files_under(tmp_path / "numpy" / "ds")
+    compiled_files = files_under(tmp_path / "compiled" / "ds")
     assert sum(name.startswith("var/") for name in numpy_files) == 60
     assert numpy_files == compiled_files
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pytest
+from _data import files_under
 
 import cellucid as cl
 from cellucid.ex import _payload
@@ -43,10 +44,6 @@ def test_run_length_codes_are_byte_identical_with_either_encoder(level: int) -> 
         assert ours == fast or level == 9
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
 def test_exports_with_either_encoder_hold_the_same_payloads(
     adata: ad.AnnData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -57,8 +54,8 @@ def test_exports_with_either_encoder_hold_the_same_payloads(
         "compression": 6,
         "dataset_name": "same",
     }
-    stdlib = _files(cl.ex.export(adata, tmp_path / "zlib", gzip_encoder="zlib", **options))
-    fast = _files(cl.ex.export(adata, tmp_path / "ng", gzip_encoder="zlib-ng", **options))
+    stdlib = files_under(cl.ex.export(adata, tmp_path / "zlib", gzip_encoder="zlib", **options))
+    fast = files_under(cl.ex.export(adata, tmp_path / "ng", gzip_encoder="zlib-ng", **options))
     assert stdlib.keys() == fast.keys()
     differing = []
     for name, data in stdlib.items():
@@ -76,8 +73,8 @@ def test_exports_with_either_encoder_hold_the_same_payloads(
 
 def test_auto_uses_zlib_ng_when_installed(adata: ad.AnnData, tmp_path: Path) -> None:
     options = {"compression": 6, "var_names": [], "obs_keys": []}
-    auto = _files(cl.ex.export(adata, tmp_path / "auto", **options))
-    fast = _files(cl.ex.export(adata, tmp_path / "ng", gzip_encoder="zlib-ng", **options))
+    auto = files_under(cl.ex.export(adata, tmp_path / "auto", **options))
+    fast = files_under(cl.ex.export(adata, tmp_path / "ng", gzip_encoder="zlib-ng", **options))
     assert auto["points_2d.bin.gz"] == fast["points_2d.bin.gz"]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pytest
-from _data import make_adata
+from _data import files_under, make_adata
 from scipy import sparse
 
 import cellucid as cl
@@ -19,14 +19,6 @@ OPTIONS = {
     "var_quantization": 8,
     "obs_continuous_quantization": 8,
 }
-
-
-def files(root: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +44,7 @@ def reference(
 
     os.environ["SOURCE_DATE_EPOCH"] = "1700000000"
     adata, _ = source
-    return files(cl.ex.export(adata, tmp_path_factory.mktemp("ref") / "ds", **OPTIONS))
+    return files_under(cl.ex.export(adata, tmp_path_factory.mktemp("ref") / "ds", **OPTIONS))
 
 
 @pytest.mark.parametrize(
@@ -70,7 +62,7 @@ def test_backed_h5ad(source, reference, tmp_path, monkeypatch, budget: int, spil
     backed = ad.read_h5ad(root / "data.h5ad", backed="r")
     assert not sparse.issparse(backed.X) and type(backed.X).__name__.endswith("CSRDataset")
     out = cl.ex.export(backed, tmp_path / "ds", memory_budget=budget, **OPTIONS)
-    assert files(out) == reference
+    assert files_under(out) == reference
     # a budget smaller than the matrix transposes it in one pass through spill files, removed after
     assert bool(calls) == spilled
 
@@ -83,7 +75,7 @@ def test_backed_csc_and_dense(source, reference, tmp_path: Path) -> None:
         copy.write_h5ad(root / f"{name}.h5ad")
         backed = ad.read_h5ad(root / f"{name}.h5ad", backed="r")
         out = cl.ex.export(backed, tmp_path / name, memory_budget=30_000, **OPTIONS)
-        assert files(out) == reference, name
+        assert files_under(out) == reference, name
 
 
 def test_in_memory_sources_and_budgets(source, reference, tmp_path: Path) -> None:
@@ -94,7 +86,7 @@ def test_in_memory_sources_and_budgets(source, reference, tmp_path: Path) -> Non
         copy = adata.copy()
         copy.X = matrix
         out = cl.ex.export(copy, tmp_path / str(i), memory_budget=5_000, **OPTIONS)
-        assert files(out) == reference, type(matrix)
+        assert files_under(out) == reference, type(matrix)
 
 
 def test_read_lazy_zarr_sparse_chunks(source, reference, tmp_path, monkeypatch) -> None:
@@ -110,10 +102,13 @@ def test_read_lazy_zarr_sparse_chunks(source, reference, tmp_path, monkeypatch) 
     _, root = source
     lazy = read_lazy(root / "data.zarr")
     assert type(lazy.X).__module__.startswith("dask")
-    assert files(cl.ex.export(lazy, tmp_path / "ds", memory_budget=40_000, **OPTIONS)) == reference
+    assert (
+        files_under(cl.ex.export(lazy, tmp_path / "ds", memory_budget=40_000, **OPTIONS))
+        == reference
+    )
     assert calls  # the dask matrix was read once, through spill files
     assert (
-        files(cl.ex.export(lazy, tmp_path / "big", memory_budget=512 * 2**20, **OPTIONS))
+        files_under(cl.ex.export(lazy, tmp_path / "big", memory_budget=512 * 2**20, **OPTIONS))
         == reference
     )
 
@@ -132,7 +127,7 @@ def test_user_built_dask(source, reference, tmp_path: Path, kind: str) -> None:
             sparse.csr_matrix, dtype=np.float32
         )
     copy.obsm["X_umap_3d"] = da.from_array(adata.obsm["X_umap_3d"], chunks=(100, 3))
-    assert files(cl.ex.export(copy, tmp_path / "ds", **OPTIONS)) == reference
+    assert files_under(cl.ex.export(copy, tmp_path / "ds", **OPTIONS)) == reference
 
 
 def test_distributed_local_cluster(source, reference, tmp_path: Path) -> None:
@@ -150,7 +145,7 @@ def test_distributed_local_cluster(source, reference, tmp_path: Path) -> None:
         out = cl.ex.export(lazy, tmp_path / "ds", memory_budget=40_000, **OPTIONS)
         # the blocks were computed on the cluster's workers
         assert client.run(lambda: True)
-    assert files(out) == reference
+    assert files_under(out) == reference
 
 
 def test_bad_memory_budget(source, tmp_path: Path) -> None:
@@ -162,10 +157,10 @@ def test_bad_memory_budget(source, tmp_path: Path) -> None:
 def test_backed_gene_subset_in_any_order(source, tmp_path: Path) -> None:
     adata, root = source
     genes = [adata.var_names[i] for i in (30, 2, 17, 5, 36, 0)]
-    expected = files(cl.ex.export(adata, tmp_path / "mem", var_names=genes, **OPTIONS))
+    expected = files_under(cl.ex.export(adata, tmp_path / "mem", var_names=genes, **OPTIONS))
     backed = ad.read_h5ad(root / "data.h5ad", backed="r")
     out = cl.ex.export(backed, tmp_path / "backed", var_names=genes, memory_budget=4_000, **OPTIONS)
-    assert files(out) == expected
+    assert files_under(out) == expected
 
 
 def test_unused_lazy_arrays_are_never_computed(source, reference, tmp_path: Path) -> None:
@@ -182,7 +177,7 @@ def test_unused_lazy_arrays_are_never_computed(source, reference, tmp_path: Path
     copy.obsm["X_unused"] = lazy.map_blocks(refuse, dtype=np.float64, meta=np.empty((0, 0)))
     copy.obsm["X_umap_3d"] = da.from_array(adata.obsm["X_umap_3d"], chunks=(100, 3))
     copy.obsp["connectivities"] = da.from_array(adata.obsp["connectivities"], chunks=(200, 400))
-    assert files(cl.ex.export(copy, tmp_path / "ds", **OPTIONS)) == reference
+    assert files_under(cl.ex.export(copy, tmp_path / "ds", **OPTIONS)) == reference
 
 
 def test_failure_while_genes_spill_cleans_up(

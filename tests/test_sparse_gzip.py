@@ -19,6 +19,7 @@ from scipy import sparse
 
 import cellucid as cl
 from cellucid.ex import _deflate, _payload, _sparse_gzip
+from cellucid.ex._payload import PayloadWriter
 from cellucid.ex._sparse_gzip import StoredColumn
 from cellucid.pp._quantize import encode_with_bounds
 
@@ -402,8 +403,17 @@ def test_exports_through_stored_columns_decode_to_the_zlib_exports(
 
     stored_columns_from_csr = _var.stored_columns_from_csr
     monkeypatch.setattr(_var, "stored_columns_from_csr", grouped)
+    made = []
+
+    def write_many(self, files, **kwargs):
+        made.extend(kwargs.get("made", False) for relpath, _ in files if relpath.startswith("var/"))
+        return write(self, files, **kwargs)
+
+    write = PayloadWriter.write_many
+    monkeypatch.setattr(PayloadWriter, "write_many", write_many)
     ours = cl.ex.export(adata, tmp_path / "stored", **options)
     assert _payloads(ours) == _payloads(expected)
+    assert len(made) == adata.n_vars and all(made)  # files made: written in order (one thread)
     # every block grouped its stored values in the writer's one scratch
     assert len(scratches) > 1 and len({id(s) for s in scratches}) == 1 and scratches[0] is not None
     differs = [

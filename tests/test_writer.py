@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import CancelledError
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +86,68 @@ def test_a_large_member_is_not_held_while_written(tmp_path: Path) -> None:
     member = (tmp_path / path).stat().st_size
     assert member > 2**24
     assert peak < member / 4  # pieces of 1 MiB in, their output out (not the member, twice)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 3])
+def test_made_files_are_written_in_order_one_task_at_a_time(tmp_path: Path, n_jobs: int) -> None:
+    """Files whose bytes are made: one pool thread creates them, in order; the pool's other work goes on meanwhile."""
+    import threading
+    import time
+
+    lock = threading.Lock()
+    running, most, order = [0], [0], []
+
+    def hand_over(array: np.ndarray) -> bytes:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            order.append(int(array[0]))
+        time.sleep(0.0005)  # long enough for other threads to start their files, if they could
+        with lock:
+            running[0] -= 1
+        return array.tobytes()
+
+    arrays = [np.full(10, i, np.uint8) for i in range(200)]  # several tasks of files
+    with PayloadWriter(tmp_path, compression=None, n_jobs=n_jobs) as writer:
+        paths = writer.write_many(
+            [(f"var/g{i}.bin", a) for i, a in enumerate(arrays)], encode=hand_over, made=True
+        )
+        other = writer.executor.submit(lambda: threading.current_thread().name)
+        if n_jobs > 1:  # not held up by the files queued before it
+            assert other.result(timeout=5)
+        writer.wait_for(writer.mark())
+        assert all((tmp_path / p).is_file() for p in paths)
+    assert most[0] == 1 and order == list(range(200))
+    assert writer.files_written == 200
+
+
+def test_a_failed_made_file_is_raised_and_the_rest_dropped(tmp_path: Path) -> None:
+    (tmp_path / "var" / "g40.bin").mkdir(parents=True)  # a folder where a file goes
+    files = [(f"var/g{i}.bin", np.full(3, i, np.uint8)) for i in range(200)]
+    with PayloadWriter(tmp_path, compression=None, n_jobs=2) as w:
+        w.write_many(files, encode=lambda a: a.tobytes(), made=True)
+        with pytest.raises(IsADirectoryError):
+            w.wait_for(w.mark())
+    assert (tmp_path / "var" / "g39.bin").is_file()  # its task's files before it were written
+
+
+def test_made_files_not_started_are_dropped_by_cancel(tmp_path: Path) -> None:
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+
+    def slow(array: np.ndarray) -> bytes:
+        started.set()
+        release.wait(5)
+        return array.tobytes()
+
+    files = [(f"var/g{i}.bin", np.full(3, i, np.uint8)) for i in range(100)]  # 4 tasks
+    writer = PayloadWriter(tmp_path, compression=None, n_jobs=2)
+    writer.write_many(files, encode=slow, made=True)
+    assert started.wait(5)
+    writer.cancel()
+    release.set()
+    with pytest.raises(CancelledError):
+        writer.close()
+    written = sorted((tmp_path / "var").iterdir())
+    assert len(written) == 32  # the task under way finished; the 3 after it never started

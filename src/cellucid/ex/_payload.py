@@ -326,6 +326,10 @@ class PayloadWriter:
         )
         self._pending: deque[Future] = deque()
         self._queued = 0  # tasks queued so far
+        # tasks run in order by one pool thread at a time (files made before), and whether
+        # a pool thread is running them
+        self._ordered: deque[tuple[Future, Callable[[], None]]] = deque()
+        self._draining = False
         self._folders: set[str] = set()
 
     def encoder(
@@ -349,13 +353,18 @@ class PayloadWriter:
         *,
         run_length: bool = False,
         encode: Callable[[np.ndarray], bytes | bytearray | memoryview] | None = None,
+        made: bool = False,
     ) -> list[str]:
         """Queue many files like :meth:`write`, a few dozen per task of the pool; return their paths.
 
         ``encode`` turns an array into its file's bytes on the pool; by default arrays are
         gzipped into their files as the members are made (:func:`write_gzip`, with
         ``run_length``), or written raw without compression. Thousands of small files cost
-        less this way: fewer hand-offs between threads.
+        less this way: fewer hand-offs between threads. Files whose bytes are ``made``
+        (``encode`` only hands them over) are written by one pool thread at a time, in
+        order, while the others go on with the work queued after them: creating files in
+        one folder from several threads contends for the folder's lock (at 100k cells x
+        40k genes, 0.55 s more CPU for the same files).
         """
         relpaths = [gz(relpath, self.compression) for relpath, _ in files]
         # manifests' paths have "/" separators; string operations cost less per file than os.path's
@@ -372,8 +381,44 @@ class PayloadWriter:
                 self._write_files, jobs[start : start + _FILES_PER_TASK], encode, run_length
             )
             self._queued += 1
-            self._pending.append(self.executor.submit(task))
+            self._pending.append(self._in_order(task) if made else self.executor.submit(task))
         return relpaths
+
+    def _in_order(self, task: Callable[[], None]) -> Future:
+        """Queue ``task`` to run after the tasks queued so before it, on one pool thread at a time (see :meth:`_drain`)."""
+        future: Future = Future()
+        with self._lock:
+            self._ordered.append((future, task))
+            start = not self._draining
+            self._draining = True
+        if start:
+            self.executor.submit(self._drain)
+        return future
+
+    def _drain(self) -> None:
+        """Run the tasks queued in order until none is left, each settling its future."""
+        while True:
+            with self._lock:
+                if not self._ordered:
+                    self._draining = False
+                    return
+                future, task = self._ordered.popleft()
+            if not future.set_running_or_notify_cancel():  # dropped by cancel()
+                continue
+            try:
+                task()
+            except BaseException as exc:  # for whoever waits on it
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+    def _drop_ordered(self) -> None:
+        """Cancel the tasks queued in order that have not started (as the pool's are)."""
+        with self._lock:
+            for future, _ in self._ordered:
+                future.cancel()
+            self._ordered.clear()
+            self._draining = False
 
     def mark(self) -> int:
         """Return a mark of the files queued so far, for :meth:`wait_for`."""
@@ -425,6 +470,7 @@ class PayloadWriter:
         leaving the ``with`` block still waits for the tasks under way.
         """
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self._drop_ordered()
 
     def close(self) -> None:
         """Wait for every queued file; re-raise the first error. The pool is shut down either way."""
@@ -433,6 +479,7 @@ class PayloadWriter:
                 self._pending.popleft().result()
         finally:
             self.executor.shutdown(wait=True, cancel_futures=True)
+            self._drop_ordered()
 
     def __enter__(self) -> PayloadWriter:
         return self
@@ -441,6 +488,7 @@ class PayloadWriter:
         if exc_type is None:
             self.close()
         else:  # failing (or interrupted): drop the files not started, wait for the rest
+            self._drop_ordered()
             self.executor.shutdown(wait=True, cancel_futures=True)
 
 

@@ -168,7 +168,9 @@ class GeneWriter:
             files, entries = block_files(block.genes, names, payloads, vmin, vmax, self.settings)
             for index, entry in zip(block.genes.tolist(), entries, strict=True):
                 fields[index] = entry
-            writer.write_many(files, encode=encode_file)
+            # gzipped from their stored values, the files' bytes are made: writing is creating them
+            made = not isinstance(payloads, np.ndarray)
+            writer.write_many(files, encode=encode_file, made=made)
             self._written[slot] = writer.mark()
             non_finite_at.extend(block.genes[~finite].tolist())
             start = time.perf_counter()

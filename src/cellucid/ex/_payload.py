@@ -385,7 +385,7 @@ class PayloadWriter:
         return relpaths
 
     def _in_order(self, task: Callable[[], None]) -> Future:
-        """Queue ``task`` to run after the tasks queued so before it, on one pool thread at a time (see :meth:`_drain`)."""
+        """Queue ``task`` to run after the tasks queued before it, on one pool thread at a time (see :meth:`_drain`)."""
         future: Future = Future()
         with self._lock:
             self._ordered.append((future, task))

@@ -395,14 +395,6 @@ def test_exports_through_stored_columns_decode_to_the_zlib_exports(
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     monkeypatch.setattr(_genes, "COMPILED_MIN_STORED", 0)
     monkeypatch.setattr(_genes, "_STORED_VALUES_PER_ROW", 2)  # blocks of a few genes
-    scratches = []
-
-    def grouped(*args, scratch, **kwargs):
-        scratches.append(scratch)
-        return stored_columns_from_csr(*args, scratch=scratch, **kwargs)
-
-    stored_columns_from_csr = _var.stored_columns_from_csr
-    monkeypatch.setattr(_var, "stored_columns_from_csr", grouped)
     made = []
 
     def write_many(self, files, **kwargs):
@@ -414,8 +406,6 @@ def test_exports_through_stored_columns_decode_to_the_zlib_exports(
     ours = cl.ex.export(adata, tmp_path / "stored", **options)
     assert _payloads(ours) == _payloads(expected)
     assert len(made) == adata.n_vars and all(made)  # files made: written in order (one thread)
-    # every block grouped its stored values in the writer's one scratch
-    assert len(scratches) > 1 and len({id(s) for s in scratches}) == 1 and scratches[0] is not None
     differs = [
         p.name
         for p in (ours / "var").iterdir()
@@ -510,7 +500,6 @@ def test_fused_csr_gather_gives_the_columns_of_the_parts_path(
     )
     dtype = np.dtype(np.uint8 if bits == 8 else np.uint16)
     row_parts = [(0, 300), (300, 650), (650, 900)]
-    scratch = _sparse_gzip.GroupedScratch()  # one for every block, as the gene writer's
     for b, ((s, e), parts) in enumerate(
         zip(layout.cuts, layout.parts(x, row_parts, runs), strict=True)
     ):
@@ -541,29 +530,12 @@ def test_fused_csr_gather_gives_the_columns_of_the_parts_path(
                 )
                 for level in (None, 6)
             )
-            in_scratch = _sparse_gzip.stored_columns_from_csr(
-                *block, bits=bits, level=6, pool_map=pool.map, scratch=scratch
-            )
-        assert [bytes(f.member) for f in in_scratch] == [bytes(f.member) for f in files]
         grouped = _sparse_gzip.stored_columns(900, coded, zeros, dtype)
         assert len(ours) == len(files) == len(expected) == len(grouped) == e - s
         for o, file, ref, group in zip(ours, files, expected, grouped, strict=True):
             assert np.array_equal(o.rows, group.rows) and np.array_equal(o.codes, group.codes)
             assert o.zero == group.zero
             assert bytes(file.member) == bytes(ref.member)
-
-
-def test_grouped_scratch_reuses_its_memory_where_a_block_fits() -> None:
-    scratch = _sparse_gzip.GroupedScratch()
-    rows, codes = scratch.take(100, np.dtype(np.uint16))
-    assert rows.dtype == np.int32 and codes.dtype == np.uint16 and rows.size == codes.size == 100
-    more_rows = scratch.take(150, np.dtype(np.uint8))
-    assert not np.shares_memory(rows, more_rows[0])
-    fits = scratch.take(120, np.dtype(np.uint8))
-    assert np.shares_memory(fits[0], more_rows[0]) and np.shares_memory(fits[1], more_rows[1])
-    wider = scratch.take(120, np.dtype(np.uint16))  # 240 bytes of codes: more than the 150 held
-    assert not np.shares_memory(wider[1], more_rows[1])
-    assert wider[0].size == wider[1].size == 120 and wider[1].dtype == np.uint16
 
 
 def _case_script(tmp_path: Path, seed: int, modules: str) -> str:

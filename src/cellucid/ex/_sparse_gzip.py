@@ -612,28 +612,6 @@ def stored_columns(
     return _columns(n_cells, indptr, rows, codes, zeros, level, lib, pool_map)
 
 
-class GroupedScratch:
-    """The arrays a block's stored values are grouped into by gene (rows, codes), reused by the next block.
-
-    A block's are not needed once its genes' ``.gz`` files are made; the next block's
-    would be fresh pages, slow to fault in (more so as the export gives free memory back
-    between blocks, :func:`~cellucid.ex._memory.release_free_memory`): 0.5 GB of them over
-    the gene stage at 100k cells x 20k genes. One caller at a time.
-    """
-
-    def __init__(self) -> None:
-        self._rows = np.empty(0, np.int32)
-        self._codes = np.empty(0, np.uint8)
-
-    def take(self, n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-        """Return arrays of ``n`` rows (int32) and ``n`` codes of ``dtype``, the same memory as the last call's where it fits."""
-        nbytes = n * np.dtype(dtype).itemsize
-        if self._rows.shape[0] < n or self._codes.shape[0] < nbytes:
-            self._rows = self._codes = None  # the smaller ones go first
-            self._rows, self._codes = np.empty(n, np.int32), np.empty(nbytes, np.uint8)
-        return self._rows[:n], self._codes[:nbytes].view(dtype)
-
-
 def stored_columns_from_csr(
     matrix,
     runs: np.ndarray,
@@ -649,7 +627,6 @@ def stored_columns_from_csr(
     level: int | None = None,
     lib: ModuleType = zlib,
     pool_map: Callable = map,
-    scratch: GroupedScratch | None = None,
 ) -> list[StoredColumn] | list[GzippedPayload]:
     """:func:`stored_columns` of a block of a canonical CSR ``matrix``, each value touched once while in the cache.
 
@@ -658,9 +635,8 @@ def stored_columns_from_csr(
     each gene's stored values in each of the ``row_ranges`` (consecutive, covering the
     rows). The codes are those of :func:`~cellucid.pp._quantize.encode_with_bounds` with
     ``vmin``/``vmax``. The row ranges are gathered, quantized and grouped by gene straight
-    into their place, in parallel by ``pool_map``: in ``scratch``'s arrays if given (then
-    only until the next block's call, so with a ``level``), else in fresh ones. Given a
-    ``level`` (and ``lib``), the genes' ``.gz`` files are returned, as by :func:`stored_columns`.
+    into their place, in parallel by ``pool_map``; given a ``level`` (and ``lib``), the
+    genes' ``.gz`` files are returned, as by :func:`stored_columns`.
     """
     from .._format import MAX_QUANT
     from ._csr_kernels import _gather_quantized
@@ -677,11 +653,8 @@ def stored_columns_from_csr(
     # places are contiguous: a block's counts come column-major, and ranges on other
     # threads advancing places in the same cache lines took twice the gather's time
     starts = np.ascontiguousarray(indptr[:-1] + np.cumsum(counts, axis=0) - counts)
-    n_stored = int(indptr[-1])
-    if scratch is None:
-        rows, codes = np.empty(n_stored, np.int32), np.empty(n_stored, dtype)
-    else:
-        rows, codes = scratch.take(n_stored, dtype)
+    rows = np.empty(indptr[-1], np.int32)
+    codes = np.empty(indptr[-1], dtype)
     vmin = np.asarray(vmin, np.float64)
     span = np.asarray(vmax, np.float64) - vmin
     max_q = float(MAX_QUANT[bits])

@@ -32,7 +32,6 @@ from ._payload import PayloadWriter, dumps_manifest, encode_payload, write_json
 from ._progress import ExportProgress
 from ._settings import ExportSettings
 from ._sparse_gzip import (
-    GroupedScratch,
     GzippedPayload,
     stored_columns_from_csr,
     stored_value_bytes,
@@ -100,8 +99,6 @@ class GeneWriter:
             else None
         )
         stored_bytes = stored_value_bytes(self.dtype.itemsize) if self.stored_gzip else 0
-        # such blocks' stored values, grouped by gene in the same memory block after block
-        self._grouped = GroupedScratch() if self.stored_gzip else None
         self._buffers = [np.empty(0, np.uint8)] * IN_FLIGHT
         self._written = [
             0
@@ -176,7 +173,6 @@ class GeneWriter:
             start = time.perf_counter()
             waited["genes.encode"] += start - encoding
         times.update(waited)
-        self._grouped = None  # the last blocks hold their files only
         self._write_manifest(fields, sorted(non_finite_at))
 
     def _encode(
@@ -193,7 +189,6 @@ class GeneWriter:
             progress=progress,
             stored_gzip=self.stored_gzip,
             lib=self.writer.lib,
-            scratch=self._grouped,
         )
 
     def _buffer(self, slot: int, n_genes: int) -> np.ndarray:
@@ -224,7 +219,6 @@ def encode_block(
     progress: ExportProgress,
     stored_gzip: int | None = None,
     lib: ModuleType = zlib,
-    scratch: GroupedScratch | None = None,
 ) -> tuple[np.ndarray | list[GzippedPayload], np.ndarray, np.ndarray, np.ndarray]:
     """Return the block's payloads (one gene per row), their bounds and whether each gene's values were finite.
 
@@ -237,8 +231,7 @@ def encode_block(
     Given a gzip level ``stored_gzip`` (where
     :func:`~cellucid.ex._sparse_gzip.use_sparse_gzip` allows), such a block's payloads
     are its genes' ``.gz`` files instead, the dense ones deflated by ``lib``
-    (:func:`~cellucid.ex._sparse_gzip.stored_columns_from_csr`, its stored values grouped
-    in ``scratch`` if given): the same decoded bytes.
+    (:func:`~cellucid.ex._sparse_gzip.stored_columns_from_csr`): the same decoded bytes.
     """
     if block.dense is not None:
         dense = block.dense
@@ -271,7 +264,6 @@ def encode_block(
             level=stored_gzip,
             lib=lib,
             pool_map=executor.map,
-            scratch=scratch,
         )
         progress.advance(block.genes.shape[0] * n_cells * np.dtype(QUANT_DTYPE[bits]).itemsize)
         return columns, vmin, vmax, ~block.summary.non_finite
